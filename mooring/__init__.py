@@ -1,0 +1,3 @@
+"""The `mooring` command line and the local cluster launcher."""
+
+__all__: list[str] = []
