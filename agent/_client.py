@@ -1,0 +1,514 @@
+"""The agent's session loop: dial, hello, resync, then live sync; reconnect forever.
+
+Reconnects sweep every endpoint before backing off; backoff is tenacity's full-jitter
+exponential, capped. Every session starts with the resync handshake, so a session
+lost at any point loses nothing: what was not acknowledged is found again by the
+next resync's inventory comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from typing import Any
+
+import grpc
+import prometheus_client as prom
+import tenacity
+
+from agent import _endpoints as endpoints_
+from agent import _metrics as metrics_
+from agent import _settings as settings_
+from agent import _store as store_
+from proto import _credentials as credentials
+from proto import codec, pb
+
+__all__ = ["Agent", "AgentError", "channel_options"]
+
+logger = logging.getLogger(__name__)
+
+MODES = {"managed": pb.MODE_MANAGED, "autonomous": pb.MODE_AUTONOMOUS}
+REJECTING_CODES = {
+    grpc.StatusCode.PERMISSION_DENIED: "rejected",
+    grpc.StatusCode.UNAUTHENTICATED: "rejected",
+    grpc.StatusCode.FAILED_PRECONDITION: "rejected",
+    grpc.StatusCode.INVALID_ARGUMENT: "protocol",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "protocol",
+}
+
+
+class AgentError(Exception):
+    """Root of the agent's errors."""
+
+
+class ConnectFailed(AgentError):
+    """One endpoint could not give us a session; `reason` is a metric label."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SweepFailed(AgentError):
+    """Every endpoint of one sweep failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Redirected:
+    endpoint: str
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ended:
+    reason: str
+    lasted: float
+
+
+def channel_options(settings: settings_.AgentSettings) -> list[tuple[str, Any]]:
+    """Client channel args; keepalive agreed with the principal's ping allowance (>= 4 s)."""
+    return [
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        ("grpc.max_receive_message_length", 64 << 20),
+    ]
+
+
+def _classify(err: grpc.aio.AioRpcError) -> str:
+    reason = REJECTING_CODES.get(err.code())
+    if reason:
+        return reason
+    details = (err.details() or "").lower()
+    if "ssl" in details or "handshake" in details or "certificate" in details:
+        return "tls"
+    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "timeout"
+    return "unavailable"
+
+
+def _one_line(err: grpc.aio.AioRpcError) -> str:
+    details = (err.details() or "").strip().splitlines()
+    return f"{err.code().name}: {details[0] if details else 'no details'}"
+
+
+class Agent:
+    """One agent instance; several can share a process (the fleet simulator does)."""
+
+    def __init__(
+        self, settings: settings_.AgentSettings, *, registry: prom.CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or prom.CollectorRegistry()
+        self.metrics = metrics_.AgentMetrics(self.registry, agent=settings.name)
+        self.store = store_.AgentStore(settings.state, mode=settings.mode)
+        self.endpoints = endpoints_.EndpointSet(settings.endpoints, cooldown=settings.endpoint_cooldown)
+        self.tls = credentials.load_tls_dir(settings.tls_dir)
+        self.creds = credentials.channel_credentials(settings.tls_dir)
+        self.welcomed = asyncio.Event()  # set while a session is open and resynced
+        self.session_id = ""
+        self.replica_id = ""
+        self.epoch = 0
+        self._lost_at: float | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        """Keep a session with the owner until stop(); never raises for network faults."""
+        try:
+            while not self._stop.is_set():
+                retrying = tenacity.AsyncRetrying(
+                    retry=tenacity.retry_if_exception_type(SweepFailed),
+                    wait=tenacity.wait_random_exponential(
+                        multiplier=self.settings.backoff_base, max=self.settings.backoff_cap
+                    ),
+                    sleep=self._sleep,
+                    reraise=True,
+                )
+                async for attempt in retrying:
+                    with attempt:
+                        await self._sweep()
+        except _Stopped:
+            pass
+        finally:
+            self.metrics.connected.set(0)
+            self.store.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Interruptible backoff: stop() wakes it at once."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        if self._stop.is_set():
+            raise _Stopped()
+
+    async def _sweep(self) -> None:
+        failures: list[str] = []
+        for address in self.endpoints.sweep():
+            target, hops = address, 0
+            while True:
+                if self._stop.is_set():
+                    raise _Stopped()
+                try:
+                    outcome = await self._session(target, hops=hops)
+                except ConnectFailed as err:
+                    self.metrics.connect_errors.labels(err.reason).inc()
+                    logger.warning("agent %s: cannot open a session on %s: %s", self.settings.name, target, err)
+                    self.endpoints.failed(target)
+                    failures.append(f"{target}: {err}")
+                    break
+                if isinstance(outcome, _Redirected):
+                    self.metrics.redirects.inc()
+                    hops += 1
+                    if hops > self.settings.max_redirects:
+                        failures.append(f"{target}: more than {self.settings.max_redirects} redirects")
+                        break
+                    self.endpoints.prefer(outcome.endpoint)
+                    target = outcome.endpoint
+                    continue
+                if outcome.lasted < 1.0:
+                    failures.append(f"{target}: session ended after {outcome.lasted:.2f}s ({outcome.reason})")
+                    self.endpoints.failed(target)
+                    break
+                return  # a real session ended: reconnect at once
+        raise SweepFailed("; ".join(failures) or "no endpoint")
+
+    # ------------------------------------------------------------------ one session
+    def _hello(self, hops: int) -> pb.Envelope:
+        inventory = []
+        if self.settings.mode == "managed":
+            for row in self.store.list():
+                inventory.append(
+                    pb.InventoryItem(
+                        key=pb.ResourceKey(kind=codec.kind_from_name(row.kind), name=row.name),
+                        version=row.version,
+                        checksum=row.checksum,
+                        status_checksum=row.status_checksum,
+                    )
+                )
+        return pb.Envelope(
+            seq=1,
+            hello=pb.Hello(
+                agent_name=self.settings.name,
+                mode=MODES[self.settings.mode],
+                agent_version=metrics_.VERSION,
+                min_protocol=codec.PROTOCOL_MIN,
+                max_protocol=codec.PROTOCOL_MAX,
+                inventory=inventory,
+                known_epoch=self.epoch,
+                redirect_hops=hops,
+            ),
+        )
+
+    async def _session(self, target: str, *, hops: int) -> _Redirected | _Ended:
+        started = time.monotonic()
+        async with grpc.aio.secure_channel(target, self.creds, options=channel_options(self.settings)) as channel:
+            call = channel.stream_stream(
+                codec.SUBSCRIBE_METHOD,
+                request_serializer=pb.Envelope.SerializeToString,
+                response_deserializer=pb.Envelope.FromString,
+            )()
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout):
+                    await call.write(self._hello(hops))
+                    first = await call.read()
+            except TimeoutError:
+                call.cancel()
+                raise ConnectFailed(
+                    f"no welcome within {self.settings.connect_timeout:.1f}s", reason="timeout"
+                ) from None
+            except grpc.aio.AioRpcError as err:
+                raise ConnectFailed(_one_line(err), reason=_classify(err)) from None
+            if first is grpc.aio.EOF:
+                code = await call.code()
+                details = await call.details()
+                raise ConnectFailed(f"{code.name}: {details}", reason=REJECTING_CODES.get(code, "unavailable"))
+            body = first.WhichOneof("body")
+            if body == "redirect":
+                self.epoch = max(self.epoch, first.redirect.epoch)
+                call.cancel()
+                logger.info(
+                    "agent %s: redirected by %s to %s (epoch %d)",
+                    self.settings.name, target, first.redirect.owner_endpoint, first.redirect.epoch,
+                )
+                return _Redirected(first.redirect.owner_endpoint, first.redirect.epoch)
+            if body != "welcome":
+                call.cancel()
+                raise ConnectFailed(f"expected welcome, got {body}", reason="protocol")
+            welcome = first.welcome
+            self.endpoints.succeeded(target)
+            self.endpoints.prefer(target)
+            self.session_id, self.replica_id, self.epoch = welcome.session_id, welcome.replica_id, welcome.epoch
+            self.metrics.sessions.inc()
+            self.metrics.events_received.labels("welcome").inc()
+            logger.info(
+                "agent %s: session %s with replica %s on %s", self.settings.name, welcome.session_id,
+                welcome.replica_id, target,
+            )
+            live = _Live(self, call, welcome=welcome, started=started)
+            reason = await live.run()
+            self.welcomed.clear()
+            self.metrics.connected.set(0)
+            self._lost_at = time.monotonic()
+            if isinstance(reason, _Redirected):
+                return reason
+            logger.info("agent %s: session %s ended: %s", self.settings.name, welcome.session_id, reason)
+            return _Ended(reason, time.monotonic() - started)
+
+    def _resynced(self, started: float) -> None:
+        now = time.monotonic()
+        self.metrics.resync_seconds.observe(now - started)
+        if self._lost_at is not None:
+            self.metrics.failover_seconds.observe(now - self._lost_at)
+            self._lost_at = None
+        self.metrics.connected.set(1)
+        self.welcomed.set()
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _SessionOver(Exception):
+    def __init__(self, outcome: str | _Redirected) -> None:
+        super().__init__(str(outcome))
+        self.outcome = outcome
+
+
+class _Live:
+    """The running part of one session: reader, writer, local-change pusher, heartbeats."""
+
+    def __init__(self, agent: Agent, call: Any, *, welcome: pb.Welcome, started: float) -> None:
+        self.agent = agent
+        self.store = agent.store
+        self.metrics = agent.metrics
+        self.call = call
+        self.started = started
+        self.interval = max(welcome.heartbeat_interval_ms / 1000.0, 0.1) if welcome.heartbeat_interval_ms else 5.0
+        self.outbox: asyncio.Queue[pb.Envelope] = asyncio.Queue()
+        self.seq = 1
+        self.pending: dict[int, tuple[str, str, str, int | str]] = {}  # seq -> (what, kind, name, marker)
+        self.inflight: dict[tuple[str, str], int | str] = {}
+        self.resyncing = True
+        self.last_received = time.monotonic()
+        self.wake = asyncio.Event()
+
+    def send(self, envelope: pb.Envelope) -> int:
+        self.seq += 1
+        envelope.seq = self.seq
+        self.outbox.put_nowait(envelope)
+        return self.seq
+
+    async def run(self) -> str | _Redirected:
+        tasks = [
+            asyncio.create_task(self._reader(), name="agent-read"),
+            asyncio.create_task(self._writer(), name="agent-write"),
+            asyncio.create_task(self._heartbeat(), name="agent-beat"),
+            asyncio.create_task(self._watch_local(), name="agent-local"),
+            asyncio.create_task(self._stopper(), name="agent-stop"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                err = task.exception()
+                if isinstance(err, _SessionOver):
+                    return err.outcome
+                if isinstance(err, grpc.aio.AioRpcError):
+                    return _one_line(err)
+                if err is not None:
+                    raise err
+            return "session ended"
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.call.cancel()
+
+    async def _stopper(self) -> None:
+        await self.agent._stop.wait()
+        with contextlib.suppress(Exception):
+            await self.call.write(pb.Envelope(seq=self.seq + 1, goodbye=pb.Goodbye(reason="agent stopping")))
+        raise _Stopped()
+
+    async def _writer(self) -> None:
+        while True:
+            envelope = await self.outbox.get()
+            await self.call.write(envelope)
+            self.metrics.events_sent.labels(envelope.WhichOneof("body") or "unknown").inc()
+
+    async def _heartbeat(self) -> None:
+        timeout = self.interval * self.agent.settings.heartbeat_timeout_factor
+        while True:
+            await asyncio.sleep(self.interval)
+            silent = time.monotonic() - self.last_received
+            if silent > timeout:
+                raise _SessionOver(f"heartbeat timeout: nothing from the principal for {silent:.1f}s")
+            self.send(pb.Envelope(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))))
+
+    async def _reader(self) -> None:
+        while True:
+            envelope = await self.call.read()
+            if envelope is grpc.aio.EOF:
+                code = await self.call.code()
+                details = await self.call.details()
+                raise _SessionOver(f"stream closed by the principal ({code.name}: {details or 'no details'})")
+            self.last_received = time.monotonic()
+            body = envelope.WhichOneof("body")
+            self.metrics.events_received.labels(body or "unknown").inc()
+            if body == "event":
+                self._apply(envelope)
+            elif body == "ack":
+                self._acked(envelope.ack)
+            elif body == "resync_done":
+                self.resyncing = False
+                self.agent._resynced(self.started)
+                self.wake.set()
+            elif body == "resync_request":
+                self._answer_resync(envelope.resync_request)
+                self.resyncing = False
+                self.agent._resynced(self.started)
+            elif body == "redirect":
+                self.agent.epoch = max(self.agent.epoch, envelope.redirect.epoch)
+                raise _SessionOver(_Redirected(envelope.redirect.owner_endpoint, envelope.redirect.epoch))
+            elif body == "goodbye":
+                raise _SessionOver(f"principal said goodbye: {envelope.goodbye.reason}")
+
+    # --- managed ---------------------------------------------------------------------
+    def _apply(self, envelope: pb.Envelope) -> None:
+        event = envelope.event
+        kind = codec.KIND_NAMES.get(event.key.kind)
+        error = ""
+        changed = False
+        if kind is None or not event.key.name:
+            error = "resource event without a valid key"
+        elif self.agent.settings.mode != "managed":
+            error = "autonomous agents do not take desired state from the principal"
+        elif event.operation == pb.OPERATION_DELETE:
+            changed = self.store.apply_remote_delete(kind, event.key.name, version=event.version, force=self.resyncing)
+        else:
+            try:
+                obj = json.loads(event.object_json)
+            except ValueError:
+                error = f"{kind} {event.key.name}: object is not JSON"
+            else:
+                changed = self.store.apply_remote_upsert(
+                    kind, event.key.name, obj=obj, version=event.version, checksum=event.checksum,
+                    force=self.resyncing,
+                )
+        if changed:
+            op = "delete" if event.operation == pb.OPERATION_DELETE else "upsert"
+            self.metrics.events_applied.labels(op).inc()
+        if self.resyncing:
+            self.metrics.resync_events.inc()
+        if error:
+            logger.warning("agent %s: refused event: %s", self.agent.settings.name, error)
+        self.send(pb.Envelope(ack=pb.Ack(seq=envelope.seq, ok=not error, error=error)))
+
+    # --- autonomous ------------------------------------------------------------------
+    def _event_for(self, row: store_.LocalResource) -> pb.Envelope:
+        key = pb.ResourceKey(kind=codec.kind_from_name(row.kind), name=row.name)
+        if row.deleted:
+            return pb.Envelope(event=pb.ResourceEvent(key=key, operation=pb.OPERATION_DELETE, version=row.version))
+        doc: dict[str, Any] = dict(row.object)
+        if row.status is not None:
+            doc["status"] = row.status
+        return pb.Envelope(
+            event=pb.ResourceEvent(
+                key=key, operation=pb.OPERATION_UPSERT, version=row.version, checksum=row.checksum,
+                object_json=codec.canonical_json(doc),
+            )
+        )
+
+    def _push_row(self, row: store_.LocalResource) -> None:
+        seq = self.send(self._event_for(row))
+        self.pending[seq] = ("event", row.kind, row.name, row.version)
+        self.inflight[(row.kind, row.name)] = row.version
+
+    def _answer_resync(self, request: pb.ResyncRequest) -> None:
+        theirs = {(codec.KIND_NAMES.get(i.key.kind, ""), i.key.name): i for i in request.inventory}
+        sent = 0
+        for row in self.store.list(include_deleted=True):
+            item = theirs.pop((row.kind, row.name), None)
+            if row.deleted:
+                if item is None:
+                    self.store.mark_synced(row.kind, row.name, row.version)
+                else:
+                    self._push_row(row)
+                    sent += 1
+            elif item is None or item.checksum != row.checksum or item.status_checksum != row.status_checksum:
+                self._push_row(row)
+                sent += 1
+            else:
+                self.store.mark_synced(row.kind, row.name, row.version)
+        for (kind, name), item in theirs.items():
+            if not kind:
+                continue
+            key = pb.ResourceKey(kind=item.key.kind, name=name)
+            self.send(pb.Envelope(event=pb.ResourceEvent(key=key, operation=pb.OPERATION_DELETE, version=item.version)))
+            sent += 1
+        self.metrics.resync_events.inc(sent)
+        self.send(pb.Envelope(resync_done=pb.ResyncDone(sent=sent)))
+
+    # --- both: local changes and acknowledgements ---------------------------------------
+    async def _watch_local(self) -> None:
+        seen = -1
+        while True:
+            version = self.store.data_version()
+            if version != seen and not self.resyncing:
+                seen = version
+                self._push_local()
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.agent.settings.poll_interval):
+                    await self.wake.wait()
+
+    def _push_local(self) -> None:
+        for row in self.store.unsynced():
+            key = (row.kind, row.name)
+            if self.agent.settings.mode == "autonomous":
+                if self.inflight.get(key) == row.version:
+                    continue
+                self._push_row(row)
+            else:
+                if self.inflight.get(key) == row.status_checksum:
+                    continue
+                seq = self.send(
+                    pb.Envelope(
+                        status=pb.StatusUpdate(
+                            key=pb.ResourceKey(kind=codec.kind_from_name(row.kind), name=row.name),
+                            version=row.version,
+                            status_json=codec.canonical_json(row.status),
+                            status_checksum=row.status_checksum,
+                        )
+                    )
+                )
+                self.pending[seq] = ("status", row.kind, row.name, row.status_checksum)
+                self.inflight[key] = row.status_checksum
+
+    def _acked(self, ack: pb.Ack) -> None:
+        entry = self.pending.pop(ack.seq, None)
+        if entry is None:
+            return
+        what, kind, name, marker = entry
+        if not ack.ok:
+            logger.warning("agent %s: principal refused %s of %s %s: %s", self.agent.settings.name, what, kind, name, ack.error)
+            return  # stays in flight at this version: resent only after it changes again
+        if what == "event":
+            assert isinstance(marker, int)
+            self.store.mark_synced(kind, name, marker)
+        else:
+            assert isinstance(marker, str)
+            self.store.mark_status_synced(kind, name, marker)
+        if self.inflight.get((kind, name)) == marker:
+            del self.inflight[(kind, name)]
+        self.wake.set()

@@ -1,0 +1,359 @@
+"""The `mooring` command line: argument parsing, environment defaults, exit codes.
+
+Every flag also reads MOORING_<FLAG> (dashes as underscores) from the environment.
+Exit codes: 0 ok, 1 runtime failure, 2 usage error. Errors are one line unless --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent import _client as agent_client
+from agent import _settings as agent_settings
+from agent import _store as agent_store
+from election import _errors as cerrors
+from election import _etcd as etcd
+from principal import _pki as pki
+from principal import _server as principal_server
+from principal import _settings as principal_settings
+from principal import _store as principal_store
+from proto import _credentials as credentials
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad flags or arguments: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage; we want one line
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _apply_env(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """Let MOORING_<FLAG> provide each flag's default (and satisfy required flags)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _apply_env(sub, env)
+            continue
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs or action.dest in ("help", "debug"):
+            continue
+        name = "MOORING_" + longs[0][2:].upper().replace("-", "_")
+        if name in env:
+            value: Any = env[name]
+            if isinstance(action, argparse._StoreTrueAction):
+                value = value.lower() in ("1", "true", "yes", "on")
+            elif action.type is not None and callable(action.type):
+                try:
+                    value = action.type(value)
+                except (TypeError, ValueError) as err:
+                    raise UsageError(f"bad {name}={env[name]!r}: {err}") from None
+            action.default = value
+            action.required = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mooring", description="HA control plane for pull-based GitOps agents.")
+    parser.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--log-level", default="INFO")
+    top = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_pki = top.add_parser("pki", help="certificates").add_subparsers(dest="pki_command", required=True)
+    p = p_pki.add_parser("init", help="create the CA")
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--force", action="store_true", help="overwrite an existing CA")
+    p_issue = p_pki.add_parser("issue", help="issue a certificate").add_subparsers(dest="subject", required=True)
+    p = p_issue.add_parser("principal")
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--san", default="", help="HOST[,HOST...]: DNS names and IP addresses")
+    p.add_argument("--days", type=int, default=365)
+    p = p_issue.add_parser("agent")
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--days", type=int, default=365)
+
+    p_pr = top.add_parser("principal", help="principal replica").add_subparsers(dest="principal_command", required=True)
+    p = p_pr.add_parser("serve", help="run one principal replica")
+    p.add_argument("--id", required=True)
+    p.add_argument("--listen", required=True, help="HOST:PORT for agents")
+    p.add_argument("--advertise", help="HOST:PORT agents reach this replica on (default: --listen)")
+    p.add_argument("--coordination", required=True, help="etcd://HOST:PORT[,HOST:PORT]")
+    p.add_argument("--redis", help="redis://HOST:PORT session registry")
+    p.add_argument("--tls-dir", required=True, type=Path)
+    p.add_argument("--metrics", help="HOST:PORT for /metrics")
+    p.add_argument("--max-message-bytes", type=int, default=1 << 20)
+    p.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds")
+
+    p_ag = top.add_parser("agent", help="agent").add_subparsers(dest="agent_command", required=True)
+    p = p_ag.add_parser("run", help="run one agent")
+    p.add_argument("--name", required=True)
+    p.add_argument("--mode", required=True, choices=("managed", "autonomous"))
+    p.add_argument("--endpoints", required=True, help="HOST:PORT[,HOST:PORT]")
+    p.add_argument("--tls-dir", required=True, type=Path)
+    p.add_argument("--state", required=True, type=Path, help="SQLite file of the local store")
+    p.add_argument("--metrics", help="HOST:PORT for /metrics")
+
+    p_app = top.add_parser("app", help="Applications and AppProjects").add_subparsers(dest="app_command", required=True)
+    for verb in ("apply", "list", "delete"):
+        p = p_app.add_parser(verb)
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("--agent", help="the agent whose resources live in the principal store")
+        target.add_argument("--agent-state", type=Path, help="an agent's local store (SQLite file)")
+        p.add_argument("--coordination", help="etcd://HOST:PORT[,HOST:PORT] of the principal store")
+        p.add_argument("--dir", type=Path, help="state dir of a local cluster (`mooring up`)")
+        if verb == "apply":
+            p.add_argument("-f", "--file", required=True, help="YAML or JSON manifest(s); - for stdin")
+        if verb == "list":
+            p.add_argument("--json", action="store_true")
+        if verb == "delete":
+            p.add_argument("--kind", default="Application", choices=("Application", "AppProject"))
+            p.add_argument("name")
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+def _load_manifests(path: str) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as err:
+        raise RuntimeError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        raise RuntimeError(f"{path} is not valid YAML/JSON: {str(err).splitlines()[0]}") from None
+    out: list[dict[str, Any]] = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List":
+            out.extend(doc.get("items") or [])
+        elif isinstance(doc, dict):
+            out.append(doc)
+        else:
+            raise RuntimeError(f"{path}: every document must be a mapping")
+    if not out:
+        raise RuntimeError(f"{path} holds no manifests")
+    return out
+
+
+def _coordination(args: argparse.Namespace) -> str:
+    if args.coordination:
+        return str(args.coordination)
+    state_dir = args.dir or Path(os.environ.get("MOORING_DIR", ".mooring"))
+    cluster = Path(state_dir) / "cluster.json"
+    if cluster.exists():
+        return str(json.loads(cluster.read_text())["coordination"])
+    raise UsageError("no principal store: pass --coordination etcd://HOST:PORT or --dir of a running `mooring up`")
+
+
+async def _with_store(args: argparse.Namespace, work: Any) -> Any:
+    kv = etcd.EtcdKV(etcd.parse_endpoints(_coordination(args)), timeout=3.0)
+    try:
+        await kv.connect()
+        return await work(principal_store.DesiredStore(kv))
+    finally:
+        await kv.close()
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _health(status: Any) -> str:
+    if isinstance(status, dict):
+        health = (status.get("health") or {}).get("status")
+        sync = (status.get("sync") or {}).get("status")
+        return "/".join(x for x in (sync, health) if x) or "-"
+    return "-"
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_pki(args: argparse.Namespace) -> int:
+    if args.pki_command == "init":
+        path = pki.init_ca(args.dir, force=args.force)
+        print(f"CA written to {path}")
+        return 0
+    if args.subject == "principal":
+        sans = [s.strip() for s in args.san.split(",") if s.strip()]
+        path = pki.issue_principal(args.dir, name=args.name, sans=sans, days=args.days)
+    else:
+        path = pki.issue_agent(args.dir, name=args.name, days=args.days)
+    print(f"certificate written to {path}")
+    return 0
+
+
+def cmd_principal(args: argparse.Namespace) -> int:
+    from principal import _session as session
+
+    settings = principal_settings.PrincipalSettings(
+        replica_id=args.id,
+        listen=args.listen,
+        advertise=args.advertise or args.listen,
+        coordination=args.coordination,
+        redis=args.redis,
+        tls_dir=args.tls_dir,
+        metrics=args.metrics,
+        session=session.SessionSettings(
+            max_message_bytes=args.max_message_bytes,
+            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_timeout=args.heartbeat_interval * 3,
+        ),
+    )
+    credentials.load_tls_dir(settings.tls_dir)  # fail fast with a clear line
+    asyncio.run(principal_server.run(settings))
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    settings = agent_settings.AgentSettings(
+        name=args.name,
+        mode=args.mode,
+        endpoints=tuple(e.strip() for e in args.endpoints.split(",") if e.strip()),
+        tls_dir=args.tls_dir,
+        state=args.state,
+        metrics=args.metrics,
+    )
+    asyncio.run(_run_agent(settings))
+    return 0
+
+
+async def _run_agent(settings: agent_settings.AgentSettings) -> None:
+    import signal
+
+    import prometheus_client as prom
+
+    from principal import _settings as ps  # parse_hostport only
+
+    agent = agent_client.Agent(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop)
+    server = None
+    if settings.metrics:
+        host, port = ps.parse_hostport(settings.metrics, what="--metrics")
+        server, _ = prom.start_http_server(port, addr=host, registry=agent.registry)
+    try:
+        await agent.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    if args.agent_state is not None:
+        return _app_local(args)
+    return int(asyncio.run(_with_store(args, lambda desired: _app_principal(args, desired))))
+
+
+def _app_local(args: argparse.Namespace) -> int:
+    create = args.app_command == "apply"
+    local = agent_store.AgentStore(args.agent_state, create=create)
+    try:
+        if args.app_command == "apply":
+            for doc in _load_manifests(args.file):
+                row, changed = local.apply_local(doc)
+                print(f"{row.kind} {row.name} {'configured' if changed else 'unchanged'}")
+        elif args.app_command == "delete":
+            deleted = local.delete_local(args.kind, args.name)
+            print(f"{args.kind} {args.name} {'deleted' if deleted else 'not found'}")
+            return 0 if deleted else 1
+        else:
+            rows = [
+                {
+                    "kind": r.kind, "name": r.name, "version": r.version, "checksum": r.checksum[:12],
+                    "status": _health(r.status), "manifest": r.manifest(),
+                }
+                for r in local.list()
+            ]
+            if args.json:
+                print(json.dumps({"mode": local.mode, "items": rows}, indent=2, sort_keys=True))
+            else:
+                _print_table(rows, ("kind", "name", "version", "checksum", "status"))
+    finally:
+        local.close()
+    return 0
+
+
+async def _app_principal(args: argparse.Namespace, desired: principal_store.DesiredStore) -> int:
+    agent = args.agent
+    if args.app_command == "apply":
+        for doc in _load_manifests(args.file):
+            resource, changed = await desired.apply_desired(agent, doc)
+            print(f"{resource.kind} {resource.name} {'configured' if changed else 'unchanged'} for agent {agent}")
+        return 0
+    if args.app_command == "delete":
+        deleted = await desired.delete_desired(agent, args.kind, args.name)
+        print(f"{args.kind} {args.name} {'deleted' if deleted else 'not found'} for agent {agent}")
+        return 0 if deleted else 1
+    record = await desired.get_agent(agent)
+    resources, _ = await desired.list_resources(agent)
+    statuses = await desired.list_status(agent)
+    rows = []
+    for r in resources:
+        status = r.status if r.origin == "agent" else (statuses.get((r.kind, r.name)) or {}).get("status")
+        shown = f"{agent}-{r.name}" if r.origin == "agent" else r.name
+        rows.append(
+            {
+                "kind": r.kind, "name": shown, "agent_name": r.name, "version": r.version,
+                "checksum": r.checksum[:12], "origin": r.origin, "status": _health(status),
+                "spec": r.object.get("spec"), "status_object": status,
+            }
+        )
+    if args.json:
+        print(json.dumps({"agent": agent, "mode": record.mode if record else None, "items": rows}, indent=2, sort_keys=True))
+    else:
+        _print_table(rows, ("kind", "name", "version", "checksum", "origin", "status"))
+    return 0
+
+
+COMMANDS = {"pki": cmd_pki, "principal": cmd_principal, "agent": cmd_agent, "app": cmd_app}
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = "DEBUG" if args.debug else str(args.log_level).upper()
+    if args.log_format == "json":
+        fmt = '{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or env.get("MOORING_DEBUG", "") in ("1", "true")
+    try:
+        parser = build_parser()
+        _apply_env(parser, env)
+        args = parser.parse_args(argv)
+        _setup_logging(args)
+        return COMMANDS[args.command](args)
+    except UsageError as err:
+        print(f"mooring: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (
+        ValueError, RuntimeError, OSError, pki.PkiError, credentials.CredentialsError,
+        agent_store.LocalStoreError, principal_store.StoreError, cerrors.CoordinationError,
+    ) as err:
+        if debug:
+            raise
+        print(f"mooring: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 1

@@ -1,0 +1,34 @@
+"""Who serves which agent: the seam between sessions and the shard map.
+
+A replica asks `route(agent)` on every hello. With one replica it always serves;
+the HA cluster plugs in an implementation backed by the published shard map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+__all__ = ["Ownership", "Route", "SingleReplica"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    serve: bool
+    epoch: int
+    owner_id: str = ""
+    owner_endpoint: str = ""
+
+
+class Ownership(Protocol):
+    def route(self, agent: str) -> Route: ...
+
+
+class SingleReplica:
+    """Ownership of a one-replica principal: every agent is ours, epoch 0."""
+
+    def __init__(self, replica_id: str) -> None:
+        self.replica_id = replica_id
+
+    def route(self, agent: str) -> Route:
+        return Route(serve=True, epoch=0, owner_id=self.replica_id)

@@ -1,0 +1,144 @@
+"""Run one principal replica: gRPC server (agents, health, reflection), metrics, store watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import grpc
+import prometheus_client as prom
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from election import _etcd as etcd
+from principal import _dispatch as dispatch
+from principal import _metrics as metrics_
+from principal import _ownership as ownership
+from principal import _session as session_
+from principal import _settings as settings_
+from principal import _store as store
+from proto import _credentials as credentials
+from proto import codec, pb
+
+__all__ = ["Replica", "grpc_server_options", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def grpc_server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Server channel args, agreed with the agent's keepalive settings.
+
+    The agent pings every 10 s of idleness; we accept pings down to every 4 s so
+    a client is never answered with GOAWAY too_many_pings. gRPC's own receive
+    limit sits well above ours so oversized messages reach our decoder, which
+    rejects them with a clear error and counts them.
+    """
+    return [
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_receive_message_length", max_message_bytes * 8),
+        ("grpc.max_send_message_length", max_message_bytes * 8),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class Replica:
+    """One principal replica's running parts; `start()` then `stop()` (idempotent)."""
+
+    def __init__(self, settings: settings_.PrincipalSettings, *, registry: prom.CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or prom.CollectorRegistry()
+        self.metrics = metrics_.PrincipalMetrics(self.registry, replica_id=settings.replica_id)
+        self.kv = etcd.EtcdKV(etcd.parse_endpoints(settings.coordination), timeout=settings.store_timeout)
+        self.desired = store.DesiredStore(self.kv, root=settings.store_root)
+        self.dispatcher = dispatch.Dispatcher(self.desired)
+        self.sessions = session_.SessionManager(on_change=self.metrics.sessions_open.set)
+        self.routing: ownership.Ownership = ownership.SingleReplica(settings.replica_id)
+        self.server: grpc.aio.Server | None = None
+        self.health = health_aio.HealthServicer()
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics_server: Any = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        creds = credentials.server_credentials(self.settings.tls_dir)
+        await self.kv.connect()
+        self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatch-watch"))
+        await asyncio.wait_for(self.dispatcher.wait_ready(), self.settings.store_timeout * 3)
+        handler = session_.StreamHandler(
+            replica_id=self.settings.replica_id,
+            desired=self.desired,
+            dispatcher=self.dispatcher,
+            routing=self.routing,
+            sessions=self.sessions,
+            settings=self.settings.session,
+            metrics=self.metrics,
+        )
+        limit = self.settings.session.max_message_bytes
+        generic = grpc.method_handlers_generic_handler(
+            codec.SERVICE_NAME,
+            {
+                "Subscribe": grpc.stream_stream_rpc_method_handler(
+                    handler.subscribe,
+                    request_deserializer=codec.bounded_decoder(limit),
+                    response_serializer=pb.Envelope.SerializeToString,
+                )
+            },
+        )
+        server = grpc.aio.server(options=grpc_server_options(limit))
+        server.add_generic_rpc_handlers((generic,))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (codec.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        host, port = settings_.parse_hostport(self.settings.listen, what="--listen")
+        self.port = server.add_secure_port(f"{host}:{port}", creds)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.listen}")
+        await server.start()
+        self.server = server
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(codec.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if self.settings.metrics:
+            mhost, mport = settings_.parse_hostport(self.settings.metrics, what="--metrics")
+            self._metrics_server, _ = prom.start_http_server(mport, addr=mhost, registry=self.registry)
+        logger.info("replica %s serving agents on %s:%d", self.settings.replica_id, host, self.port)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        self.sessions.close_all("principal replica shutting down")
+        if self.server is not None:
+            await self.server.stop(self.settings.shutdown_grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.kv.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+
+
+async def run(settings: settings_.PrincipalSettings) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully."""
+    replica = Replica(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await replica.start()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(replica.stop())

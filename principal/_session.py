@@ -1,0 +1,500 @@
+"""One agent's stream on this replica: hello, routing, resync, then live sync.
+
+Flow of a session (both modes):
+    agent: Hello(inventory)  ->  principal: Welcome | Redirect+close
+managed:     principal sends what differs from the agent's inventory, ResyncDone,
+             then every later change of the agent's desired state; the agent
+             acknowledges each event and sends StatusUpdates.
+autonomous:  principal sends ResyncRequest(mirror inventory); the agent sends what
+             differs, ResyncDone, then every later local change; each is written to
+             the mirror before it is acknowledged (no ack, no loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from election import _errors as cerrors
+from principal import _dispatch as dispatch
+from principal import _metrics as metrics
+from principal import _ownership as ownership
+from principal import _store as store
+from proto import _credentials as credentials
+from proto import codec, pb
+
+__all__ = ["SessionManager", "SessionSettings", "StreamHandler"]
+
+logger = logging.getLogger(__name__)
+
+MODE_NAMES: dict[int, store.Mode] = {pb.MODE_MANAGED: "managed", pb.MODE_AUTONOMOUS: "autonomous"}
+AGENT_BODIES = {"hello", "event", "status", "ack", "resync_done", "heartbeat", "goodbye"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSettings:
+    """Per-session limits and timers."""
+
+    max_message_bytes: int = codec.DEFAULT_MAX_MESSAGE_BYTES  # bytes per envelope
+    hello_timeout: float = 10.0  # seconds to wait for the first message
+    heartbeat_interval: float = 5.0  # seconds between heartbeats we send
+    heartbeat_timeout: float = 15.0  # seconds of silence before we drop the session
+    max_pending: int = 50_000  # unacknowledged or queued envelopes before a session is dropped
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise ValueError("heartbeat_timeout must exceed heartbeat_interval")
+        if self.max_message_bytes < 1024:
+            raise ValueError("max_message_bytes must be at least 1024")
+
+
+class Rejection(Exception):
+    """A stream refused before or during the session: status code, one line, metric reason."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason
+
+
+class Session:
+    def __init__(self, *, agent: str, mode: store.Mode, session_id: str, epoch: int) -> None:
+        self.agent = agent
+        self.mode = mode
+        self.session_id = session_id
+        self.epoch = epoch
+        self.outbox: asyncio.Queue[pb.Envelope | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.pending: dict[int, float] = {}
+        self._seq = 0
+        self.last_received = time.monotonic()
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def close(self, reason: str, *, final: pb.Envelope | None = None) -> None:
+        """Ask the session to end: send `final` if given, then finish the stream."""
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        if final is not None:
+            self.outbox.put_nowait(final)
+        self.outbox.put_nowait(None)
+        self.closed.set()
+
+
+class SessionManager:
+    """The sessions open on this replica, at most one per agent (the newest wins)."""
+
+    def __init__(self, *, on_change: Callable[[int], None] | None = None) -> None:
+        self.sessions: dict[str, Session] = {}
+        self._on_change = on_change
+
+    def open(self, session: Session) -> None:
+        previous = self.sessions.get(session.agent)
+        if previous is not None:
+            previous.close("superseded by a newer session of the same agent")
+        self.sessions[session.agent] = session
+        if self._on_change:
+            self._on_change(len(self.sessions))
+
+    def release(self, session: Session) -> None:
+        if self.sessions.get(session.agent) is session:
+            del self.sessions[session.agent]
+        if self._on_change:
+            self._on_change(len(self.sessions))
+
+    def close_all(self, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            session.close(reason, final=pb.Envelope(goodbye=pb.Goodbye(reason=reason)))
+
+
+def _key(kind: str, name: str) -> pb.ResourceKey:
+    return pb.ResourceKey(kind=codec.kind_from_name(kind), name=name)
+
+
+def _upsert_event(resource: store.Resource) -> pb.ResourceEvent:
+    obj = dict(resource.object)
+    return pb.ResourceEvent(
+        key=_key(resource.kind, resource.name),
+        operation=pb.OPERATION_UPSERT,
+        version=resource.version,
+        checksum=resource.checksum,
+        object_json=codec.canonical_json(obj),
+    )
+
+
+class StreamHandler:
+    """The Subscribe handler: one instance per replica, one call per agent stream."""
+
+    def __init__(
+        self,
+        *,
+        replica_id: str,
+        desired: store.DesiredStore,
+        dispatcher: dispatch.Dispatcher,
+        routing: ownership.Ownership,
+        sessions: SessionManager,
+        settings: SessionSettings,
+        metrics: metrics.PrincipalMetrics,
+    ) -> None:
+        self.replica_id = replica_id
+        self.desired = desired
+        self.dispatcher = dispatcher
+        self.routing = routing
+        self.sessions = sessions
+        self.settings = settings
+        self.metrics = metrics
+
+    # ------------------------------------------------------------------ entry
+    async def subscribe(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        peer = context.peer()
+        agent = credentials.peer_identity(context)
+        try:
+            if agent is None:
+                raise Rejection(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "client certificate names no agent (CN or spiffe://mooring/agent/NAME)",
+                    reason="no_identity",
+                )
+            await self._serve(agent, context)
+        except Rejection as rej:
+            self.metrics.sessions_rejected.labels(rej.reason).inc()
+            logger.warning("rejected stream from %s (agent %s): %s", peer, agent, rej.message)
+            await context.abort(rej.code, rej.message)
+
+    async def _read(self, context: grpc.aio.ServicerContext, *, timeout: float | None) -> pb.Envelope | None:
+        """Next envelope from the agent, None at end of stream; Rejection on bad input."""
+        async with asyncio.timeout(timeout):
+            msg = await context.read()
+        if msg is grpc.aio.EOF:
+            return None
+        if isinstance(msg, codec.Rejected):
+            code = (
+                grpc.StatusCode.RESOURCE_EXHAUSTED
+                if msg.reason == "oversized"
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            raise Rejection(code, msg.error, reason=msg.reason)
+        assert isinstance(msg, pb.Envelope)
+        body = msg.WhichOneof("body")
+        if body is None:
+            raise Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "unknown message type (empty or unrecognised envelope body)",
+                reason="unknown_type",
+            )
+        if body not in AGENT_BODIES:
+            raise Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unexpected message type {body!r} from an agent",
+                reason="unknown_type",
+            )
+        self.metrics.events_received.labels(body).inc()
+        return msg
+
+    async def _serve(self, agent: str, context: grpc.aio.ServicerContext) -> None:
+        started = time.monotonic()
+        try:
+            first = await self._read(context, timeout=self.settings.hello_timeout)
+        except TimeoutError:
+            raise Rejection(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "no hello within the hello timeout", reason="no_hello"
+            ) from None
+        if first is None:
+            return
+        if first.WhichOneof("body") != "hello":
+            raise Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"expected hello as the first message, got {first.WhichOneof('body')}",
+                reason="protocol",
+            )
+        hello = first.hello
+        if hello.agent_name and hello.agent_name != agent:
+            raise Rejection(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"certificate identifies agent {agent!r} but hello claims {hello.agent_name!r}",
+                reason="identity_mismatch",
+            )
+        protocol = codec.negotiate(hello.min_protocol, hello.max_protocol)
+        if protocol is None:
+            raise Rejection(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"no common protocol version: agent speaks {hello.min_protocol}..{hello.max_protocol}, "
+                f"principal {codec.PROTOCOL_MIN}..{codec.PROTOCOL_MAX}",
+                reason="protocol_version",
+            )
+        mode = MODE_NAMES.get(hello.mode)
+        if mode is None:
+            raise Rejection(
+                grpc.StatusCode.INVALID_ARGUMENT, "hello names no mode (managed|autonomous)", reason="protocol"
+            )
+        route = self.routing.route(agent)
+        if not route.serve:
+            self.metrics.redirects.inc()
+            self.metrics.events_sent.labels("redirect").inc()
+            await context.write(
+                pb.Envelope(
+                    seq=1,
+                    redirect=pb.Redirect(
+                        owner_endpoint=route.owner_endpoint,
+                        owner_replica_id=route.owner_id,
+                        epoch=route.epoch,
+                        reason="not the owner",
+                    ),
+                )
+            )
+            return
+        try:
+            await self.desired.register_agent(agent, mode=mode)
+        except store.ModeConflictError as err:
+            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, str(err), reason="mode_conflict") from None
+        except cerrors.CoordinationError as err:
+            self.metrics.store_errors.inc()
+            raise Rejection(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store") from None
+
+        session = Session(agent=agent, mode=mode, session_id=uuid.uuid4().hex, epoch=route.epoch)
+        self.sessions.open(session)
+        logger.info("session %s open: agent=%s mode=%s protocol=%d", session.session_id, agent, mode, protocol)
+        try:
+            await self._write(
+                context,
+                session,
+                pb.Envelope(
+                    welcome=pb.Welcome(
+                        replica_id=self.replica_id,
+                        epoch=route.epoch,
+                        session_id=session.session_id,
+                        protocol=protocol,
+                        heartbeat_interval_ms=int(self.settings.heartbeat_interval * 1000),
+                        max_message_bytes=self.settings.max_message_bytes,
+                    )
+                ),
+            )
+            await self._run(context, session, hello=hello, started=started)
+        finally:
+            self.sessions.release(session)
+            self.metrics.sessions_closed.labels(_reason_label(session.close_reason)).inc()
+            logger.info("session %s closed: agent=%s reason=%s", session.session_id, agent, session.close_reason or "stream ended")
+
+    # ------------------------------------------------------------------ running
+    async def _write(self, context: grpc.aio.ServicerContext, session: Session, envelope: pb.Envelope) -> None:
+        if not envelope.seq:
+            envelope.seq = session.next_seq()
+        body = envelope.WhichOneof("body") or "unknown"
+        if body == "event":
+            session.pending[envelope.seq] = time.monotonic()
+        await context.write(envelope)
+        self.metrics.events_sent.labels(body).inc()
+
+    async def _run(self, context: grpc.aio.ServicerContext, session: Session, *, hello: pb.Hello, started: float) -> None:
+        tasks = {
+            asyncio.create_task(self._reader(context, session), name=f"read:{session.agent}"),
+            asyncio.create_task(self._writer(context, session), name=f"write:{session.agent}"),
+            asyncio.create_task(self._heartbeats(session), name=f"beat:{session.agent}"),
+        }
+        if session.mode == "managed":
+            tasks.add(asyncio.create_task(self._push_managed(session, hello, started), name=f"push:{session.agent}"))
+        else:
+            tasks.add(asyncio.create_task(self._request_autonomous(session), name=f"resync:{session.agent}"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.cancelled():
+                    continue
+                err = task.exception()
+                if err is not None and not isinstance(err, _Closed):
+                    raise err
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _writer(self, context: grpc.aio.ServicerContext, session: Session) -> None:
+        """The only task that writes to the stream; returns after a close."""
+        while True:
+            envelope = await session.outbox.get()
+            if envelope is None:
+                raise _Closed()
+            await self._write(context, session, envelope)
+
+    def _send(self, session: Session, envelope: pb.Envelope) -> None:
+        if session.outbox.qsize() + len(session.pending) > self.settings.max_pending:
+            session.close("agent too slow: pending limit reached; it will resync on reconnect")
+            return
+        session.outbox.put_nowait(envelope)
+
+    async def _heartbeats(self, session: Session) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            silent = time.monotonic() - session.last_received
+            if silent > self.settings.heartbeat_timeout:
+                session.close(f"no message from the agent for {silent:.1f}s")
+                return
+            self._send(session, pb.Envelope(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))))
+
+    async def _reader(self, context: grpc.aio.ServicerContext, session: Session) -> None:
+        while True:
+            envelope = await self._read(context, timeout=None)
+            if envelope is None:
+                session.close("agent closed the stream")
+                raise _Closed()
+            session.last_received = time.monotonic()
+            body = envelope.WhichOneof("body")
+            if body == "ack":
+                sent = session.pending.pop(envelope.ack.seq, None)
+                if sent is not None:
+                    self.metrics.ack_seconds.observe(time.monotonic() - sent)
+            elif body == "status":
+                await self._store_status(session, envelope)
+            elif body == "event":
+                await self._store_mirror(session, envelope)
+            elif body == "resync_done":
+                self.metrics.resync_events.inc(envelope.resync_done.sent)
+            elif body == "goodbye":
+                session.close(f"agent said goodbye: {envelope.goodbye.reason}")
+                raise _Closed()
+            elif body == "hello":
+                raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice", reason="protocol")
+
+    def _ack(self, session: Session, seq: int, *, error: str = "") -> None:
+        self._send(session, pb.Envelope(ack=pb.Ack(seq=seq, ok=not error, error=error)))
+
+    async def _store_call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except cerrors.CoordinationError as err:
+            self.metrics.store_errors.inc()
+            # Without the store we cannot acknowledge: end the session so the agent
+            # retries through a resync once the store is back. Nothing is lost.
+            raise Rejection(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store") from None
+
+    async def _store_status(self, session: Session, envelope: pb.Envelope) -> None:
+        update = envelope.status
+        if session.mode != "managed":
+            self._ack(session, envelope.seq, error="autonomous agents send status inside resource events")
+            return
+        kind = codec.KIND_NAMES.get(update.key.kind)
+        if kind is None or not update.key.name:
+            self._ack(session, envelope.seq, error="status update without a valid resource key")
+            return
+        try:
+            status = json.loads(update.status_json) if update.status_json else {}
+        except ValueError:
+            self._ack(session, envelope.seq, error=f"status of {kind} {update.key.name} is not JSON")
+            return
+        await self._store_call(
+            self.desired.put_status(session.agent, kind, update.key.name, status=status, spec_version=update.version)
+        )
+        self._ack(session, envelope.seq)
+
+    async def _store_mirror(self, session: Session, envelope: pb.Envelope) -> None:
+        event = envelope.event
+        if session.mode != "autonomous":
+            self._ack(session, envelope.seq, error="managed agents cannot change their desired state")
+            return
+        kind = codec.KIND_NAMES.get(event.key.kind)
+        if kind is None or not event.key.name:
+            self._ack(session, envelope.seq, error="resource event without a valid resource key")
+            return
+        if event.operation == pb.OPERATION_DELETE:
+            await self._store_call(self.desired.mirror_delete(session.agent, kind, event.key.name, version=event.version))
+        elif event.operation == pb.OPERATION_UPSERT:
+            try:
+                doc = json.loads(event.object_json)
+                obj = {"metadata": doc.get("metadata") or {}, "spec": doc.get("spec") or {}}
+                status = doc.get("status")
+            except (ValueError, AttributeError):
+                self._ack(session, envelope.seq, error=f"{kind} {event.key.name}: object is not a JSON object")
+                return
+            await self._store_call(
+                self.desired.mirror_upsert(
+                    session.agent, kind, event.key.name, obj=obj, version=event.version, status=status
+                )
+            )
+        else:
+            self._ack(session, envelope.seq, error="resource event without an operation")
+            return
+        self._ack(session, envelope.seq)
+
+    async def _request_autonomous(self, session: Session) -> None:
+        resources, _ = await self._store_call(self.desired.list_resources(session.agent))
+        inventory = [
+            pb.InventoryItem(
+                key=_key(r.kind, r.name), version=r.version, checksum=r.checksum, status_checksum=r.status_checksum
+            )
+            for r in resources
+        ]
+        self._send(session, pb.Envelope(resync_request=pb.ResyncRequest(inventory=inventory)))
+
+    async def _push_managed(self, session: Session, hello: pb.Hello, started: float) -> None:
+        queue = self.dispatcher.subscribe(session.agent)
+        try:
+            resources, revision = await self._store_call(self.desired.list_resources(session.agent))
+            held = {(codec.KIND_NAMES.get(i.key.kind, ""), i.key.name): i for i in hello.inventory}
+            sent = 0
+            for resource in resources:
+                item = held.pop((resource.kind, resource.name), None)
+                if item is None or item.checksum != resource.checksum:
+                    self._send(session, pb.Envelope(event=_upsert_event(resource)))
+                    sent += 1
+            for (kind, name), item in held.items():
+                if not kind:
+                    continue
+                self._send(
+                    session,
+                    pb.Envelope(
+                        event=pb.ResourceEvent(
+                            key=_key(kind, name), operation=pb.OPERATION_DELETE, version=revision
+                        )
+                    ),
+                )
+                sent += 1
+            self._send(session, pb.Envelope(resync_done=pb.ResyncDone(sent=sent)))
+            self.metrics.resync_events.inc(sent)
+            self.metrics.resync_seconds.observe(time.monotonic() - started)
+            while True:
+                change = await queue.get()
+                if change is dispatch.RESYNC:
+                    session.close("watch history lost; resync on reconnect")
+                    return
+                assert isinstance(change, store.Change)
+                if change.revision <= revision:
+                    continue
+                if change.deleted:
+                    event = pb.ResourceEvent(
+                        key=_key(change.kind, change.name), operation=pb.OPERATION_DELETE, version=change.revision
+                    )
+                elif change.resource is not None:
+                    event = _upsert_event(change.resource)
+                else:
+                    continue
+                self._send(session, pb.Envelope(event=event))
+        finally:
+            self.dispatcher.unsubscribe(session.agent, queue)
+
+
+class _Closed(Exception):
+    """Internal: the session ended normally."""
+
+
+def _reason_label(reason: str) -> str:
+    if not reason:
+        return "stream_ended"
+    for label in ("superseded", "goodbye", "slow", "no message", "closed the stream", "resync", "shutting down", "moved"):
+        if label in reason:
+            return label.replace(" ", "_")
+    return "other"

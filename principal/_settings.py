@@ -1,0 +1,47 @@
+"""The principal's settings: one root dataclass, nested, validated, loaded explicitly."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from principal import _session as session
+
+__all__ = ["PrincipalSettings", "parse_hostport"]
+
+
+def parse_hostport(value: str, *, what: str) -> tuple[str, int]:
+    """"HOST:PORT" -> (host, port); ValueError naming `what` when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"bad {what} {value!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrincipalSettings:
+    replica_id: str  # this replica's identity in the cluster
+    listen: str  # HOST:PORT the agent gRPC server binds
+    advertise: str  # HOST:PORT agents are redirected to for this replica
+    coordination: str  # etcd://HOST:PORT[,HOST:PORT] (desired state + coordination)
+    tls_dir: Path  # folder with tls.crt, tls.key, ca.crt
+    metrics: str | None = None  # HOST:PORT for /metrics, None = off
+    redis: str | None = None  # redis://HOST:PORT session registry (HA only)
+    store_root: str = "/mooring/"  # key prefix of everything Mooring writes to etcd
+    store_timeout: float = 2.0  # seconds per store call
+    shutdown_grace: float = 2.0  # seconds to let sessions say goodbye on shutdown
+    session: session.SessionSettings = dataclasses.field(default_factory=session.SessionSettings)
+
+    def __post_init__(self) -> None:
+        if not self.replica_id:
+            raise ValueError("--id must not be empty")
+        parse_hostport(self.listen, what="--listen")
+        parse_hostport(self.advertise, what="--advertise")
+        if self.metrics:
+            parse_hostport(self.metrics, what="--metrics")
+        if not self.coordination.startswith("etcd://"):
+            raise ValueError(
+                f"bad --coordination {self.coordination!r}: expected etcd://HOST:PORT[,HOST:PORT]"
+            )
+        if self.store_timeout <= 0:
+            raise ValueError("store timeout must be positive")

@@ -1,0 +1,278 @@
+"""The principal's source of truth on etcd: agent registry, desired state, status, mirrors.
+
+Key layout (all under a configurable root, default `/mooring/`):
+
+    agents/<agent>                     {"mode": "managed"|"autonomous"}
+    apps/<agent>/<Kind>/<name>         one resource of one agent:
+        managed:    {"object": {"metadata", "spec"}, "checksum", "origin": "principal"}
+                    version = the key's etcd mod_revision
+        autonomous: {"object", "checksum", "status", "status_checksum",
+                     "origin": "agent", "agent_version"}; version = agent_version
+    status/<agent>/<Kind>/<name>       managed agents' reported status:
+                    {"status", "status_checksum", "spec_version"}
+
+Status of managed resources lives apart from their spec so that an agent's status
+report never wakes the watch that pushes spec changes back to the same agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
+
+from election import _etcd as etcd
+from proto import codec
+
+__all__ = ["AgentRecord", "Change", "DesiredStore", "Mode", "ModeConflictError", "Resource", "StoreError"]
+
+Mode = Literal["managed", "autonomous"]
+MODES: tuple[Mode, ...] = ("managed", "autonomous")
+
+
+class StoreError(Exception):
+    """A desired-state operation could not be done (one readable line)."""
+
+
+class ModeConflictError(StoreError):
+    """The operation does not fit the agent's registered mode."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentRecord:
+    name: str
+    mode: Mode
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resource:
+    agent: str
+    kind: str  # "Application" | "AppProject"
+    name: str
+    object: Mapping[str, Any]  # {"metadata": {...}, "spec": {...}}
+    checksum: str
+    version: int
+    status: Mapping[str, Any] | None = None
+    status_checksum: str = ""
+    origin: str = "principal"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One watched change of a resource key."""
+
+    agent: str
+    kind: str
+    name: str
+    deleted: bool
+    resource: Resource | None
+    revision: int
+
+
+class DesiredStore:
+    """Typed access to Mooring's keys on etcd."""
+
+    def __init__(self, kv: etcd.EtcdKV, *, root: str = "/mooring/") -> None:
+        if not root.endswith("/"):
+            root += "/"
+        self.kv = kv
+        self.root = root
+        self.apps_prefix = f"{root}apps/".encode()
+
+    # --- keys -----------------------------------------------------------------
+    def _agent_key(self, agent: str) -> bytes:
+        return f"{self.root}agents/{agent}".encode()
+
+    def _app_key(self, agent: str, kind: str, name: str) -> bytes:
+        return f"{self.root}apps/{agent}/{kind}/{name}".encode()
+
+    def _status_key(self, agent: str, kind: str, name: str) -> bytes:
+        return f"{self.root}status/{agent}/{kind}/{name}".encode()
+
+    def _parse_app_key(self, key: bytes) -> tuple[str, str, str] | None:
+        rest = key[len(self.apps_prefix) :].decode()
+        parts = rest.split("/")
+        return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+    # --- registry ---------------------------------------------------------------
+    async def get_agent(self, name: str) -> AgentRecord | None:
+        got = await self.kv.get(self._agent_key(name))
+        if got is None:
+            return None
+        data = json.loads(got.value)
+        return AgentRecord(name=name, mode=data.get("mode", "managed"))
+
+    async def list_agents(self) -> list[AgentRecord]:
+        items, _ = await self.kv.get_prefix(f"{self.root}agents/".encode())
+        out = []
+        for item in items:
+            name = item.key.decode().rsplit("/", 1)[-1]
+            out.append(AgentRecord(name=name, mode=json.loads(item.value).get("mode", "managed")))
+        return sorted(out, key=lambda a: a.name)
+
+    async def register_agent(self, name: str, *, mode: Mode) -> AgentRecord:
+        """Register name with mode; idempotent; ModeConflictError if known with another mode."""
+        if mode not in MODES:
+            raise StoreError(f"unknown mode {mode!r}: expected managed or autonomous")
+        key = self._agent_key(name)
+        created = await self.kv.create(key, json.dumps({"mode": mode}).encode())
+        if created is None:
+            existing = await self.get_agent(name)
+            if existing is not None and existing.mode != mode:
+                raise ModeConflictError(
+                    f"agent {name} is registered as {existing.mode}, not {mode}"
+                )
+        return AgentRecord(name=name, mode=mode)
+
+    # --- resources --------------------------------------------------------------
+    def _resource(self, agent: str, kind: str, name: str, raw: etcd.KeyValue) -> Resource:
+        data = json.loads(raw.value)
+        origin = data.get("origin", "principal")
+        version = int(data["agent_version"]) if origin == "agent" else raw.mod_revision
+        return Resource(
+            agent=agent,
+            kind=kind,
+            name=name,
+            object=data["object"],
+            checksum=data["checksum"],
+            version=version,
+            status=data.get("status"),
+            status_checksum=data.get("status_checksum", ""),
+            origin=origin,
+        )
+
+    async def list_resources(self, agent: str) -> tuple[list[Resource], int]:
+        """The agent's resources and the store revision they were read at."""
+        items, revision = await self.kv.get_prefix(f"{self.root}apps/{agent}/".encode())
+        out = []
+        for item in items:
+            parsed = self._parse_app_key(item.key)
+            if parsed is not None:
+                out.append(self._resource(*parsed, item))
+        return out, revision
+
+    async def get_resource(self, agent: str, kind: str, name: str) -> Resource | None:
+        raw = await self.kv.get(self._app_key(agent, kind, name))
+        return None if raw is None else self._resource(agent, kind, name, raw)
+
+    async def apply_desired(self, agent: str, doc: Mapping[str, Any]) -> tuple[Resource, bool]:
+        """Write a managed agent's desired resource from a manifest; (resource, changed)."""
+        kind, name = _kind_and_name(doc)
+        record = await self.get_agent(agent)
+        if record is not None and record.mode == "autonomous":
+            raise ModeConflictError(
+                f"agent {agent} is autonomous: {kind} {name} is owned by the agent and "
+                "cannot be changed from the principal; change it on the agent"
+            )
+        if record is None:
+            await self.register_agent(agent, mode="managed")
+        obj = codec.object_of(doc)
+        digest = codec.checksum(obj)
+        current = await self.get_resource(agent, kind, name)
+        if current is not None and current.checksum == digest:
+            return current, False
+        value = {"object": obj, "checksum": digest, "origin": "principal"}
+        revision = await self.kv.put(self._app_key(agent, kind, name), _dumps(value))
+        return Resource(agent, kind, name, obj, digest, revision), True
+
+    async def delete_desired(self, agent: str, kind: str, name: str) -> bool:
+        record = await self.get_agent(agent)
+        if record is not None and record.mode == "autonomous":
+            raise ModeConflictError(
+                f"agent {agent} is autonomous: {kind} {name} cannot be deleted from the principal"
+            )
+        return await self.kv.delete(self._app_key(agent, kind, name))
+
+    async def mirror_upsert(
+        self,
+        agent: str,
+        kind: str,
+        name: str,
+        *,
+        obj: Mapping[str, Any],
+        version: int,
+        status: Mapping[str, Any] | None,
+    ) -> bool:
+        """Mirror an autonomous agent's resource; False when already at this version or newer."""
+        key = self._app_key(agent, kind, name)
+        digest, status_digest = codec.checksum(obj), codec.checksum(status)
+        while True:
+            raw = await self.kv.get(key)
+            if raw is not None:
+                current = self._resource(agent, kind, name, raw)
+                if current.version > version or (
+                    current.checksum == digest and current.status_checksum == status_digest
+                ):
+                    return False
+            value = {
+                "object": obj,
+                "checksum": digest,
+                "status": status,
+                "status_checksum": status_digest,
+                "origin": "agent",
+                "agent_version": version,
+            }
+            expected = 0 if raw is None else raw.mod_revision
+            if await self.kv.update(key, _dumps(value), mod_revision=expected) is not None:
+                return True
+
+    async def mirror_delete(self, agent: str, kind: str, name: str, *, version: int) -> bool:
+        key = self._app_key(agent, kind, name)
+        raw = await self.kv.get(key)
+        if raw is None:
+            return False
+        current = self._resource(agent, kind, name, raw)
+        if current.version > version:
+            return False
+        return await self.kv.delete_if(key, mod_revision=raw.mod_revision)
+
+    # --- status of managed resources ----------------------------------------------
+    async def put_status(
+        self, agent: str, kind: str, name: str, *, status: Mapping[str, Any], spec_version: int
+    ) -> bool:
+        key = self._status_key(agent, kind, name)
+        digest = codec.checksum(status)
+        raw = await self.kv.get(key)
+        if raw is not None and json.loads(raw.value).get("status_checksum") == digest:
+            return False
+        value = {"status": status, "status_checksum": digest, "spec_version": spec_version}
+        await self.kv.put(key, _dumps(value))
+        return True
+
+    async def list_status(self, agent: str) -> dict[tuple[str, str], dict[str, Any]]:
+        items, _ = await self.kv.get_prefix(f"{self.root}status/{agent}/".encode())
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for item in items:
+            _, _, kind, name = item.key.decode().rsplit("/", 3)
+            out[(kind, name)] = json.loads(item.value)
+        return out
+
+    # --- watch ----------------------------------------------------------------------
+    async def watch_resources(self, *, start_revision: int) -> AsyncIterator[Change]:
+        async for event in self.kv.watch_prefix(self.apps_prefix, start_revision=start_revision):
+            parsed = self._parse_app_key(event.key)
+            if parsed is None:
+                continue
+            agent, kind, name = parsed
+            if event.kind is etcd.WatchKind.DELETE:
+                yield Change(agent, kind, name, True, None, event.mod_revision)
+            else:
+                raw = etcd.KeyValue(event.key, event.value, event.mod_revision, 0, 0)
+                yield Change(agent, kind, name, False, self._resource(agent, kind, name, raw), event.mod_revision)
+
+
+def _dumps(value: Any) -> bytes:
+    return codec.canonical_json(value).encode()
+
+
+def _kind_and_name(doc: Mapping[str, Any]) -> tuple[str, str]:
+    kind = doc.get("kind")
+    if kind not in ("Application", "AppProject"):
+        raise StoreError(f"unsupported kind {kind!r}: expected Application or AppProject")
+    name = (doc.get("metadata") or {}).get("name")
+    if not isinstance(name, str) or not name:
+        raise StoreError(f"{kind} without metadata.name")
+    if "/" in name or len(name) > 253:
+        raise StoreError(f"invalid {kind} name {name!r}")
+    return kind, name

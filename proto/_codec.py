@@ -1,0 +1,106 @@
+"""Wire helpers shared by both ends: protocol negotiation, checksums, bounded decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from google.protobuf import message as _message
+
+from proto.v1 import mooring_pb2 as pb
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "KIND_NAMES",
+    "PROTOCOL_MAX",
+    "PROTOCOL_MIN",
+    "SERVICE_NAME",
+    "SUBSCRIBE_METHOD",
+    "Rejected",
+    "bounded_decoder",
+    "canonical_json",
+    "checksum",
+    "kind_from_name",
+    "negotiate",
+    "object_of",
+]
+
+# Protocol versions this build speaks. A peer is accepted when the ranges overlap;
+# the session then runs at the highest common version (so a rolling upgrade that
+# raises PROTOCOL_MAX keeps every old agent connected).
+PROTOCOL_MIN = 1
+PROTOCOL_MAX = 1
+
+SERVICE_NAME = "mooring.v1.AgentStream"
+SUBSCRIBE_METHOD = f"/{SERVICE_NAME}/Subscribe"
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB per envelope
+
+KIND_NAMES: dict[int, str] = {
+    pb.KIND_APPLICATION: "Application",
+    pb.KIND_APP_PROJECT: "AppProject",
+}
+
+
+def kind_from_name(name: str) -> int:
+    """"Application" / "AppProject" -> the wire enum; ValueError otherwise."""
+    for value, label in KIND_NAMES.items():
+        if label == name:
+            return value
+    raise ValueError(f"unsupported kind {name!r}: expected Application or AppProject")
+
+
+def negotiate(peer_min: int, peer_max: int, *, ours: tuple[int, int] = (PROTOCOL_MIN, PROTOCOL_MAX)) -> int | None:
+    """The highest protocol version both ranges contain, or None when they do not overlap."""
+    if peer_min == 0 and peer_max == 0:
+        return None
+    low, high = max(peer_min, ours[0]), min(peer_max, ours[1])
+    return high if low <= high else None
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace; checksums are taken over this."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def checksum(obj: Any) -> str:
+    """sha256 hex of the canonical JSON of obj; "" for None."""
+    if obj is None:
+        return ""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def object_of(doc: Any) -> dict[str, Any]:
+    """The synced, checksummed part of a manifest: labels, annotations and spec."""
+    meta = doc.get("metadata") or {}
+    kept = {k: meta[k] for k in ("labels", "annotations") if meta.get(k)}
+    return {"metadata": kept, "spec": doc.get("spec") or {}}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejected:
+    """What a bounded decoder returns instead of raising: the reason and a one-line error."""
+
+    reason: str  # metric label: "oversized" | "malformed"
+    error: str
+
+
+def bounded_decoder(limit: int) -> Any:
+    """A gRPC request deserializer that never raises.
+
+    gRPC turns a raising deserializer into an opaque INTERNAL error; returning a
+    `Rejected` value lets the handler answer with a clear status and count it.
+    """
+
+    def decode(data: bytes) -> pb.Envelope | Rejected:
+        if len(data) > limit:
+            return Rejected("oversized", f"message of {len(data)} bytes exceeds the limit of {limit} bytes")
+        envelope = pb.Envelope()
+        try:
+            envelope.ParseFromString(data)
+        except _message.DecodeError as err:
+            return Rejected("malformed", f"malformed message: {err or 'cannot decode'}")
+        return envelope
+
+    return decode
