@@ -1,0 +1,1 @@
+"""One principal replica: agent gRPC server, sessions, ownership, handoff, admin, PKI."""
