@@ -87,7 +87,9 @@ def _classify(err: grpc.aio.AioRpcError) -> str:
     if reason:
         return reason
     details = (err.details() or "").lower()
-    if "ssl" in details or "handshake" in details or "certificate" in details:
+    # A principal that refuses our certificate closes the socket during the handshake;
+    # gRPC reports that as "Socket closed" (or an SSL error when we refuse theirs).
+    if any(word in details for word in ("ssl", "handshake", "certificate", "socket closed")):
         return "tls"
     if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         return "timeout"
@@ -96,7 +98,13 @@ def _classify(err: grpc.aio.AioRpcError) -> str:
 
 def _one_line(err: grpc.aio.AioRpcError) -> str:
     details = (err.details() or "").strip().splitlines()
-    return f"{err.code().name}: {details[0] if details else 'no details'}"
+    line = f"{err.code().name}: {details[0] if details else 'no details'}"
+    if _classify(err) == "tls":
+        line += (
+            " (TLS handshake refused: is this agent's certificate signed by the principal's CA,"
+            " unexpired, and does the principal's certificate name this endpoint?)"
+        )
+    return line
 
 
 class Agent:
