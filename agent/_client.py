@@ -117,7 +117,9 @@ class Agent:
         self.registry = registry or prom.CollectorRegistry()
         self.metrics = metrics_.AgentMetrics(self.registry, agent=settings.name)
         self.store = store_.AgentStore(settings.state, mode=settings.mode)
-        self.endpoints = endpoints_.EndpointSet(settings.endpoints, cooldown=settings.endpoint_cooldown)
+        self.endpoints = endpoints_.EndpointSet(
+            settings.endpoints, cooldown=settings.endpoint_cooldown
+        )
         self.tls = credentials.load_tls_dir(settings.tls_dir)
         self.creds = credentials.channel_credentials(settings.tls_dir)
         self.welcomed = asyncio.Event()  # set while a session is open and resynced
@@ -171,7 +173,9 @@ class Agent:
                     outcome = await self._session(target, hops=hops)
                 except ConnectFailed as err:
                     self.metrics.connect_errors.labels(err.reason).inc()
-                    logger.warning("agent %s: cannot open a session on %s: %s", self.settings.name, target, err)
+                    logger.warning(
+                        "agent %s: cannot open a session on %s: %s", self.settings.name, target, err
+                    )
                     self.endpoints.failed(target)
                     failures.append(f"{target}: {err}")
                     break
@@ -179,13 +183,17 @@ class Agent:
                     self.metrics.redirects.inc()
                     hops += 1
                     if hops > self.settings.max_redirects:
-                        failures.append(f"{target}: more than {self.settings.max_redirects} redirects")
+                        failures.append(
+                            f"{target}: more than {self.settings.max_redirects} redirects"
+                        )
                         break
                     self.endpoints.prefer(outcome.endpoint)
                     target = outcome.endpoint
                     continue
                 if outcome.lasted < 1.0:
-                    failures.append(f"{target}: session ended after {outcome.lasted:.2f}s ({outcome.reason})")
+                    failures.append(
+                        f"{target}: session ended after {outcome.lasted:.2f}s ({outcome.reason})"
+                    )
                     self.endpoints.failed(target)
                     break
                 return  # a real session ended: reconnect at once
@@ -220,7 +228,9 @@ class Agent:
 
     async def _session(self, target: str, *, hops: int) -> _Redirected | _Ended:
         started = time.monotonic()
-        async with grpc.aio.secure_channel(target, self.creds, options=channel_options(self.settings)) as channel:
+        async with grpc.aio.secure_channel(
+            target, self.creds, options=channel_options(self.settings)
+        ) as channel:
             call = channel.stream_stream(
                 codec.SUBSCRIBE_METHOD,
                 request_serializer=pb.Envelope.SerializeToString,
@@ -240,14 +250,19 @@ class Agent:
             if first is grpc.aio.EOF:
                 code = await call.code()
                 details = await call.details()
-                raise ConnectFailed(f"{code.name}: {details}", reason=REJECTING_CODES.get(code, "unavailable"))
+                raise ConnectFailed(
+                    f"{code.name}: {details}", reason=REJECTING_CODES.get(code, "unavailable")
+                )
             body = first.WhichOneof("body")
             if body == "redirect":
                 self.epoch = max(self.epoch, first.redirect.epoch)
                 call.cancel()
                 logger.info(
                     "agent %s: redirected by %s to %s (epoch %d)",
-                    self.settings.name, target, first.redirect.owner_endpoint, first.redirect.epoch,
+                    self.settings.name,
+                    target,
+                    first.redirect.owner_endpoint,
+                    first.redirect.epoch,
                 )
                 return _Redirected(first.redirect.owner_endpoint, first.redirect.epoch)
             if body != "welcome":
@@ -256,12 +271,19 @@ class Agent:
             welcome = first.welcome
             self.endpoints.succeeded(target)
             self.endpoints.prefer(target)
-            self.session_id, self.replica_id, self.epoch = welcome.session_id, welcome.replica_id, welcome.epoch
+            self.session_id, self.replica_id, self.epoch = (
+                welcome.session_id,
+                welcome.replica_id,
+                welcome.epoch,
+            )
             self.metrics.sessions.inc()
             self.metrics.events_received.labels("welcome").inc()
             logger.info(
-                "agent %s: session %s with replica %s on %s", self.settings.name, welcome.session_id,
-                welcome.replica_id, target,
+                "agent %s: session %s with replica %s on %s",
+                self.settings.name,
+                welcome.session_id,
+                welcome.replica_id,
+                target,
             )
             live = _Live(self, call, welcome=welcome, started=started)
             reason = await live.run()
@@ -270,7 +292,9 @@ class Agent:
             self._lost_at = time.monotonic()
             if isinstance(reason, _Redirected):
                 return reason
-            logger.info("agent %s: session %s ended: %s", self.settings.name, welcome.session_id, reason)
+            logger.info(
+                "agent %s: session %s ended: %s", self.settings.name, welcome.session_id, reason
+            )
             return _Ended(reason, time.monotonic() - started)
 
     def _resynced(self, started: float) -> None:
@@ -302,10 +326,16 @@ class _Live:
         self.metrics = agent.metrics
         self.call = call
         self.started = started
-        self.interval = max(welcome.heartbeat_interval_ms / 1000.0, 0.1) if welcome.heartbeat_interval_ms else 5.0
+        self.interval = (
+            max(welcome.heartbeat_interval_ms / 1000.0, 0.1)
+            if welcome.heartbeat_interval_ms
+            else 5.0
+        )
         self.outbox: asyncio.Queue[pb.Envelope] = asyncio.Queue()
         self.seq = 1
-        self.pending: dict[int, tuple[str, str, str, int | str]] = {}  # seq -> (what, kind, name, marker)
+        self.pending: dict[
+            int, tuple[str, str, str, int | str]
+        ] = {}  # seq -> (what, kind, name, marker)
         self.inflight: dict[tuple[str, str], int | str] = {}
         self.resyncing = True
         self.last_received = time.monotonic()
@@ -345,7 +375,9 @@ class _Live:
     async def _stopper(self) -> None:
         await self.agent._stop.wait()
         with contextlib.suppress(Exception):
-            await self.call.write(pb.Envelope(seq=self.seq + 1, goodbye=pb.Goodbye(reason="agent stopping")))
+            await self.call.write(
+                pb.Envelope(seq=self.seq + 1, goodbye=pb.Goodbye(reason="agent stopping"))
+            )
         raise _Stopped()
 
     async def _writer(self) -> None:
@@ -360,7 +392,9 @@ class _Live:
             await asyncio.sleep(self.interval)
             silent = time.monotonic() - self.last_received
             if silent > timeout:
-                raise _SessionOver(f"heartbeat timeout: nothing from the principal for {silent:.1f}s")
+                raise _SessionOver(
+                    f"heartbeat timeout: nothing from the principal for {silent:.1f}s"
+                )
             self.send(pb.Envelope(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))))
 
     async def _reader(self) -> None:
@@ -369,7 +403,9 @@ class _Live:
             if envelope is grpc.aio.EOF:
                 code = await self.call.code()
                 details = await self.call.details()
-                raise _SessionOver(f"stream closed by the principal ({code.name}: {details or 'no details'})")
+                raise _SessionOver(
+                    f"stream closed by the principal ({code.name}: {details or 'no details'})"
+                )
             self.last_received = time.monotonic()
             body = envelope.WhichOneof("body")
             self.metrics.events_received.labels(body or "unknown").inc()
@@ -387,7 +423,9 @@ class _Live:
                 self.agent._resynced(self.started)
             elif body == "redirect":
                 self.agent.epoch = max(self.agent.epoch, envelope.redirect.epoch)
-                raise _SessionOver(_Redirected(envelope.redirect.owner_endpoint, envelope.redirect.epoch))
+                raise _SessionOver(
+                    _Redirected(envelope.redirect.owner_endpoint, envelope.redirect.epoch)
+                )
             elif body == "goodbye":
                 raise _SessionOver(f"principal said goodbye: {envelope.goodbye.reason}")
 
@@ -402,7 +440,9 @@ class _Live:
         elif self.agent.settings.mode != "managed":
             error = "autonomous agents do not take desired state from the principal"
         elif event.operation == pb.OPERATION_DELETE:
-            changed = self.store.apply_remote_delete(kind, event.key.name, version=event.version, force=self.resyncing)
+            changed = self.store.apply_remote_delete(
+                kind, event.key.name, version=event.version, force=self.resyncing
+            )
         else:
             try:
                 obj = json.loads(event.object_json)
@@ -410,7 +450,11 @@ class _Live:
                 error = f"{kind} {event.key.name}: object is not JSON"
             else:
                 changed = self.store.apply_remote_upsert(
-                    kind, event.key.name, obj=obj, version=event.version, checksum=event.checksum,
+                    kind,
+                    event.key.name,
+                    obj=obj,
+                    version=event.version,
+                    checksum=event.checksum,
                     force=self.resyncing,
                 )
         if changed:
@@ -426,13 +470,18 @@ class _Live:
     def _event_for(self, row: store_.LocalResource) -> pb.Envelope:
         key = pb.ResourceKey(kind=codec.kind_from_name(row.kind), name=row.name)
         if row.deleted:
-            return pb.Envelope(event=pb.ResourceEvent(key=key, operation=pb.OPERATION_DELETE, version=row.version))
+            return pb.Envelope(
+                event=pb.ResourceEvent(key=key, operation=pb.OPERATION_DELETE, version=row.version)
+            )
         doc: dict[str, Any] = dict(row.object)
         if row.status is not None:
             doc["status"] = row.status
         return pb.Envelope(
             event=pb.ResourceEvent(
-                key=key, operation=pb.OPERATION_UPSERT, version=row.version, checksum=row.checksum,
+                key=key,
+                operation=pb.OPERATION_UPSERT,
+                version=row.version,
+                checksum=row.checksum,
                 object_json=codec.canonical_json(doc),
             )
         )
@@ -453,7 +502,11 @@ class _Live:
                 else:
                     self._push_row(row)
                     sent += 1
-            elif item is None or item.checksum != row.checksum or item.status_checksum != row.status_checksum:
+            elif (
+                item is None
+                or item.checksum != row.checksum
+                or item.status_checksum != row.status_checksum
+            ):
                 self._push_row(row)
                 sent += 1
             else:
@@ -462,7 +515,13 @@ class _Live:
             if not kind:
                 continue
             key = pb.ResourceKey(kind=item.key.kind, name=name)
-            self.send(pb.Envelope(event=pb.ResourceEvent(key=key, operation=pb.OPERATION_DELETE, version=item.version)))
+            self.send(
+                pb.Envelope(
+                    event=pb.ResourceEvent(
+                        key=key, operation=pb.OPERATION_DELETE, version=item.version
+                    )
+                )
+            )
             sent += 1
         self.metrics.resync_events.inc(sent)
         self.send(pb.Envelope(resync_done=pb.ResyncDone(sent=sent)))
@@ -509,7 +568,14 @@ class _Live:
             return
         what, kind, name, marker = entry
         if not ack.ok:
-            logger.warning("agent %s: principal refused %s of %s %s: %s", self.agent.settings.name, what, kind, name, ack.error)
+            logger.warning(
+                "agent %s: principal refused %s of %s %s: %s",
+                self.agent.settings.name,
+                what,
+                kind,
+                name,
+                ack.error,
+            )
             return  # stays in flight at this version: resent only after it changes again
         if what == "event":
             assert isinstance(marker, int)

@@ -13,25 +13,33 @@ class AgentMetrics:
     def __init__(self, registry: prom.CollectorRegistry, *, agent: str) -> None:
         self.registry = registry
         prom.Gauge(
-            "mooring_build_info", "Build information (always 1).", ["version", "component", "agent"],
+            "mooring_build_info",
+            "Build information (always 1).",
+            ["version", "component", "agent"],
             registry=registry,
         ).labels(VERSION, "agent", agent).set(1)
         self.connected = prom.Gauge(
-            "mooring_agent_connected", "1 while a session with the owner replica is open.",
+            "mooring_agent_connected",
+            "1 while a session with the owner replica is open.",
             registry=registry,
         )
         self.events_received = prom.Counter(
-            "mooring_events_received_total", "Envelopes received from the principal, by type.",
-            ["type"], registry=registry,
+            "mooring_events_received_total",
+            "Envelopes received from the principal, by type.",
+            ["type"],
+            registry=registry,
         )
         self.events_sent = prom.Counter(
-            "mooring_events_sent_total", "Envelopes sent to the principal, by type.", ["type"],
+            "mooring_events_sent_total",
+            "Envelopes sent to the principal, by type.",
+            ["type"],
             registry=registry,
         )
         self.events_applied = prom.Counter(
             "mooring_events_applied_total",
             "Resource events that changed the local store (duplicates are not counted).",
-            ["operation"], registry=registry,
+            ["operation"],
+            registry=registry,
         )
         self.resync_events = prom.Counter(
             "mooring_resync_events_total",
@@ -39,7 +47,8 @@ class AgentMetrics:
             registry=registry,
         )
         self.resync_seconds = prom.Histogram(
-            "mooring_resync_seconds", "Time from sending hello to the end of the resync phase.",
+            "mooring_resync_seconds",
+            "Time from sending hello to the end of the resync phase.",
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
@@ -52,7 +61,8 @@ class AgentMetrics:
         self.connect_errors = prom.Counter(
             "mooring_connect_errors_total",
             "Failed session attempts, by reason (tls, unavailable, rejected, timeout, protocol).",
-            ["reason"], registry=registry,
+            ["reason"],
+            registry=registry,
         )
         self.redirects = prom.Counter(
             "mooring_redirects_total", "Redirects followed to the owner replica.", registry=registry

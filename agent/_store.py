@@ -110,7 +110,7 @@ class AgentStore:
                 raise LocalStoreError(
                     f"agent store {self.path} belongs to a {stored} agent, not {mode}"
                 )
-        self.mode: Mode = (mode or stored or "managed")  # type: ignore[assignment]
+        self.mode: Mode = mode or stored or "managed"  # type: ignore[assignment]
 
     def close(self) -> None:
         self.db.close()
@@ -137,7 +137,9 @@ class AgentStore:
 
     # --- reads ----------------------------------------------------------------------
     def get(self, kind: str, name: str) -> LocalResource | None:
-        row = self.db.execute("SELECT * FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+        row = self.db.execute(
+            "SELECT * FROM resources WHERE kind = ? AND name = ?", (kind, name)
+        ).fetchone()
         return None if row is None else _row(row)
 
     def list(self, *, include_deleted: bool = False) -> list[LocalResource]:
@@ -155,7 +157,14 @@ class AgentStore:
 
     # --- managed: what the principal sends ------------------------------------------
     def apply_remote_upsert(
-        self, kind: str, name: str, *, obj: Mapping[str, Any], version: int, checksum: str, force: bool
+        self,
+        kind: str,
+        name: str,
+        *,
+        obj: Mapping[str, Any],
+        version: int,
+        checksum: str,
+        force: bool,
     ) -> bool:
         """Apply a principal's object; True if it changed the store (idempotent by version)."""
         current = self.get(kind, name)
@@ -223,7 +232,12 @@ class AgentStore:
         return got, changed
 
     def _set_status(
-        self, kind: str, name: str, current: LocalResource | None, status: Any, doc: Mapping[str, Any]
+        self,
+        kind: str,
+        name: str,
+        current: LocalResource | None,
+        status: Any,
+        doc: Mapping[str, Any],
     ) -> bool:
         if current is None:
             raise LocalStoreError(
@@ -245,7 +259,12 @@ class AgentStore:
         return True
 
     def _upsert_autonomous(
-        self, kind: str, name: str, current: LocalResource | None, doc: Mapping[str, Any], status: Any
+        self,
+        kind: str,
+        name: str,
+        current: LocalResource | None,
+        doc: Mapping[str, Any],
+        status: Any,
     ) -> bool:
         obj = codec.object_of(doc)
         digest, status_digest = codec.checksum(obj), codec.checksum(status)
@@ -263,8 +282,13 @@ class AgentStore:
             "checksum = excluded.checksum, version = excluded.version, status = excluded.status, "
             "status_checksum = excluded.status_checksum, deleted = 0",
             (
-                kind, name, codec.canonical_json(obj), digest, version,
-                None if status is None else codec.canonical_json(status), status_digest,
+                kind,
+                name,
+                codec.canonical_json(obj),
+                digest,
+                version,
+                None if status is None else codec.canonical_json(status),
+                status_digest,
             ),
         )
         return True
@@ -288,4 +312,3 @@ class AgentStore:
             self.db.execute("ROLLBACK")
             raise
         return True
-

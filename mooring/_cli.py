@@ -72,11 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO")
     top = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p_pki = top.add_parser("pki", help="certificates").add_subparsers(dest="pki_command", required=True)
+    p_pki = top.add_parser("pki", help="certificates").add_subparsers(
+        dest="pki_command", required=True
+    )
     p = p_pki.add_parser("init", help="create the CA")
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--force", action="store_true", help="overwrite an existing CA")
-    p_issue = p_pki.add_parser("issue", help="issue a certificate").add_subparsers(dest="subject", required=True)
+    p_issue = p_pki.add_parser("issue", help="issue a certificate").add_subparsers(
+        dest="subject", required=True
+    )
     p = p_issue.add_parser("principal")
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--name", required=True)
@@ -87,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--days", type=int, default=365)
 
-    p_pr = top.add_parser("principal", help="principal replica").add_subparsers(dest="principal_command", required=True)
+    p_pr = top.add_parser("principal", help="principal replica").add_subparsers(
+        dest="principal_command", required=True
+    )
     p = p_pr.add_parser("serve", help="run one principal replica")
     p.add_argument("--id", required=True)
     p.add_argument("--listen", required=True, help="HOST:PORT for agents")
@@ -108,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", required=True, type=Path, help="SQLite file of the local store")
     p.add_argument("--metrics", help="HOST:PORT for /metrics")
 
-    p_app = top.add_parser("app", help="Applications and AppProjects").add_subparsers(dest="app_command", required=True)
+    p_app = top.add_parser("app", help="Applications and AppProjects").add_subparsers(
+        dest="app_command", required=True
+    )
     for verb in ("apply", "list", "delete"):
         p = p_app.add_parser(verb)
         target = p.add_mutually_exclusive_group(required=True)
@@ -117,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--coordination", help="etcd://HOST:PORT[,HOST:PORT] of the principal store")
         p.add_argument("--dir", type=Path, help="state dir of a local cluster (`mooring up`)")
         if verb == "apply":
-            p.add_argument("-f", "--file", required=True, help="YAML or JSON manifest(s); - for stdin")
+            p.add_argument(
+                "-f", "--file", required=True, help="YAML or JSON manifest(s); - for stdin"
+            )
         if verb == "list":
             p.add_argument("--json", action="store_true")
         if verb == "delete":
@@ -156,7 +166,9 @@ def _coordination(args: argparse.Namespace) -> str:
     cluster = Path(state_dir) / "cluster.json"
     if cluster.exists():
         return str(json.loads(cluster.read_text())["coordination"])
-    raise UsageError("no principal store: pass --coordination etcd://HOST:PORT or --dir of a running `mooring up`")
+    raise UsageError(
+        "no principal store: pass --coordination etcd://HOST:PORT or --dir of a running `mooring up`"
+    )
 
 
 async def _with_store(args: argparse.Namespace, work: Any) -> Any:
@@ -276,8 +288,12 @@ def _app_local(args: argparse.Namespace) -> int:
         else:
             rows = [
                 {
-                    "kind": r.kind, "name": r.name, "version": r.version, "checksum": r.checksum[:12],
-                    "status": _health(r.status), "manifest": r.manifest(),
+                    "kind": r.kind,
+                    "name": r.name,
+                    "version": r.version,
+                    "checksum": r.checksum[:12],
+                    "status": _health(r.status),
+                    "manifest": r.manifest(),
                 }
                 for r in local.list()
             ]
@@ -295,7 +311,9 @@ async def _app_principal(args: argparse.Namespace, desired: principal_store.Desi
     if args.app_command == "apply":
         for doc in _load_manifests(args.file):
             resource, changed = await desired.apply_desired(agent, doc)
-            print(f"{resource.kind} {resource.name} {'configured' if changed else 'unchanged'} for agent {agent}")
+            print(
+                f"{resource.kind} {resource.name} {'configured' if changed else 'unchanged'} for agent {agent}"
+            )
         return 0
     if args.app_command == "delete":
         deleted = await desired.delete_desired(agent, args.kind, args.name)
@@ -306,17 +324,33 @@ async def _app_principal(args: argparse.Namespace, desired: principal_store.Desi
     statuses = await desired.list_status(agent)
     rows = []
     for r in resources:
-        status = r.status if r.origin == "agent" else (statuses.get((r.kind, r.name)) or {}).get("status")
+        status = (
+            r.status
+            if r.origin == "agent"
+            else (statuses.get((r.kind, r.name)) or {}).get("status")
+        )
         shown = f"{agent}-{r.name}" if r.origin == "agent" else r.name
         rows.append(
             {
-                "kind": r.kind, "name": shown, "agent_name": r.name, "version": r.version,
-                "checksum": r.checksum[:12], "origin": r.origin, "status": _health(status),
-                "spec": r.object.get("spec"), "status_object": status,
+                "kind": r.kind,
+                "name": shown,
+                "agent_name": r.name,
+                "version": r.version,
+                "checksum": r.checksum[:12],
+                "origin": r.origin,
+                "status": _health(status),
+                "spec": r.object.get("spec"),
+                "status_object": status,
             }
         )
     if args.json:
-        print(json.dumps({"agent": agent, "mode": record.mode if record else None, "items": rows}, indent=2, sort_keys=True))
+        print(
+            json.dumps(
+                {"agent": agent, "mode": record.mode if record else None, "items": rows},
+                indent=2,
+                sort_keys=True,
+            )
+        )
     else:
         _print_table(rows, ("kind", "name", "version", "checksum", "origin", "status"))
     return 0
@@ -350,10 +384,19 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     except KeyboardInterrupt:
         return 130
     except (
-        ValueError, RuntimeError, OSError, pki.PkiError, credentials.CredentialsError,
-        agent_store.LocalStoreError, principal_store.StoreError, cerrors.CoordinationError,
+        ValueError,
+        RuntimeError,
+        OSError,
+        pki.PkiError,
+        credentials.CredentialsError,
+        agent_store.LocalStoreError,
+        principal_store.StoreError,
+        cerrors.CoordinationError,
     ) as err:
         if debug:
             raise
-        print(f"mooring: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        print(
+            f"mooring: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            file=sys.stderr,
+        )
         return 1

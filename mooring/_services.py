@@ -58,7 +58,9 @@ def wait_tcp(host: str, port: int, *, timeout: float = 10.0) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s") from None
+                raise TimeoutError(
+                    f"nothing listens on {host}:{port} after {timeout:.0f}s"
+                ) from None
             time.sleep(0.02)
 
 
@@ -124,23 +126,39 @@ class EtcdCluster:
         state = "existing" if (member.data_dir / "member").exists() else "new"
         cmd = [
             binary,
-            "--name", member.name,
-            "--data-dir", str(member.data_dir),
-            "--listen-client-urls", f"http://{self.host}:{member.client_port}",
-            "--advertise-client-urls", f"http://{self.host}:{member.client_port}",
-            "--listen-peer-urls", f"http://{self.host}:{member.peer_port}",
-            "--initial-advertise-peer-urls", f"http://{self.host}:{member.peer_port}",
-            "--initial-cluster", self._initial_cluster(),
-            "--initial-cluster-state", state,
-            "--initial-cluster-token", self.token,
-            "--heartbeat-interval", "50",
-            "--election-timeout", "500",
-            "--logger", "zap",
-            "--log-outputs", "stderr",
+            "--name",
+            member.name,
+            "--data-dir",
+            str(member.data_dir),
+            "--listen-client-urls",
+            f"http://{self.host}:{member.client_port}",
+            "--advertise-client-urls",
+            f"http://{self.host}:{member.client_port}",
+            "--listen-peer-urls",
+            f"http://{self.host}:{member.peer_port}",
+            "--initial-advertise-peer-urls",
+            f"http://{self.host}:{member.peer_port}",
+            "--initial-cluster",
+            self._initial_cluster(),
+            "--initial-cluster-state",
+            state,
+            "--initial-cluster-token",
+            self.token,
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
         ]
         log = member.log_path.open("ab")
         member.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -205,16 +223,25 @@ class RedisServer:
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [
             binary,
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.root),
-            "--protected-mode", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.root),
+            "--protected-mode",
+            "no",
         ]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()

@@ -58,7 +58,9 @@ class Dispatcher:
         delay = self._retry_delay
         while True:
             try:
-                async for change in self.desired.watch_resources(start_revision=self._next_revision):
+                async for change in self.desired.watch_resources(
+                    start_revision=self._next_revision
+                ):
                     self._next_revision = change.revision + 1
                     delay = self._retry_delay
                     for queue in self._subscribers.get(change.agent, ()):

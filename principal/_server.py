@@ -52,11 +52,18 @@ def grpc_server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 class Replica:
     """One principal replica's running parts; `start()` then `stop()` (idempotent)."""
 
-    def __init__(self, settings: settings_.PrincipalSettings, *, registry: prom.CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: settings_.PrincipalSettings,
+        *,
+        registry: prom.CollectorRegistry | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry or prom.CollectorRegistry()
         self.metrics = metrics_.PrincipalMetrics(self.registry, replica_id=settings.replica_id)
-        self.kv = etcd.EtcdKV(etcd.parse_endpoints(settings.coordination), timeout=settings.store_timeout)
+        self.kv = etcd.EtcdKV(
+            etcd.parse_endpoints(settings.coordination), timeout=settings.store_timeout
+        )
         self.desired = store.DesiredStore(self.kv, root=settings.store_root)
         self.dispatcher = dispatch.Dispatcher(self.desired)
         self.sessions = session_.SessionManager(on_change=self.metrics.sessions_open.set)
@@ -97,7 +104,11 @@ class Replica:
         server.add_generic_rpc_handlers((generic,))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (codec.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                codec.SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         host, port = settings_.parse_hostport(self.settings.listen, what="--listen")
@@ -110,7 +121,9 @@ class Replica:
         await self.health.set(codec.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.metrics:
             mhost, mport = settings_.parse_hostport(self.settings.metrics, what="--metrics")
-            self._metrics_server, _ = prom.start_http_server(mport, addr=mhost, registry=self.registry)
+            self._metrics_server, _ = prom.start_http_server(
+                mport, addr=mhost, registry=self.registry
+            )
         logger.info("replica %s serving agents on %s:%d", self.settings.replica_id, host, self.port)
 
     async def stop(self) -> None:

@@ -175,9 +175,11 @@ class StreamHandler:
             logger.warning("rejected stream from %s (agent %s): %s", peer, agent, rej.message)
             await context.abort(rej.code, rej.message)
 
-    async def _read(self, context: grpc.aio.ServicerContext, *, timeout: float | None) -> pb.Envelope | None:
+    async def _read(
+        self, context: grpc.aio.ServicerContext, *, limit: float | None
+    ) -> pb.Envelope | None:
         """Next envelope from the agent, None at end of stream; Rejection on bad input."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             msg = await context.read()
         if msg is grpc.aio.EOF:
             return None
@@ -208,10 +210,12 @@ class StreamHandler:
     async def _serve(self, agent: str, context: grpc.aio.ServicerContext) -> None:
         started = time.monotonic()
         try:
-            first = await self._read(context, timeout=self.settings.hello_timeout)
+            first = await self._read(context, limit=self.settings.hello_timeout)
         except TimeoutError:
             raise Rejection(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "no hello within the hello timeout", reason="no_hello"
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "no hello within the hello timeout",
+                reason="no_hello",
             ) from None
         if first is None:
             return
@@ -239,7 +243,9 @@ class StreamHandler:
         mode = MODE_NAMES.get(hello.mode)
         if mode is None:
             raise Rejection(
-                grpc.StatusCode.INVALID_ARGUMENT, "hello names no mode (managed|autonomous)", reason="protocol"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "hello names no mode (managed|autonomous)",
+                reason="protocol",
             )
         route = self.routing.route(agent)
         if not route.serve:
@@ -260,14 +266,24 @@ class StreamHandler:
         try:
             await self.desired.register_agent(agent, mode=mode)
         except store.ModeConflictError as err:
-            raise Rejection(grpc.StatusCode.FAILED_PRECONDITION, str(err), reason="mode_conflict") from None
+            raise Rejection(
+                grpc.StatusCode.FAILED_PRECONDITION, str(err), reason="mode_conflict"
+            ) from None
         except cerrors.CoordinationError as err:
             self.metrics.store_errors.inc()
-            raise Rejection(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store") from None
+            raise Rejection(
+                grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store"
+            ) from None
 
         session = Session(agent=agent, mode=mode, session_id=uuid.uuid4().hex, epoch=route.epoch)
         self.sessions.open(session)
-        logger.info("session %s open: agent=%s mode=%s protocol=%d", session.session_id, agent, mode, protocol)
+        logger.info(
+            "session %s open: agent=%s mode=%s protocol=%d",
+            session.session_id,
+            agent,
+            mode,
+            protocol,
+        )
         try:
             await self._write(
                 context,
@@ -287,10 +303,17 @@ class StreamHandler:
         finally:
             self.sessions.release(session)
             self.metrics.sessions_closed.labels(_reason_label(session.close_reason)).inc()
-            logger.info("session %s closed: agent=%s reason=%s", session.session_id, agent, session.close_reason or "stream ended")
+            logger.info(
+                "session %s closed: agent=%s reason=%s",
+                session.session_id,
+                agent,
+                session.close_reason or "stream ended",
+            )
 
     # ------------------------------------------------------------------ running
-    async def _write(self, context: grpc.aio.ServicerContext, session: Session, envelope: pb.Envelope) -> None:
+    async def _write(
+        self, context: grpc.aio.ServicerContext, session: Session, envelope: pb.Envelope
+    ) -> None:
         if not envelope.seq:
             envelope.seq = session.next_seq()
         body = envelope.WhichOneof("body") or "unknown"
@@ -299,16 +322,31 @@ class StreamHandler:
         await context.write(envelope)
         self.metrics.events_sent.labels(body).inc()
 
-    async def _run(self, context: grpc.aio.ServicerContext, session: Session, *, hello: pb.Hello, started: float) -> None:
+    async def _run(
+        self,
+        context: grpc.aio.ServicerContext,
+        session: Session,
+        *,
+        hello: pb.Hello,
+        started: float,
+    ) -> None:
         tasks = {
             asyncio.create_task(self._reader(context, session), name=f"read:{session.agent}"),
             asyncio.create_task(self._writer(context, session), name=f"write:{session.agent}"),
             asyncio.create_task(self._heartbeats(session), name=f"beat:{session.agent}"),
         }
         if session.mode == "managed":
-            tasks.add(asyncio.create_task(self._push_managed(session, hello, started), name=f"push:{session.agent}"))
+            tasks.add(
+                asyncio.create_task(
+                    self._push_managed(session, hello, started), name=f"push:{session.agent}"
+                )
+            )
         else:
-            tasks.add(asyncio.create_task(self._request_autonomous(session), name=f"resync:{session.agent}"))
+            tasks.add(
+                asyncio.create_task(
+                    self._request_autonomous(session), name=f"resync:{session.agent}"
+                )
+            )
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -344,11 +382,13 @@ class StreamHandler:
             if silent > self.settings.heartbeat_timeout:
                 session.close(f"no message from the agent for {silent:.1f}s")
                 return
-            self._send(session, pb.Envelope(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))))
+            self._send(
+                session, pb.Envelope(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000)))
+            )
 
     async def _reader(self, context: grpc.aio.ServicerContext, session: Session) -> None:
         while True:
-            envelope = await self._read(context, timeout=None)
+            envelope = await self._read(context, limit=None)
             if envelope is None:
                 session.close("agent closed the stream")
                 raise _Closed()
@@ -368,7 +408,9 @@ class StreamHandler:
                 session.close(f"agent said goodbye: {envelope.goodbye.reason}")
                 raise _Closed()
             elif body == "hello":
-                raise Rejection(grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice", reason="protocol")
+                raise Rejection(
+                    grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice", reason="protocol"
+                )
 
     def _ack(self, session: Session, seq: int, *, error: str = "") -> None:
         self._send(session, pb.Envelope(ack=pb.Ack(seq=seq, ok=not error, error=error)))
@@ -380,12 +422,16 @@ class StreamHandler:
             self.metrics.store_errors.inc()
             # Without the store we cannot acknowledge: end the session so the agent
             # retries through a resync once the store is back. Nothing is lost.
-            raise Rejection(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store") from None
+            raise Rejection(
+                grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store"
+            ) from None
 
     async def _store_status(self, session: Session, envelope: pb.Envelope) -> None:
         update = envelope.status
         if session.mode != "managed":
-            self._ack(session, envelope.seq, error="autonomous agents send status inside resource events")
+            self._ack(
+                session, envelope.seq, error="autonomous agents send status inside resource events"
+            )
             return
         kind = codec.KIND_NAMES.get(update.key.kind)
         if kind is None or not update.key.name:
@@ -394,35 +440,54 @@ class StreamHandler:
         try:
             status = json.loads(update.status_json) if update.status_json else {}
         except ValueError:
-            self._ack(session, envelope.seq, error=f"status of {kind} {update.key.name} is not JSON")
+            self._ack(
+                session, envelope.seq, error=f"status of {kind} {update.key.name} is not JSON"
+            )
             return
         await self._store_call(
-            self.desired.put_status(session.agent, kind, update.key.name, status=status, spec_version=update.version)
+            self.desired.put_status(
+                session.agent, kind, update.key.name, status=status, spec_version=update.version
+            )
         )
         self._ack(session, envelope.seq)
 
     async def _store_mirror(self, session: Session, envelope: pb.Envelope) -> None:
         event = envelope.event
         if session.mode != "autonomous":
-            self._ack(session, envelope.seq, error="managed agents cannot change their desired state")
+            self._ack(
+                session, envelope.seq, error="managed agents cannot change their desired state"
+            )
             return
         kind = codec.KIND_NAMES.get(event.key.kind)
         if kind is None or not event.key.name:
             self._ack(session, envelope.seq, error="resource event without a valid resource key")
             return
         if event.operation == pb.OPERATION_DELETE:
-            await self._store_call(self.desired.mirror_delete(session.agent, kind, event.key.name, version=event.version))
+            await self._store_call(
+                self.desired.mirror_delete(
+                    session.agent, kind, event.key.name, version=event.version
+                )
+            )
         elif event.operation == pb.OPERATION_UPSERT:
             try:
                 doc = json.loads(event.object_json)
                 obj = {"metadata": doc.get("metadata") or {}, "spec": doc.get("spec") or {}}
                 status = doc.get("status")
             except (ValueError, AttributeError):
-                self._ack(session, envelope.seq, error=f"{kind} {event.key.name}: object is not a JSON object")
+                self._ack(
+                    session,
+                    envelope.seq,
+                    error=f"{kind} {event.key.name}: object is not a JSON object",
+                )
                 return
             await self._store_call(
                 self.desired.mirror_upsert(
-                    session.agent, kind, event.key.name, obj=obj, version=event.version, status=status
+                    session.agent,
+                    kind,
+                    event.key.name,
+                    obj=obj,
+                    version=event.version,
+                    status=status,
                 )
             )
         else:
@@ -434,7 +499,10 @@ class StreamHandler:
         resources, _ = await self._store_call(self.desired.list_resources(session.agent))
         inventory = [
             pb.InventoryItem(
-                key=_key(r.kind, r.name), version=r.version, checksum=r.checksum, status_checksum=r.status_checksum
+                key=_key(r.kind, r.name),
+                version=r.version,
+                checksum=r.checksum,
+                status_checksum=r.status_checksum,
             )
             for r in resources
         ]
@@ -451,7 +519,7 @@ class StreamHandler:
                 if item is None or item.checksum != resource.checksum:
                     self._send(session, pb.Envelope(event=_upsert_event(resource)))
                     sent += 1
-            for (kind, name), item in held.items():
+            for kind, name in held:
                 if not kind:
                     continue
                 self._send(
@@ -476,7 +544,9 @@ class StreamHandler:
                     continue
                 if change.deleted:
                     event = pb.ResourceEvent(
-                        key=_key(change.kind, change.name), operation=pb.OPERATION_DELETE, version=change.revision
+                        key=_key(change.kind, change.name),
+                        operation=pb.OPERATION_DELETE,
+                        version=change.revision,
                     )
                 elif change.resource is not None:
                     event = _upsert_event(change.resource)
@@ -494,7 +564,16 @@ class _Closed(Exception):
 def _reason_label(reason: str) -> str:
     if not reason:
         return "stream_ended"
-    for label in ("superseded", "goodbye", "slow", "no message", "closed the stream", "resync", "shutting down", "moved"):
+    for label in (
+        "superseded",
+        "goodbye",
+        "slow",
+        "no message",
+        "closed the stream",
+        "resync",
+        "shutting down",
+        "moved",
+    ):
         if label in reason:
             return label.replace(" ", "_")
     return "other"

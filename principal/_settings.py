@@ -11,7 +11,7 @@ __all__ = ["PrincipalSettings", "parse_hostport"]
 
 
 def parse_hostport(value: str, *, what: str) -> tuple[str, int]:
-    """"HOST:PORT" -> (host, port); ValueError naming `what` when malformed."""
+    """ "HOST:PORT" -> (host, port); ValueError naming `what` when malformed."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"bad {what} {value!r}: expected HOST:PORT")

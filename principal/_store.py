@@ -25,7 +25,15 @@ from typing import Any, Literal
 from election import _etcd as etcd
 from proto import codec
 
-__all__ = ["AgentRecord", "Change", "DesiredStore", "Mode", "ModeConflictError", "Resource", "StoreError"]
+__all__ = [
+    "AgentRecord",
+    "Change",
+    "DesiredStore",
+    "Mode",
+    "ModeConflictError",
+    "Resource",
+    "StoreError",
+]
 
 Mode = Literal["managed", "autonomous"]
 MODES: tuple[Mode, ...] = ("managed", "autonomous")
@@ -259,7 +267,14 @@ class DesiredStore:
                 yield Change(agent, kind, name, True, None, event.mod_revision)
             else:
                 raw = etcd.KeyValue(event.key, event.value, event.mod_revision, 0, 0)
-                yield Change(agent, kind, name, False, self._resource(agent, kind, name, raw), event.mod_revision)
+                yield Change(
+                    agent,
+                    kind,
+                    name,
+                    False,
+                    self._resource(agent, kind, name, raw),
+                    event.mod_revision,
+                )
 
 
 def _dumps(value: Any) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import message as _message
 
@@ -43,15 +43,17 @@ KIND_NAMES: dict[int, str] = {
 }
 
 
-def kind_from_name(name: str) -> int:
-    """"Application" / "AppProject" -> the wire enum; ValueError otherwise."""
+def kind_from_name(name: str) -> pb.Kind:
+    """ "Application" / "AppProject" -> the wire enum; ValueError otherwise."""
     for value, label in KIND_NAMES.items():
         if label == name:
-            return value
+            return cast("pb.Kind", value)
     raise ValueError(f"unsupported kind {name!r}: expected Application or AppProject")
 
 
-def negotiate(peer_min: int, peer_max: int, *, ours: tuple[int, int] = (PROTOCOL_MIN, PROTOCOL_MAX)) -> int | None:
+def negotiate(
+    peer_min: int, peer_max: int, *, ours: tuple[int, int] = (PROTOCOL_MIN, PROTOCOL_MAX)
+) -> int | None:
     """The highest protocol version both ranges contain, or None when they do not overlap."""
     if peer_min == 0 and peer_max == 0:
         return None
@@ -95,7 +97,9 @@ def bounded_decoder(limit: int) -> Any:
 
     def decode(data: bytes) -> pb.Envelope | Rejected:
         if len(data) > limit:
-            return Rejected("oversized", f"message of {len(data)} bytes exceeds the limit of {limit} bytes")
+            return Rejected(
+                "oversized", f"message of {len(data)} bytes exceeds the limit of {limit} bytes"
+            )
         envelope = pb.Envelope()
         try:
             envelope.ParseFromString(data)

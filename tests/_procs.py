@@ -17,7 +17,13 @@ from mooring import _services as services
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Poll predicate until it returns something truthy; AssertionError after timeout."""
     deadline = time.monotonic() + timeout
     last: T = predicate()
@@ -54,7 +60,10 @@ class Proc:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mooring", *self.args],
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
             start_new_session=True,
         )
         handle.close()
@@ -79,13 +88,21 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def mooring(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def mooring(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "mooring", *args], capture_output=True, text=True, timeout=60,
-        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "mooring", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"mooring {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        raise AssertionError(
+            f"mooring {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+        )
     return result
 
 

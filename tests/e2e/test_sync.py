@@ -22,7 +22,11 @@ def app_doc(name: str, *, revision: str = "HEAD", status: dict | None = None) ->
         "metadata": {"name": name},
         "spec": {
             "project": "default",
-            "source": {"repoURL": "https://git.example/apps.git", "path": name, "targetRevision": revision},
+            "source": {
+                "repoURL": "https://git.example/apps.git",
+                "path": name,
+                "targetRevision": revision,
+            },
             "destination": {"server": "https://kubernetes.default.svc", "namespace": name},
         },
     }
@@ -43,14 +47,35 @@ class Cluster:
         self.env = {"MOORING_COORDINATION": coordination}
         self.pki = root / "pki"
         mooring("pki", "init", "--dir", str(self.pki))
-        mooring("pki", "issue", "principal", "--dir", str(self.pki), "--name", "p1", "--san", "localhost,127.0.0.1")
+        mooring(
+            "pki",
+            "issue",
+            "principal",
+            "--dir",
+            str(self.pki),
+            "--name",
+            "p1",
+            "--san",
+            "localhost,127.0.0.1",
+        )
         self.port = procs.free_port()
         self.metrics_port = procs.free_port()
         self.principal = procs.Proc(
             [
-                "principal", "serve", "--id", "p1", "--listen", f"127.0.0.1:{self.port}",
-                "--coordination", coordination, "--tls-dir", str(self.pki / "principals" / "p1"),
-                "--metrics", f"127.0.0.1:{self.metrics_port}", "--heartbeat-interval", "1",
+                "principal",
+                "serve",
+                "--id",
+                "p1",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--coordination",
+                coordination,
+                "--tls-dir",
+                str(self.pki / "principals" / "p1"),
+                "--metrics",
+                f"127.0.0.1:{self.metrics_port}",
+                "--heartbeat-interval",
+                "1",
             ],
             log=root / "principal.log",
         )
@@ -63,9 +88,20 @@ class Cluster:
         self.agent_metrics[name] = port
         proc = procs.Proc(
             [
-                "agent", "run", "--name", name, "--mode", mode, "--endpoints", f"127.0.0.1:{self.port}",
-                "--tls-dir", str(self.pki / "agents" / name), "--state", str(self.state(name)),
-                "--metrics", f"127.0.0.1:{port}",
+                "agent",
+                "run",
+                "--name",
+                name,
+                "--mode",
+                mode,
+                "--endpoints",
+                f"127.0.0.1:{self.port}",
+                "--tls-dir",
+                str(self.pki / "agents" / name),
+                "--state",
+                str(self.state(name)),
+                "--metrics",
+                f"127.0.0.1:{port}",
             ],
             log=self.root / f"agent-{name}.log",
         )
@@ -114,61 +150,127 @@ def cluster(tmp_path: Path, etcd):
 def test_managed_app_reaches_agent_and_status_comes_back(cluster: Cluster, tmp_path: Path) -> None:
     cluster.add_agent("edge-m1", "managed")
     wait_for(lambda: cluster.connected("edge-m1"), what="agent connected")
-    mooring("app", "apply", "-f", str(write_docs(tmp_path / "a.json", [app_doc("guestbook")])), "--agent", "edge-m1", env=cluster.env)
+    mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "a.json", [app_doc("guestbook")])),
+        "--agent",
+        "edge-m1",
+        env=cluster.env,
+    )
     row = wait_for(lambda: cluster.local("edge-m1").get("guestbook"), what="app on the agent")
     assert row.object["spec"]["source"]["path"] == "guestbook"
 
     status = {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
     doc = {"kind": "Application", "metadata": {"name": "guestbook"}, "status": status}
-    mooring("app", "apply", "-f", str(write_docs(tmp_path / "s.json", [doc])), "--agent-state", str(cluster.state("edge-m1")))
+    mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "s.json", [doc])),
+        "--agent-state",
+        str(cluster.state("edge-m1")),
+    )
     item = wait_for(
-        lambda: cluster.principal_list("edge-m1")["guestbook"]["status_object"], what="status on the principal"
+        lambda: cluster.principal_list("edge-m1")["guestbook"]["status_object"],
+        what="status on the principal",
     )
     assert item == status
 
     # The principal may not receive a spec change from a managed agent's side.
     changed = app_doc("guestbook", revision="v2")
-    result = mooring("app", "apply", "-f", str(write_docs(tmp_path / "x.json", [changed])), "--agent-state", str(cluster.state("edge-m1")), check=False)
+    result = mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "x.json", [changed])),
+        "--agent-state",
+        str(cluster.state("edge-m1")),
+        check=False,
+    )
     assert result.returncode == 1
     assert "only its status can be set" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_autonomous_app_is_mirrored_and_read_only_on_principal(cluster: Cluster, tmp_path: Path) -> None:
+def test_autonomous_app_is_mirrored_and_read_only_on_principal(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     cluster.add_agent("edge-a1", "autonomous")
     wait_for(lambda: cluster.connected("edge-a1"), what="agent connected")
     docs = [app_doc("local-one", status={"health": {"status": "Healthy"}})]
-    mooring("app", "apply", "-f", str(write_docs(tmp_path / "a.json", docs)), "--agent-state", str(cluster.state("edge-a1")))
-    mirrored = wait_for(lambda: cluster.principal_list("edge-a1").get("edge-a1-local-one"), what="mirror on principal")
+    mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "a.json", docs)),
+        "--agent-state",
+        str(cluster.state("edge-a1")),
+    )
+    mirrored = wait_for(
+        lambda: cluster.principal_list("edge-a1").get("edge-a1-local-one"),
+        what="mirror on principal",
+    )
     assert mirrored["origin"] == "agent"
     assert mirrored["spec"]["source"]["path"] == "local-one"
 
     attempt = app_doc("local-one", revision="hacked")
-    result = mooring("app", "apply", "-f", str(write_docs(tmp_path / "b.json", [attempt])), "--agent", "edge-a1", check=False, env=cluster.env)
+    result = mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "b.json", [attempt])),
+        "--agent",
+        "edge-a1",
+        check=False,
+        env=cluster.env,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "mooring: error: agent edge-a1 is autonomous: Application local-one is owned by the agent "
         "and cannot be changed from the principal; change it on the agent"
     )
-    assert cluster.principal_list("edge-a1")["edge-a1-local-one"]["spec"]["source"]["targetRevision"] == "HEAD"
+    assert (
+        cluster.principal_list("edge-a1")["edge-a1-local-one"]["spec"]["source"]["targetRevision"]
+        == "HEAD"
+    )
 
     # Local deletion propagates to the mirror.
     mooring("app", "delete", "local-one", "--agent-state", str(cluster.state("edge-a1")))
-    wait_for(lambda: "edge-a1-local-one" not in cluster.principal_list("edge-a1"), what="mirror deleted")
+    wait_for(
+        lambda: "edge-a1-local-one" not in cluster.principal_list("edge-a1"), what="mirror deleted"
+    )
 
 
 def test_killed_agent_receives_exactly_the_missed_changes(cluster: Cluster, tmp_path: Path) -> None:
     agent = cluster.add_agent("edge-k1", "managed")
     wait_for(lambda: cluster.connected("edge-k1"), what="agent connected")
     initial = [app_doc(f"app-{i:03d}") for i in range(60)]
-    mooring("app", "apply", "-f", str(write_docs(tmp_path / "i.json", initial)), "--agent", "edge-k1", env=cluster.env)
+    mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "i.json", initial)),
+        "--agent",
+        "edge-k1",
+        env=cluster.env,
+    )
     wait_for(lambda: len(cluster.local("edge-k1")) == 60, what="60 apps on the agent")
 
     agent.kill(signal.SIGKILL)
     # 50 changes while the agent is down: 30 updates, 10 creations, 10 deletions.
     updates = [app_doc(f"app-{i:03d}", revision="v2") for i in range(30)]
     creations = [app_doc(f"new-{i:03d}") for i in range(10)]
-    mooring("app", "apply", "-f", str(write_docs(tmp_path / "u.json", updates + creations)), "--agent", "edge-k1", env=cluster.env)
+    mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "u.json", updates + creations)),
+        "--agent",
+        "edge-k1",
+        env=cluster.env,
+    )
     for i in range(50, 60):
         mooring("app", "delete", f"app-{i:03d}", "--agent", "edge-k1", env=cluster.env)
 
@@ -177,26 +279,50 @@ def test_killed_agent_receives_exactly_the_missed_changes(cluster: Cluster, tmp_
     local = cluster.local("edge-k1")
     desired = cluster.principal_list("edge-k1")
     assert sorted(local) == sorted(desired)
-    assert {n: r.checksum[:12] for n, r in local.items()} == {n: d["checksum"] for n, d in desired.items()}
+    assert {n: r.checksum[:12] for n, r in local.items()} == {
+        n: d["checksum"] for n, d in desired.items()
+    }
     assert cluster.agent_metric("edge-k1", "mooring_resync_events_total") == 50
-    applied = cluster.agent_metric("edge-k1", 'mooring_events_applied_total{operation="upsert"}') + cluster.agent_metric(
-        "edge-k1", 'mooring_events_applied_total{operation="delete"}'
-    )
+    applied = cluster.agent_metric(
+        "edge-k1", 'mooring_events_applied_total{operation="upsert"}'
+    ) + cluster.agent_metric("edge-k1", 'mooring_events_applied_total{operation="delete"}')
     assert applied == 50
 
 
 def test_principal_restart_agents_reconnect_and_converge(cluster: Cluster, tmp_path: Path) -> None:
     cluster.add_agent("edge-r1", "managed")
     cluster.add_agent("edge-r2", "autonomous")
-    wait_for(lambda: cluster.connected("edge-r1") and cluster.connected("edge-r2"), what="agents connected")
+    wait_for(
+        lambda: cluster.connected("edge-r1") and cluster.connected("edge-r2"),
+        what="agents connected",
+    )
 
     cluster.principal.kill(signal.SIGKILL)
     # Changes on both sides while the principal is down.
-    mooring("app", "apply", "-f", str(write_docs(tmp_path / "m.json", [app_doc(f"m-{i}") for i in range(5)])), "--agent", "edge-r1", env=cluster.env)
-    mooring("app", "apply", "-f", str(write_docs(tmp_path / "a.json", [app_doc(f"a-{i}") for i in range(5)])), "--agent-state", str(cluster.state("edge-r2")))
+    mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "m.json", [app_doc(f"m-{i}") for i in range(5)])),
+        "--agent",
+        "edge-r1",
+        env=cluster.env,
+    )
+    mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "a.json", [app_doc(f"a-{i}") for i in range(5)])),
+        "--agent-state",
+        str(cluster.state("edge-r2")),
+    )
     wait_for(lambda: not cluster.connected("edge-r1"), what="agent notices the loss", timeout=10)
 
     cluster.principal.start()
     wait_for(lambda: len(cluster.local("edge-r1")) == 5, what="managed agent converged", timeout=20)
-    wait_for(lambda: len(cluster.principal_list("edge-r2")) == 5, what="autonomous mirror converged", timeout=20)
+    wait_for(
+        lambda: len(cluster.principal_list("edge-r2")) == 5,
+        what="autonomous mirror converged",
+        timeout=20,
+    )
     assert cluster.agent_metric("edge-r1", "mooring_sessions_total") >= 2

@@ -41,8 +41,12 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca = pki.load_ca(root)
     now = datetime.datetime.now(datetime.UTC)
     cert, key = pki.issue_certificate(
-        common_name="late", issuer=ca, uris=[pki.agent_spiffe_id("late")], client_auth=True,
-        not_before=now - datetime.timedelta(days=10), not_after=now - datetime.timedelta(days=1),
+        common_name="late",
+        issuer=ca,
+        uris=[pki.agent_spiffe_id("late")],
+        client_auth=True,
+        not_before=now - datetime.timedelta(days=10),
+        not_after=now - datetime.timedelta(days=1),
     )
     pki.write_tls_dir(root / "expired", certificate=cert, key=key, ca_certificate=ca.certificate)
     other_ca_cert, other_ca_key = pki.issue_certificate(common_name="rogue CA", is_ca=True)
@@ -73,10 +77,15 @@ async def replica(pki_dir: Path, etcd) -> AsyncIterator[server.Replica]:
 
 
 @pytest.fixture
-async def steady(replica: server.Replica, pki_dir: Path, tmp_path: Path) -> AsyncIterator[agent_client.Agent]:
+async def steady(
+    replica: server.Replica, pki_dir: Path, tmp_path: Path
+) -> AsyncIterator[agent_client.Agent]:
     cfg = agent_settings.AgentSettings(
-        name="steady", mode="managed", endpoints=(f"127.0.0.1:{replica.port}",),
-        tls_dir=pki_dir / "agents" / "steady", state=tmp_path / "steady.db",
+        name="steady",
+        mode="managed",
+        endpoints=(f"127.0.0.1:{replica.port}",),
+        tls_dir=pki_dir / "agents" / "steady",
+        state=tmp_path / "steady.db",
     )
     agent = agent_client.Agent(cfg)
     task = asyncio.create_task(agent.run())
@@ -88,13 +97,19 @@ async def steady(replica: server.Replica, pki_dir: Path, tmp_path: Path) -> Asyn
         await asyncio.wait_for(task, 10)
 
 
-def _raw_call(replica: server.Replica, creds: grpc.ChannelCredentials) -> tuple[grpc.aio.Channel, object]:
+def _raw_call(
+    replica: server.Replica, creds: grpc.ChannelCredentials
+) -> tuple[grpc.aio.Channel, object]:
     channel = grpc.aio.secure_channel(f"127.0.0.1:{replica.port}", creds)
-    call = channel.stream_stream(codec.SUBSCRIBE_METHOD, request_serializer=None, response_deserializer=None)()
+    call = channel.stream_stream(
+        codec.SUBSCRIBE_METHOD, request_serializer=None, response_deserializer=None
+    )()
     return channel, call
 
 
-async def _send_raw(replica: server.Replica, creds: grpc.ChannelCredentials, payload: bytes) -> grpc.aio.AioRpcError:
+async def _send_raw(
+    replica: server.Replica, creds: grpc.ChannelCredentials, payload: bytes
+) -> grpc.aio.AioRpcError:
     channel, call = _raw_call(replica, creds)
     try:
         async with asyncio.timeout(10):
@@ -112,7 +127,10 @@ async def _send_raw(replica: server.Replica, creds: grpc.ChannelCredentials, pay
 
 def _hello(name: str, **extra: object) -> bytes:
     return pb.Envelope(
-        seq=1, hello=pb.Hello(agent_name=name, mode=pb.MODE_MANAGED, min_protocol=1, max_protocol=1, **extra)
+        seq=1,
+        hello=pb.Hello(
+            agent_name=name, mode=pb.MODE_MANAGED, min_protocol=1, max_protocol=1, **extra
+        ),
     ).SerializeToString()
 
 
@@ -126,7 +144,9 @@ def _one_line(err: grpc.aio.AioRpcError) -> str:
     return details
 
 
-async def test_application_level_rejections(replica: server.Replica, steady: agent_client.Agent, pki_dir: Path) -> None:
+async def test_application_level_rejections(
+    replica: server.Replica, steady: agent_client.Agent, pki_dir: Path
+) -> None:
     session_before = steady.session_id
     creds_a = credentials.channel_credentials(pki_dir / "agents" / "agent-a")
 
@@ -135,7 +155,12 @@ async def test_application_level_rejections(replica: server.Replica, steady: age
     assert _one_line(err) == "certificate identifies agent 'agent-a' but hello claims 'agent-b'"
     assert _rejected(replica, "identity_mismatch") == 1
 
-    big = [pb.InventoryItem(key=pb.ResourceKey(kind=pb.KIND_APPLICATION, name=f"a{i:06d}"), checksum="x" * 64) for i in range(1500)]
+    big = [
+        pb.InventoryItem(
+            key=pb.ResourceKey(kind=pb.KIND_APPLICATION, name=f"a{i:06d}"), checksum="x" * 64
+        )
+        for i in range(1500)
+    ]
     err = await _send_raw(replica, creds_a, _hello("agent-a", inventory=big))
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert _one_line(err).endswith(f"exceeds the limit of {LIMIT} bytes")
@@ -167,7 +192,11 @@ async def test_application_level_rejections(replica: server.Replica, steady: age
     assert steady.session_id == session_before
     assert steady.metrics.sessions._value.get() == 1
     assert replica.metrics.sessions_open._value.get() == 1
-    doc = {"kind": "Application", "metadata": {"name": "after-storm"}, "spec": {"project": "default"}}
+    doc = {
+        "kind": "Application",
+        "metadata": {"name": "after-storm"},
+        "spec": {"project": "default"},
+    }
     await replica.desired.apply_desired("steady", doc)
     for _ in range(200):
         if steady.store.get("Application", "after-storm"):
@@ -177,7 +206,9 @@ async def test_application_level_rejections(replica: server.Replica, steady: age
 
 
 @pytest.mark.parametrize("tls_dir", ["none", "foreign", "expired"])
-async def test_tls_rejections(replica: server.Replica, steady: agent_client.Agent, pki_dir: Path, tmp_path: Path, tls_dir: str) -> None:
+async def test_tls_rejections(
+    replica: server.Replica, steady: agent_client.Agent, pki_dir: Path, tmp_path: Path, tls_dir: str
+) -> None:
     session_before = steady.session_id
     if tls_dir == "none":
         creds = grpc.ssl_channel_credentials(root_certificates=(pki_dir / "ca.crt").read_bytes())
@@ -188,9 +219,13 @@ async def test_tls_rejections(replica: server.Replica, steady: agent_client.Agen
         # A real agent with the bad certificate: refused at the handshake, counted on its side.
         registry = prom.CollectorRegistry()
         cfg = agent_settings.AgentSettings(
-            name="agent-a" if tls_dir == "foreign" else "late", mode="managed",
-            endpoints=(f"127.0.0.1:{replica.port}",), tls_dir=pki_dir / tls_dir, state=tmp_path / "bad.db",
-            backoff_base=0.05, backoff_cap=0.2,
+            name="agent-a" if tls_dir == "foreign" else "late",
+            mode="managed",
+            endpoints=(f"127.0.0.1:{replica.port}",),
+            tls_dir=pki_dir / tls_dir,
+            state=tmp_path / "bad.db",
+            backoff_base=0.05,
+            backoff_cap=0.2,
         )
         bad = agent_client.Agent(cfg, registry=registry)
         task = asyncio.create_task(bad.run())

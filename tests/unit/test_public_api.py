@@ -1,0 +1,39 @@
+"""Snapshot of each package's public names: changing them is a deliberate act."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+EXPECTED = {
+    "proto": ["codec", "pb", "rpc"],
+    "agent": [
+        "Agent",
+        "AgentError",
+        "AgentSettings",
+        "AgentStore",
+        "EndpointSet",
+        "LocalStoreError",
+    ],
+    "principal": [
+        "DesiredStore",
+        "ModeConflictError",
+        "PkiError",
+        "PrincipalSettings",
+        "Replica",
+        "StoreError",
+        "run",
+    ],
+    "mooring": [],
+}
+
+
+@pytest.mark.parametrize("package", sorted(EXPECTED))
+def test_exports(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(EXPECTED[package])
+    for name in module.__all__:
+        assert hasattr(module, name), f"{package}.{name} is exported but missing"
