@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -19,6 +20,11 @@ from election import _settings as settings_
 FAST = settings_.ElectionSettings(
     lease_duration=0.6, renew_deadline=0.4, retry_period=0.1, request_timeout=0.15
 )
+
+
+def FROZEN_CLOCK() -> datetime.datetime:
+    """A wall clock stuck in the past: its stamps never change."""
+    return datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 
 
 async def until(condition: Callable[[], bool], *, within: float = 5.0, what: str = "") -> float:
@@ -152,6 +158,7 @@ def unavailable(store: memory.MemoryStore) -> None:
 
 __all__ = [
     "FAST",
+    "FROZEN_CLOCK",
     "FakeFence",
     "PlainStore",
     "Term",
