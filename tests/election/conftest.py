@@ -1,0 +1,114 @@
+"""Fixtures for the coordination stores: the Lease test server and one harness per adapter."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from election import _etcd as etcd
+from election import _etcdrecords as etcdrecords
+from election import _kube as kube
+from election import _memory as memory
+from election import _stores as stores
+from mooring import _services as services
+from tests import kube_lease_server
+from tests.election.store_harness import StoreHarness
+
+STORE_KINDS = ["memory", "etcd", "etcd3", "kubernetes"]
+NAMESPACE = "mooring-test"
+
+
+@pytest.fixture
+def kube_server() -> Iterator[kube_lease_server.KubeLeaseServer]:
+    """The Lease API test server on a free loopback port."""
+    with kube_lease_server.KubeLeaseServer() as server:
+        yield server
+
+
+@pytest.fixture
+def kube_api_client(kube_server: kube_lease_server.KubeLeaseServer) -> Iterator[Any]:
+    """A real `kubernetes.client.ApiClient` pointed at `kube_server`."""
+    client = kube_lease_server.make_api_client(kube_server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _stop_etcd(cluster: services.EtcdCluster, stopped: bool) -> None:
+    for i, member in enumerate(cluster.members):
+        if member.proc is not None and member.proc.poll() is None:
+            cluster.kill_member(i, signal.SIGSTOP if stopped else signal.SIGCONT)
+    if not stopped:
+        cluster.wait_healthy(timeout=10)
+
+
+def _etcd_harness(kind: str, cluster: services.EtcdCluster, prefix: str) -> StoreHarness:
+    def opener(timeout: float) -> stores.FencedRecordStore:
+        kv = etcd.EtcdKV(cluster.endpoints, timeout=timeout)
+        return etcdrecords.EtcdRecordStore(kv, prefix=prefix + "/")
+
+    return StoreHarness(kind, opener=opener, hang=lambda stopped: _stop_etcd(cluster, stopped))
+
+
+@pytest.fixture(scope="module")
+def etcd3_shared(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[services.EtcdCluster]:
+    """A real 3-member etcd shared by one module's tests (isolated by `prefix`).
+
+    Tests that kill members take the root conftest's fresh `etcd3` instead.
+    """
+    cluster = services.EtcdCluster(tmp_path_factory.mktemp("etcd3-shared"), members=3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def harness(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[StoreHarness]:
+    """One harness per adapter: memory, etcd (1 member), etcd (3 members), Kubernetes.
+
+    Each test gets its own key prefix (etcd) or Lease server (Kubernetes).
+    """
+    kind: str = request.param
+    if kind == "memory":
+        backend = memory.MemoryBackend()
+        views: list[memory.MemoryStore] = []
+
+        def open_memory(timeout: float) -> stores.FencedRecordStore:
+            views.append(memory.MemoryStore(timeout=timeout, backend=backend))
+            return views[-1]
+
+        def hang_memory(value: bool) -> None:
+            for view in views:
+                view.hang = value
+
+        made = StoreHarness(kind, opener=open_memory, hang=hang_memory)
+    elif kind == "etcd":
+        made = _etcd_harness(kind, request.getfixturevalue("etcd"), prefix)
+    elif kind == "etcd3":
+        # A test that asks for `etcd3` itself (to kill members) gets a fresh cluster.
+        wanted = "etcd3" if "etcd3" in request.fixturenames else "etcd3_shared"
+        made = _etcd_harness(kind, request.getfixturevalue(wanted), prefix)
+    else:
+        server: kube_lease_server.KubeLeaseServer = request.getfixturevalue("kube_server")
+
+        def open_kube(timeout: float) -> stores.FencedRecordStore:
+            client = kube_lease_server.make_api_client(server.url)
+            return kube.KubeLeaseStore(
+                client, namespace=NAMESPACE, prefix=prefix + "/", timeout=timeout
+            )
+
+        def hang_kube(value: bool) -> None:
+            server.hang = value
+
+        made = StoreHarness(kind, opener=open_kube, hang=hang_kube)
+    try:
+        yield made
+    finally:
+        await made.aclose()
