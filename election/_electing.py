@@ -226,10 +226,11 @@ LeaderWork = Callable[[Fence], Awaitable[None]]
 
 
 class _TermEnded(Exception):
-    def __init__(self, reason: str, *, release: bool) -> None:
+    def __init__(self, reason: str, *, release: bool, healthy: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.release = release
+        self.healthy = healthy
 
 
 class Elector:
@@ -332,10 +333,10 @@ class Elector:
         try:
             while not self._stopping.is_set():
                 fence = await self._campaign()
-                if fence is not None:
-                    await self._lead(fence, work)
-                    continue  # re-campaign at once after a term: observe the new record
-                await self._sleep(self.settings.retry_period * self._rng.uniform(1.0, 1.2))
+                pause = self.settings.retry_period * self._rng.uniform(1.0, settings_.JITTER_FACTOR)
+                if fence is not None and not await self._lead(fence, work):
+                    pause = self.settings.lease_duration  # our work failed: let another try
+                await self._sleep(pause)
         finally:
             self._transition(State.STOPPED, reason="elector stopped")
 
@@ -404,8 +405,9 @@ class Elector:
         self._transition(State.LEADER, reason=f"acquired the lease, fencing token {fence.token}")
         return fence
 
-    async def _lead(self, fence: Fence, work: LeaderWork | None) -> None:
-        reason, release = "cancelled", True
+    async def _lead(self, fence: Fence, work: LeaderWork | None) -> bool:
+        """Hold the lease and run `work` until the term ends; False if the work failed."""
+        reason, release, healthy = "cancelled", True, True
         try:
             try:
                 async with asyncio.timeout_at(self._deadline) as watchdog:
@@ -422,7 +424,7 @@ class Elector:
                     except* _TermEnded as ended:
                         first = ended.exceptions[0]
                         assert isinstance(first, _TermEnded)
-                        reason, release = first.reason, first.release
+                        reason, release, healthy = first.reason, first.release, first.healthy
             except TimeoutError:
                 reason = "renew deadline passed: leader work stopped"
         finally:
@@ -431,13 +433,14 @@ class Elector:
             self._transition(State.FOLLOWER, reason=reason)
             if release and lease is not None:
                 await asyncio.shield(self._release(lease, token=fence.token))
+        return healthy
 
     async def _work(self, work: LeaderWork, fence: Fence) -> None:
         try:
             await work(fence)
         except Exception as err:
             logger.exception("election: leader work failed; stepping down")
-            raise _TermEnded("leader work failed", release=True) from err
+            raise _TermEnded("leader work failed", release=True, healthy=False) from err
         logger.info("election: leader work finished; keeping the lease")
 
     async def _keep_renewing(self, watchdog: asyncio.Timeout) -> None:
@@ -566,6 +569,7 @@ def _float(value: Any, *, default: float) -> float:
     return result if math.isfinite(result) and result > 0 else default
 
 
-def _seconds(value: float) -> int | float:
-    """Lease durations persist as whole seconds when they are whole (Kubernetes wants int32)."""
-    return int(value) if float(value).is_integer() else value
+def _seconds(value: float) -> int:
+    """Lease durations persist as whole seconds (a Lease's int32), rounded up: followers then
+    wait at least as long as the holder's own lease_duration, never less."""
+    return math.ceil(value)

@@ -126,6 +126,7 @@ class Membership:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
         self._dirty = asyncio.Event()
+        self._first_beat = asyncio.Event()
         self._changed = electing.Notifier()
         self._live_gauge = prometheus_client.Gauge(
             "mooring_members_live",
@@ -184,6 +185,7 @@ class Membership:
                 logger.warning("membership: heartbeat of %s failed: %s", self.replica_id, err)
             else:
                 self._registered_until = started + self.settings.renew_deadline
+            self._first_beat.set()
             wait = self.settings.member_heartbeat * self._rng.uniform(0.8, 1.0)
             await self._sleep(wait, wake_on_dirty=True)
 
@@ -217,6 +219,8 @@ class Membership:
     async def _watch(self) -> None:
         loop = self._loop
         assert loop is not None
+        # List after our own first write, so the first live set we report includes us.
+        await electing.sleep(self.settings.request_timeout, self._first_beat)
         while not self._stopping.is_set():
             try:
                 found = await self._call("list", self._store.list(MEMBER_PREFIX))
@@ -225,7 +229,9 @@ class Membership:
             else:
                 self._ingest(found, now=loop.time())
             self._refresh(now=loop.time())
-            await self._sleep(self.settings.retry_period * self._rng.uniform(1.0, 1.2))
+            await self._sleep(
+                self.settings.retry_period * self._rng.uniform(1.0, settings_.JITTER_FACTOR)
+            )
 
     def _ingest(self, found: list[records.Record], *, now: float) -> None:
         seen: dict[str, _Seen] = {}

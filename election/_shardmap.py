@@ -368,5 +368,6 @@ class MapWatcher:
                     except ValueError as err:
                         logger.warning("shard map: ignoring an unreadable map: %s", err)
             await electing.sleep(
-                self.settings.retry_period * self._rng.uniform(1.0, 1.2), self._stopping
+                self.settings.retry_period * self._rng.uniform(1.0, settings_.JITTER_FACTOR),
+                self._stopping,
             )

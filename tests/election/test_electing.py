@@ -201,6 +201,7 @@ async def test_failing_leader_work_releases_the_lease() -> None:
         start = loop.time()
         await helpers.until(lambda: len(attempts) == 2, what="a second term")
         assert loop.time() - start < FAST.lease_duration  # released, not expired
+        assert attempts[0] != attempts[1]  # the failed leader stood back
     finally:
         for elector in electors:
             elector.stop()
