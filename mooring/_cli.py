@@ -23,6 +23,8 @@ from agent import _settings as agent_settings
 from agent import _store as agent_store
 from election import _errors as cerrors
 from election import _etcd as etcd
+from election import _settings as election_settings
+from mooring import _localcli as localcli
 from principal import _pki as pki
 from principal import _server as principal_server
 from principal import _settings as principal_settings
@@ -104,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="HOST:PORT for /metrics")
     p.add_argument("--max-message-bytes", type=int, default=1 << 20)
     p.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds")
+    p.add_argument("--lease-duration", type=float, default=4.0, help="seconds (client-go: 15)")
+    p.add_argument("--renew-deadline", type=float, default=3.0, help="seconds (client-go: 10)")
+    p.add_argument("--retry-period", type=float, default=0.5, help="seconds (client-go: 2)")
+    p.add_argument("--request-timeout", type=float, default=1.0, help="seconds per store call")
+    p.add_argument(
+        "--session-ttl", type=float, default=6.0, help="seconds a Redis session entry lives"
+    )
+    p.add_argument("--history", type=Path, help="append session opens/closes (JSON lines) here")
+    p.add_argument(
+        "--store-root", default="/mooring/", help="etcd key prefix of everything Mooring writes"
+    )
 
     p_ag = top.add_parser("agent", help="agent").add_subparsers(dest="agent_command", required=True)
     p = p_ag.add_parser("run", help="run one agent")
@@ -124,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("--agent-state", type=Path, help="an agent's local store (SQLite file)")
         p.add_argument("--coordination", help="etcd://HOST:PORT[,HOST:PORT] of the principal store")
         p.add_argument("--dir", type=Path, help="state dir of a local cluster (`mooring up`)")
+        p.add_argument(
+            "--store-root", default="/mooring/", help="etcd key prefix of the principal store"
+        )
         if verb == "apply":
             p.add_argument(
                 "-f", "--file", required=True, help="YAML or JSON manifest(s); - for stdin"
@@ -133,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "delete":
             p.add_argument("--kind", default="Application", choices=("Application", "AppProject"))
             p.add_argument("name")
+
+    localcli.add_parsers(top)  # up, status, scale, down, fleet run: the local cluster
     return parser
 
 
@@ -175,7 +193,7 @@ async def _with_store(args: argparse.Namespace, work: Any) -> Any:
     kv = etcd.EtcdKV(etcd.parse_endpoints(_coordination(args)), timeout=3.0)
     try:
         await kv.connect()
-        return await work(principal_store.DesiredStore(kv))
+        return await work(principal_store.DesiredStore(kv, root=args.store_root))
     finally:
         await kv.close()
 
@@ -226,6 +244,15 @@ def cmd_principal(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_timeout=args.heartbeat_interval * 3,
         ),
+        election=election_settings.ElectionSettings(
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+            request_timeout=args.request_timeout,
+        ),
+        session_ttl=args.session_ttl,
+        history=args.history,
+        store_root=args.store_root,
     )
     credentials.load_tls_dir(settings.tls_dir)  # fail fast with a clear line
     asyncio.run(principal_server.run(settings))
@@ -357,6 +384,7 @@ async def _app_principal(args: argparse.Namespace, desired: principal_store.Desi
 
 
 COMMANDS = {"pki": cmd_pki, "principal": cmd_principal, "agent": cmd_agent, "app": cmd_app}
+COMMANDS.update(localcli.COMMANDS)  # the local cluster launcher (mooring/_launcher.py)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

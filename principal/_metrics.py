@@ -90,6 +90,21 @@ class PrincipalMetrics:
             ["reason"],
             registry=registry,
         )
+        self.registry_errors = prom.Counter(
+            "mooring_registry_errors_total",
+            "Failed calls to the Redis session registry.",
+            registry=registry,
+        )
+        self.handoffs = prom.Counter(
+            "mooring_handoffs_total",
+            "Sessions handed to another replica after a shard-map change.",
+            registry=registry,
+        )
+        self.shard_epoch_applied = prom.Gauge(
+            "mooring_shard_epoch_applied",
+            "Shard-map epoch this replica has applied.",
+            registry=registry,
+        )
         for kind in MESSAGE_TYPES:
             self.events_sent.labels(kind)
             self.events_received.labels(kind)

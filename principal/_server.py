@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
 from typing import Any
 
 import grpc
@@ -14,12 +16,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from election import _cluster as cluster
+from election import _electing as electing
 from election import _etcd as etcd
+from election import _stores as stores
 from principal import _dispatch as dispatch
+from principal import _history as history
+from principal import _holds as holds
 from principal import _metrics as metrics_
 from principal import _ownership as ownership
 from principal import _session as session_
+from principal import _registry as registry_
 from principal import _settings as settings_
+from principal import _sharding as sharding
 from principal import _store as store
 from proto import _credentials as credentials
 from proto import codec, pb
@@ -67,7 +76,39 @@ class Replica:
         self.desired = store.DesiredStore(self.kv, root=settings.store_root)
         self.dispatcher = dispatch.Dispatcher(self.desired)
         self.sessions = session_.SessionManager(on_change=self.metrics.sessions_open.set)
-        self.routing: ownership.Ownership = ownership.SingleReplica(settings.replica_id)
+        self.records = stores.open_store(
+            settings.coordination,
+            prefix=f"{settings.store_root}election/",
+            timeout=settings.election.request_timeout,
+        )
+        self.coordinator = cluster.Coordinator(
+            self.records,
+            replica_id=electing.ReplicaId(settings.replica_id),
+            endpoint=settings.advertise,
+            registry=self.registry,
+            settings=settings.election,
+            pid=os.getpid(),
+            metrics_address=settings.metrics,
+        )
+        self.sharding = sharding.Sharding(
+            replica_id=settings.replica_id,
+            coordinator=self.coordinator,
+            desired=self.desired,
+            sessions=self.sessions,
+            on_handoff=self.metrics.handoffs.inc,
+            on_owned=self.metrics.agents_owned.set,
+            on_epoch=self.metrics.shard_epoch_applied.set,
+        )
+        self.routing: ownership.Ownership = self.sharding
+        self.holder: holds.LocalHolds | holds.RedisHolds
+        if settings.redis:
+            self.holder = holds.RedisHolds(
+                registry_.SessionRegistry(settings.redis, ttl=settings.session_ttl),
+                replica=settings.replica_id,
+            )
+        else:
+            self.holder = holds.LocalHolds(settings.replica_id)
+        self.recorder = history.Recorder(settings.history, replica=settings.replica_id)
         self.server: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
         self.port = 0
@@ -80,6 +121,11 @@ class Replica:
         await self.kv.connect()
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatch-watch"))
         await asyncio.wait_for(self.dispatcher.wait_ready(), self.settings.store_timeout * 3)
+        self.coordinator.start()
+        self._tasks.append(asyncio.create_task(self.sharding.run(), name="sharding"))
+        self._tasks.append(
+            asyncio.create_task(self.holder.run(self.sessions.close_lost), name="holds")
+        )
         handler = session_.StreamHandler(
             replica_id=self.settings.replica_id,
             desired=self.desired,
@@ -88,6 +134,8 @@ class Replica:
             sessions=self.sessions,
             settings=self.settings.session,
             metrics=self.metrics,
+            holder=self.holder,
+            recorder=self.recorder,
         )
         limit = self.settings.session.max_message_bytes
         generic = grpc.method_handlers_generic_handler(
@@ -124,20 +172,35 @@ class Replica:
             self._metrics_server, _ = prom.start_http_server(
                 mport, addr=mhost, registry=self.registry
             )
+        await self._wait_first_map()
         logger.info("replica %s serving agents on %s:%d", self.settings.replica_id, host, self.port)
+
+    async def _wait_first_map(self) -> None:
+        """Agents are served once a shard map is applied; wait a bounded time for the first."""
+        deadline = time.monotonic() + self.settings.election.lease_duration * 3
+        while self.sharding.map is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.sharding.map is None:
+            logger.warning("no shard map applied yet; agents are told to retry until one is")
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
+        # Leave the member set first (and release the lease if leading), so peers
+        # publish a map without us while agents are told to go.
+        await self.coordinator.shutdown()
         self.sessions.close_all("principal replica shutting down")
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.holder.close()
+        await self.records.close()
         await self.kv.close()
+        self.recorder.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 

@@ -26,6 +26,9 @@ import grpc
 
 from election import _errors as cerrors
 from principal import _dispatch as dispatch
+from principal import _history as history
+from principal import _holds as holds
+from principal import _registry as registry
 from principal import _metrics as metrics
 from principal import _ownership as ownership
 from principal import _store as store
@@ -68,8 +71,11 @@ class Rejection(Exception):
 
 
 class Session:
-    def __init__(self, *, agent: str, mode: store.Mode, session_id: str, epoch: int) -> None:
+    def __init__(
+        self, *, agent: str, mode: store.Mode, session_id: str, epoch: int, token: int = 0
+    ) -> None:
         self.agent = agent
+        self.token = token
         self.mode = mode
         self.session_id = session_id
         self.epoch = epoch
@@ -116,6 +122,12 @@ class SessionManager:
         if self._on_change:
             self._on_change(len(self.sessions))
 
+    def close_lost(self, agent: str, token: int) -> None:
+        """The session-registry entry behind this session is gone: stop serving (self-fence)."""
+        session = self.sessions.get(agent)
+        if session is not None and session.token == token:
+            session.close("self-fence: session entry lost or unconfirmed")
+
     def close_all(self, reason: str) -> None:
         for session in list(self.sessions.values()):
             session.close(reason, final=pb.Envelope(goodbye=pb.Goodbye(reason=reason)))
@@ -149,7 +161,11 @@ class StreamHandler:
         sessions: SessionManager,
         settings: SessionSettings,
         metrics: metrics.PrincipalMetrics,
+        holder: holds.LocalHolds | holds.RedisHolds | None = None,
+        recorder: history.Recorder | None = None,
     ) -> None:
+        self.holder = holder or holds.LocalHolds(replica_id)
+        self.recorder = recorder or history.Recorder(None, replica=replica_id)
         self.replica_id = replica_id
         self.desired = desired
         self.dispatcher = dispatcher
@@ -248,6 +264,12 @@ class StreamHandler:
                 reason="protocol",
             )
         route = self.routing.route(agent)
+        if not route.serve and not route.owner_endpoint:
+            raise Rejection(
+                grpc.StatusCode.UNAVAILABLE,
+                "this replica has no shard map applied (or lost its membership); try another",
+                reason="not_ready",
+            )
         if not route.serve:
             self.metrics.redirects.inc()
             self.metrics.events_sent.labels("redirect").inc()
@@ -275,14 +297,33 @@ class StreamHandler:
                 grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store"
             ) from None
 
-        session = Session(agent=agent, mode=mode, session_id=uuid.uuid4().hex, epoch=route.epoch)
+        session_id = uuid.uuid4().hex
+        try:
+            token = await self.holder.acquire(agent, session=session_id, epoch=route.epoch)
+        except holds.HeldElsewhere as err:
+            raise Rejection(grpc.StatusCode.UNAVAILABLE, str(err), reason="held") from None
+        except registry.RegistryError as err:
+            self.metrics.registry_errors.inc()
+            raise Rejection(
+                grpc.StatusCode.UNAVAILABLE,
+                f"session registry unavailable: {err}",
+                reason="registry",
+            ) from None
+        session = Session(
+            agent=agent, mode=mode, session_id=session_id, epoch=route.epoch, token=token
+        )
         self.sessions.open(session)
+        self.recorder.record(
+            "open", agent=agent, epoch=route.epoch, token=token, session=session_id
+        )
         logger.info(
-            "session %s open: agent=%s mode=%s protocol=%d",
-            session.session_id,
+            "session %s open: agent=%s mode=%s protocol=%d epoch=%d token=%d",
+            session_id,
             agent,
             mode,
             protocol,
+            route.epoch,
+            token,
         )
         try:
             await self._write(
@@ -302,6 +343,10 @@ class StreamHandler:
             await self._run(context, session, hello=hello, started=started)
         finally:
             self.sessions.release(session)
+            self.recorder.record(
+                "close", agent=agent, epoch=route.epoch, token=token, session=session_id
+            )
+            await asyncio.shield(self.holder.release(agent, token=token))
             self.metrics.sessions_closed.labels(_reason_label(session.close_reason)).inc()
             logger.info(
                 "session %s closed: agent=%s reason=%s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from election import _settings as election_settings
 from principal import _session as session
 
 __all__ = ["PrincipalSettings", "parse_hostport"]
@@ -31,6 +32,11 @@ class PrincipalSettings:
     store_timeout: float = 2.0  # seconds per store call
     shutdown_grace: float = 2.0  # seconds to let sessions say goodbye on shutdown
     session: session.SessionSettings = dataclasses.field(default_factory=session.SessionSettings)
+    election: election_settings.ElectionSettings = dataclasses.field(
+        default_factory=election_settings.ElectionSettings
+    )
+    session_ttl: float = 6.0  # seconds a Redis session entry lives without renewal
+    history: Path | None = None  # JSON-lines file of session opens/closes (for the I1 checker)
 
     def __post_init__(self) -> None:
         if not self.replica_id:
@@ -43,5 +49,9 @@ class PrincipalSettings:
             raise ValueError(
                 f"bad --coordination {self.coordination!r}: expected etcd://HOST:PORT[,HOST:PORT]"
             )
+        if self.redis is not None and not self.redis.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(f"bad --redis {self.redis!r}: expected redis://HOST:PORT")
         if self.store_timeout <= 0:
             raise ValueError("store timeout must be positive")

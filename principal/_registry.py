@@ -1,0 +1,198 @@
+"""The session plane: which replica holds which agent, in Redis, with TTLs and fencing tokens.
+
+The one module that imports `redis`. One hash per agent, `<prefix>session:<agent>`,
+holds {replica, epoch, token, session, since_ms}; a replica must hold the entry to
+serve the agent (invariant I1: at most one holder at any instant, enforced by Redis
+executing the scripts below atomically). Tokens come from a per-agent counter and
+only grow, so a stale holder's renew or release is refused.
+
+Presence: `<prefix>seen:<agent>` keeps the last time any replica heard from the agent.
+
+While Redis is unreachable nobody can acquire, so no handoff happens; holders keep
+serving until their local deadline (last successful renew + ttl * safety) passes,
+then close their sessions (self-fence) and agents retry until Redis is back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+__all__ = ["Entry", "RegistryError", "SessionRegistry"]
+
+# KEYS[1]=entry KEYS[2]=token counter; ARGV: replica, epoch, session, ttl_ms, now_ms
+_ACQUIRE = """
+local holder = redis.call('HGET', KEYS[1], 'replica')
+if holder and holder ~= ARGV[1] then
+  return {0, holder, redis.call('HGET', KEYS[1], 'token') or '0'}
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'replica', ARGV[1], 'epoch', ARGV[2], 'token', token,
+           'session', ARGV[3], 'since_ms', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1, ARGV[1], tostring(token)}
+"""
+
+# KEYS[1]=entry; ARGV: replica, token, ttl_ms  -> 1 renewed, 0 lost
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'replica') == ARGV[1] and redis.call('HGET', KEYS[1], 'token') == ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS=entries; ARGV: replica, ttl_ms, token per key -> list of 1 renewed / 0 lost
+_RENEW_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, 'replica') == ARGV[1] and redis.call('HGET', key, 'token') == ARGV[i + 2] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+# KEYS[1]=entry; ARGV: replica, token -> 1 released, 0 not ours
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'replica') == ARGV[1] and redis.call('HGET', KEYS[1], 'token') == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+class RegistryError(Exception):
+    """Redis did not answer (or answered garbage); retryable."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    agent: str
+    replica: str
+    epoch: int
+    token: int
+    session: str
+    since_ms: int
+
+
+class SessionRegistry:
+    def __init__(
+        self, url: str, *, prefix: str = "mooring:", ttl: float = 6.0, timeout: float = 1.0
+    ) -> None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"bad --redis {url!r}: expected redis://HOST:PORT")
+        if ttl <= 3 * timeout:
+            raise ValueError("session ttl must exceed three request timeouts")
+        self.url = url
+        self.prefix = prefix
+        self.ttl = ttl  # seconds an entry lives without renewal
+        self.timeout = timeout  # seconds per Redis call
+        self.client: Any = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            retry_on_timeout=False,
+        )
+        self._acquire = self.client.register_script(_ACQUIRE)
+        self._renew = self.client.register_script(_RENEW)
+        self._release = self.client.register_script(_RELEASE)
+        self._renew_many = self.client.register_script(_RENEW_MANY)
+
+    def _entry_key(self, agent: str) -> str:
+        return f"{self.prefix}session:{agent}"
+
+    async def close(self) -> None:
+        try:
+            await self.client.aclose()
+        except Exception:  # closing never raises
+            pass
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as err:
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise RegistryError(f"redis: {detail}") from err
+
+    async def acquire(
+        self, agent: str, *, replica: str, epoch: int, session: str
+    ) -> tuple[bool, str, int]:
+        """(acquired, holder, token): take the entry unless another replica holds it."""
+        now_ms = int(time.time() * 1000)
+        ok, holder, token = await self._call(
+            self._acquire(
+                keys=[self._entry_key(agent), f"{self.prefix}token:{agent}"],
+                args=[replica, epoch, session, int(self.ttl * 1000), now_ms],
+            )
+        )
+        return bool(int(ok)), str(holder), int(token)
+
+    async def renew(self, agent: str, *, replica: str, token: int) -> bool:
+        got = await self._call(
+            self._renew(keys=[self._entry_key(agent)], args=[replica, token, int(self.ttl * 1000)])
+        )
+        return bool(int(got))
+
+    async def renew_many(self, held: dict[str, int], *, replica: str) -> dict[str, bool]:
+        """Renew several entries in one round trip; agent -> still ours."""
+        if not held:
+            return {}
+        agents = list(held)
+        results = await self._call(
+            self._renew_many(
+                keys=[self._entry_key(a) for a in agents],
+                args=[replica, int(self.ttl * 1000), *(held[a] for a in agents)],
+            )
+        )
+        return {agent: bool(int(r)) for agent, r in zip(agents, results, strict=True)}
+
+    async def release(self, agent: str, *, replica: str, token: int) -> bool:
+        got = await self._call(self._release(keys=[self._entry_key(agent)], args=[replica, token]))
+        return bool(int(got))
+
+    async def touch(self, agent: str) -> None:
+        """Record that the agent was heard from now (presence / last-seen)."""
+        await self._call(
+            self.client.set(f"{self.prefix}seen:{agent}", int(time.time() * 1000), ex=86_400)
+        )
+
+    async def entries(self) -> dict[str, Entry]:
+        """Every current entry (for `mooring status`); a scan, not for hot paths."""
+        out: dict[str, Entry] = {}
+        keys = [k async for k in self.client.scan_iter(match=f"{self.prefix}session:*", count=500)]
+        if not keys:
+            return out
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        for key, data in zip(keys, await self._call(pipe.execute()), strict=True):
+            if data:
+                agent = key[len(f"{self.prefix}session:") :]
+                out[agent] = Entry(
+                    agent=agent,
+                    replica=data.get("replica", ""),
+                    epoch=int(data.get("epoch", 0)),
+                    token=int(data.get("token", 0)),
+                    session=data.get("session", ""),
+                    since_ms=int(data.get("since_ms", 0)),
+                )
+        return out
+
+    async def last_seen(self, agents: list[str]) -> dict[str, int | None]:
+        if not agents:
+            return {}
+        values = await self._call(self.client.mget([f"{self.prefix}seen:{a}" for a in agents]))
+        return {a: (int(v) if v else None) for a, v in zip(agents, values, strict=True)}
+
+    async def ping(self) -> None:
+        await self._call(self.client.ping())

@@ -1,0 +1,162 @@
+"""Ownership under the published shard map, and handoff when it (or the agent list) changes.
+
+owner(agent) = ring(registered agents, map members).owner(agent): every replica
+computes the same answer from the same map and agent list. On a new map or a changed
+agent list, each replica redirects exactly the sessions it no longer owns (their
+entries are released as those sessions end) and then advertises the applied epoch.
+A replica whose member record could not be kept alive closes every session (self-fence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from election import _cluster as cluster
+from election import _errors as cerrors
+from election import _ring as ring
+from election import _shardmap as shardmap
+from principal import _ownership as ownership
+from principal import _session as session_
+from principal import _store as store
+from proto import pb
+
+__all__ = ["Sharding"]
+
+logger = logging.getLogger(__name__)
+
+
+class Sharding:
+    """An `Ownership` backed by the coordinator's shard map and the agent registry."""
+
+    def __init__(
+        self,
+        *,
+        replica_id: str,
+        coordinator: cluster.Coordinator,
+        desired: store.DesiredStore,
+        sessions: session_.SessionManager,
+        on_handoff: Callable[[int], None] | None = None,
+        on_owned: Callable[[int], None] | None = None,
+        on_epoch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.replica_id = replica_id
+        self.coordinator = coordinator
+        self.desired = desired
+        self.sessions = sessions
+        self.on_handoff = on_handoff
+        self.on_owned = on_owned
+        self.on_epoch = on_epoch
+        self.agents: set[str] = set()
+        self.map: shardmap.ShardMap | None = None
+        self.ring: ring.Ring | None = None
+        self.changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ routing
+    def route(self, agent: str) -> ownership.Route:
+        current = self.map
+        if current is None or self.ring is None:
+            return ownership.Route(serve=False, epoch=0)
+        if not self.coordinator.is_registered():
+            return ownership.Route(serve=False, epoch=current.epoch)
+        if agent in self.ring:
+            owner = self.ring.owner(agent)
+        else:  # first contact: place it as if registered (it registers when served)
+            owner = ring.Ring(
+                self.agents | {agent}, current.replica_ids, epsilon=current.epsilon
+            ).owner(agent)
+        if owner == self.replica_id:
+            return ownership.Route(serve=True, epoch=current.epoch, owner_id=owner)
+        return ownership.Route(
+            serve=False,
+            epoch=current.epoch,
+            owner_id=owner,
+            owner_endpoint=current.endpoint_of(owner) or "",
+        )
+
+    # ------------------------------------------------------------------ loops
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_maps(), name=f"sharding:{self.replica_id}:maps")
+            group.create_task(self._watch_agents(), name=f"sharding:{self.replica_id}:agents")
+            group.create_task(self._apply_loop(), name=f"sharding:{self.replica_id}:apply")
+            group.create_task(self._fence_loop(), name=f"sharding:{self.replica_id}:fence")
+
+    async def _watch_maps(self) -> None:
+        while True:
+            await self.coordinator.map_changed()
+            self.changed.set()
+
+    async def _watch_agents(self) -> None:
+        """Keep the registered-agent list current: list, then watch; re-list on errors."""
+        prefix = f"{self.desired.root}agents/".encode()
+        while True:
+            try:
+                records = await self.desired.list_agents()
+                revision = await self.desired.kv.revision()
+                self.agents = {r.name for r in records}
+                self.changed.set()
+                async for event in self.desired.kv.watch_prefix(
+                    prefix, start_revision=revision + 1
+                ):
+                    name = event.key.decode().rsplit("/", 1)[-1]
+                    if event.kind.value == "delete":
+                        self.agents.discard(name)
+                    else:
+                        self.agents.add(name)
+                    self.changed.set()
+            except cerrors.CoordinationError as err:
+                logger.warning("agent registry watch broke, re-listing: %s", err)
+                await asyncio.sleep(0.5)
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self.changed.wait()
+            self.changed.clear()
+            await asyncio.sleep(0.05)  # coalesce bursts of registrations
+            self._apply()
+
+    def _apply(self) -> None:
+        current = self.coordinator.shard_map
+        if current is None:
+            return
+        self.map = current
+        self.ring = ring.Ring(self.agents, current.replica_ids, epsilon=current.epsilon)
+        moved = 0
+        for agent, session in list(self.sessions.sessions.items()):
+            route = self.route(agent)
+            if route.serve:
+                continue
+            moved += 1
+            redirect = pb.Envelope(
+                redirect=pb.Redirect(
+                    owner_endpoint=route.owner_endpoint,
+                    owner_replica_id=route.owner_id,
+                    epoch=route.epoch,
+                    reason="moved",
+                )
+            )
+            session.close(
+                f"moved to replica {route.owner_id} under epoch {route.epoch}", final=redirect
+            )
+        if moved:
+            logger.info("epoch %d: handing %d agent(s) over", current.epoch, moved)
+            if self.on_handoff:
+                self.on_handoff(moved)
+        if self.on_owned:
+            self.on_owned(self.ring.loads().get(self.replica_id, 0))  # type: ignore[call-overload]
+        if self.on_epoch:
+            self.on_epoch(current.epoch)
+        self.coordinator.set_applied_epoch(current.epoch)
+
+    async def _fence_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if self.sessions.sessions and not self.coordinator.is_registered():
+                logger.warning(
+                    "member record lost: closing %d session(s) (self-fence)",
+                    len(self.sessions.sessions),
+                )
+                for session in list(self.sessions.sessions.values()):
+                    session.close("self-fence: this replica's member record was lost")
