@@ -30,7 +30,7 @@ class Recorder:
         self._file = None
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self._file = open(path, "a", buffering=1, encoding="utf-8")
 
     def record(self, event: str, *, agent: str, epoch: int, token: int, session: str) -> None:
         if self._file is None:

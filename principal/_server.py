@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from typing import Any
 
 import grpc
@@ -25,8 +24,8 @@ from principal import _history as history
 from principal import _holds as holds
 from principal import _metrics as metrics_
 from principal import _ownership as ownership
-from principal import _session as session_
 from principal import _registry as registry_
+from principal import _session as session_
 from principal import _settings as settings_
 from principal import _sharding as sharding
 from principal import _store as store
@@ -177,10 +176,9 @@ class Replica:
 
     async def _wait_first_map(self) -> None:
         """Agents are served once a shard map is applied; wait a bounded time for the first."""
-        deadline = time.monotonic() + self.settings.election.lease_duration * 3
-        while self.sharding.map is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.sharding.map is None:
+        try:
+            await asyncio.wait_for(self.sharding.applied.wait(), self.settings.election.lease_duration * 3)
+        except TimeoutError:
             logger.warning("no shard map applied yet; agents are told to retry until one is")
 
     async def stop(self) -> None:

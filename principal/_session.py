@@ -28,9 +28,9 @@ from election import _errors as cerrors
 from principal import _dispatch as dispatch
 from principal import _history as history
 from principal import _holds as holds
-from principal import _registry as registry
 from principal import _metrics as metrics
 from principal import _ownership as ownership
+from principal import _registry as registry
 from principal import _store as store
 from proto import _credentials as credentials
 from proto import codec, pb

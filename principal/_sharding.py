@@ -52,6 +52,7 @@ class Sharding:
         self.map: shardmap.ShardMap | None = None
         self.ring: ring.Ring | None = None
         self.changed = asyncio.Event()
+        self.applied = asyncio.Event()  # set once a first map is applied
 
     # ------------------------------------------------------------------ routing
     def route(self, agent: str) -> ownership.Route:
@@ -149,6 +150,7 @@ class Sharding:
         if self.on_epoch:
             self.on_epoch(current.epoch)
         self.coordinator.set_applied_epoch(current.epoch)
+        self.applied.set()
 
     async def _fence_loop(self) -> None:
         while True:
