@@ -31,6 +31,7 @@ import prometheus_client
 
 from election import _errors as errors
 from election import _records as records
+from election import _ring as ring
 from election import _settings as settings_
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ReplicaId = NewType("ReplicaId", str)
+ReplicaId = ring.ReplicaId  # one identity type for the whole package
 FencingToken = NewType("FencingToken", int)
 WallClock = Callable[[], datetime.datetime]
 

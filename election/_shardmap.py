@@ -26,6 +26,7 @@ from election import _electing as electing
 from election import _errors as errors
 from election import _membership as membership
 from election import _records as records
+from election import _ring as ring
 from election import _settings as settings_
 
 __all__ = [
@@ -47,7 +48,7 @@ Epoch = NewType("Epoch", int)
 
 MAP_RECORD = "shardmap"
 
-DEFAULT_EPSILON = 0.25
+DEFAULT_EPSILON = ring.DEFAULT_EPSILON
 """Bounded-load slack: no replica owns more than (1 + epsilon) x the mean number of agents."""
 
 
@@ -86,8 +87,8 @@ class ShardMap:
             raise ValueError("shard map members need a replica id and an endpoint")
         if self.epoch < 1:
             raise ValueError(f"shard map epoch must be >= 1, not {self.epoch}")
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError(f"epsilon must be a positive number, not {self.epsilon}")
+        if not (math.isfinite(self.epsilon) and self.epsilon >= 0):
+            raise ValueError(f"epsilon must be a finite number >= 0, not {self.epsilon}")
 
     @property
     def replica_ids(self) -> tuple[electing.ReplicaId, ...]:
@@ -95,6 +96,10 @@ class ShardMap:
 
     def endpoint_of(self, replica_id: str) -> str | None:
         return dict(self.members).get(electing.ReplicaId(replica_id))
+
+    def build_ring(self, agents: Iterable[str]) -> ring.Ring:
+        """The agent assignment under this map: `shard_map.build_ring(agents).owner(agent)`."""
+        return ring.Ring(agents, self.replica_ids, epsilon=self.epsilon)
 
     def same_layout(
         self, members: Iterable[tuple[str, str]], *, epsilon: float = DEFAULT_EPSILON

@@ -45,6 +45,14 @@ def test_map_round_trips_through_json_sorted_by_replica() -> None:
     assert original.endpoint_of("nope") is None
 
 
+def test_map_builds_the_ring_from_its_members() -> None:
+    agents = [f"agent-{i}" for i in range(40)]
+    assignment = a_map(n=4).build_ring(agents)
+    assert set(assignment.replicas) == {"r0", "r1", "r2", "r3"}
+    assert {assignment.owner(agent) for agent in agents} <= set(assignment.replicas)
+    assert max(assignment.loads().values()) <= 13  # ceil(1.25 * 40 / 4)
+
+
 def test_map_size_is_linear_in_replicas() -> None:
     small, large = len(a_map(n=10).to_json()), len(a_map(n=100).to_json())
     assert large < 11 * small
