@@ -126,7 +126,7 @@ class Coordinator:
             stuck = [
                 t.get_name()
                 for t in asyncio.all_tasks()
-                if t.get_name().startswith(f"coordinator:{self.replica_id}") and not t.done()
+                if f":{self.replica_id}:" in f"{t.get_name()}:" and not t.done()
             ]
             logger.error("coordinator: still stuck after cancelling: %s", ", ".join(stuck))
             return

@@ -319,7 +319,7 @@ class MapWatcher:
         self._changed = electing.Notifier()
         self._epoch_gauge = prometheus_client.Gauge(
             "mooring_shard_epoch",
-            "Epoch of the shard map this replica has applied (0: none yet).",
+            "Epoch of the newest shard map this replica has seen (0: none yet).",
             registry=registry or prometheus_client.CollectorRegistry(),
         )
 
