@@ -119,7 +119,9 @@ class Coordinator:
             self.maps.stop()
             await asyncio.wait([task], timeout=grace)
         if not task.done():
-            logger.warning("coordinator: %s did not stop within %.1fs; cancelling", task, grace)
+            logger.warning(
+                "coordinator: %s did not stop within %.1fs; cancelling", task.get_name(), grace
+            )
             task.cancel()
             await asyncio.wait([task], timeout=grace)
         if not task.done():

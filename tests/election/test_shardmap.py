@@ -279,3 +279,24 @@ async def test_coordinators_on_real_etcd(etcd, prefix: str) -> None:  # type: ig
 
 def etcd_kv(cluster_) -> etcd.EtcdKV:  # type: ignore[no-untyped-def]
     return etcd.EtcdKV(cluster_.endpoints, timeout=FAST.request_timeout)
+
+
+async def test_shutdown_ladder_is_bounded_when_the_store_hangs() -> None:
+    store = helpers.stores(1)[0]
+    coord = cluster.Coordinator(
+        store,
+        replica_id=R("solo"),
+        endpoint="solo:1",
+        registry=prometheus_client.CollectorRegistry(),
+        settings=FAST,
+    )
+    async with coord:
+        await helpers.until(lambda: coord.shard_map is not None, what="a map")
+        assert coord.is_leader()
+        store.hang = True  # release and leave now block until their timeouts
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await coord.shutdown(grace=0.1)
+        assert loop.time() - started < 0.1 + 2 * FAST.request_timeout + 0.3
+        assert not coord.is_leader()
+        store.hang = False
