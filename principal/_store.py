@@ -165,24 +165,42 @@ class DesiredStore:
         return None if raw is None else self._resource(agent, kind, name, raw)
 
     async def apply_desired(self, agent: str, doc: Mapping[str, Any]) -> tuple[Resource, bool]:
-        """Write a managed agent's desired resource from a manifest; (resource, changed)."""
+        """Write a managed agent's desired resource from a manifest; (resource, changed).
+
+        The mode check and the write are one etcd transaction (compared on the agent
+        record's revision), so an agent that registers as autonomous meanwhile can
+        never end up with a principal-written spec.
+        """
         kind, name = _kind_and_name(doc)
-        record = await self.get_agent(agent)
-        if record is not None and record.mode == "autonomous":
-            raise ModeConflictError(
-                f"agent {agent} is autonomous: {kind} {name} is owned by the agent and "
-                "cannot be changed from the principal; change it on the agent"
-            )
-        if record is None:
-            await self.register_agent(agent, mode="managed")
         obj = codec.object_of(doc)
         digest = codec.checksum(obj)
-        current = await self.get_resource(agent, kind, name)
-        if current is not None and current.checksum == digest:
-            return current, False
-        value = {"object": obj, "checksum": digest, "origin": "principal"}
-        revision = await self.kv.put(self._app_key(agent, kind, name), _dumps(value))
-        return Resource(agent, kind, name, obj, digest, revision), True
+        agent_key, app_key = self._agent_key(agent), self._app_key(agent, kind, name)
+        value = _dumps({"object": obj, "checksum": digest, "origin": "principal"})
+        for _ in range(8):
+            raw_agent = await self.kv.get(agent_key)
+            if raw_agent is not None and json.loads(raw_agent.value).get("mode") == "autonomous":
+                raise ModeConflictError(
+                    f"agent {agent} is autonomous: {kind} {name} is owned by the agent and "
+                    "cannot be changed from the principal; change it on the agent"
+                )
+            raw_app = await self.kv.get(app_key)
+            if raw_app is not None:
+                current = self._resource(agent, kind, name, raw_app)
+                if current.checksum == digest:
+                    return current, False
+            puts = [(app_key, value)]
+            if raw_agent is None:
+                puts.append((agent_key, json.dumps({"mode": "managed"}).encode()))
+            revision = await self.kv.txn(
+                compare_mod=[
+                    (agent_key, 0 if raw_agent is None else raw_agent.mod_revision),
+                    (app_key, 0 if raw_app is None else raw_app.mod_revision),
+                ],
+                puts=puts,
+            )
+            if revision is not None:
+                return Resource(agent, kind, name, obj, digest, revision), True
+        raise StoreError(f"{kind} {name} for agent {agent}: too much contention, try again")
 
     async def delete_desired(self, agent: str, kind: str, name: str) -> bool:
         record = await self.get_agent(agent)
