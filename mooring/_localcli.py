@@ -1,0 +1,103 @@
+"""Subcommands for the local cluster: up, status, scale, down, and the agent fleet.
+
+`_cli.build_parser` calls `add_parsers`; `_cli.COMMANDS` takes `COMMANDS`.
+Each flag reads MOORING_<FLAG> like every other (the environment is applied by _cli).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mooring import _fleet as fleet
+from mooring import _launcher as launcher
+from mooring import _state as state_
+from mooring import _status as status_
+
+__all__ = ["COMMANDS", "add_parsers"]
+
+DEFAULT_DIR = Path(".mooring")
+
+
+def add_parsers(top: Any) -> None:
+    """Add `up`, `status`, `scale`, `down` and `fleet run` to the top-level subparsers."""
+    p = top.add_parser("up", help="run a local cluster on real etcd + Redis")
+    p.add_argument("--replicas", type=int, default=3, help="principal replicas (default 3)")
+    p.add_argument(
+        "--agents", type=int, default=20, help="agents (default 20; every 4th autonomous)"
+    )
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+    p.add_argument("--detach", action="store_true", help="return once the cluster is up")
+    p.add_argument("--etcd-members", type=int, default=1, choices=(1, 3))
+    p.add_argument(
+        "--agent-processes", action="store_true", help="one `mooring agent run` process per agent"
+    )
+    p.add_argument(
+        "--base-port",
+        type=int,
+        help="replica pN listens on P+N-1, its /metrics on P+100+N-1 (default: free ports)",
+    )
+
+    p = top.add_parser("status", help="replicas, leader, epoch, agents of a local cluster")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+
+    p = top.add_parser("scale", help="start or stop principal replicas of a local cluster")
+    p.add_argument("--replicas", type=int, required=True)
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+
+    p = top.add_parser("down", help="stop a local cluster (idempotent)")
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+
+    p_fleet = top.add_parser("fleet", help="many in-process agents (used by `mooring up`)")
+    sub = p_fleet.add_subparsers(dest="fleet_command", required=True)
+    p = sub.add_parser("run", help="run every agent of a spec file in this process")
+    p.add_argument("--spec", type=Path, required=True, help="JSON spec written by `mooring up`")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    options = launcher.UpOptions(
+        directory=args.dir,
+        replicas=args.replicas,
+        agents=args.agents,
+        etcd_members=args.etcd_members,
+        agent_processes=args.agent_processes,
+        base_port=args.base_port,
+        detach=args.detach,
+    )
+    return launcher.up(options)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = status_.collect(state_.load(args.dir.resolve()))
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(status_.render(status))
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    return launcher.scale(args.dir, args.replicas)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    return launcher.down(args.dir)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    asyncio.run(fleet.run(args.spec))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "up": cmd_up,
+    "status": cmd_status,
+    "scale": cmd_scale,
+    "down": cmd_down,
+    "fleet": cmd_fleet,
+}

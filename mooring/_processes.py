@@ -1,0 +1,136 @@
+"""Processes of a local cluster, known by pid: start, identify, stop.
+
+A pid alone is not an identity: after a crash the number may be reused. Every
+process `mooring up` starts is recorded with its kernel start time (field 22 of
+/proc/PID/stat), and a pid counts as ours only while that start time matches.
+A zombie (exited, not yet reaped: the container's init may never reap it) counts
+as dead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Handle",
+    "alive",
+    "spawn",
+    "spawn_mooring",
+    "start_time",
+    "terminate",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Handle:
+    """A process we started: its pid and kernel start time (None where /proc is absent)."""
+
+    pid: int
+    start: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "start": self.start}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Handle | None:
+        if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+            return None
+        start = data.get("start")
+        return cls(pid=data["pid"], start=start if isinstance(start, int) else None)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    return text[text.rfind(")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if unknown."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else None
+
+
+def alive(handle: Handle | None) -> bool:
+    """True while the recorded process runs (not a zombie, same start time)."""
+    if handle is None:
+        return False
+    _reap(handle.pid)
+    if Path("/proc/self/stat").exists():
+        fields = _stat(handle.pid)
+        if fields is None or fields[0] in ("Z", "X"):
+            return False
+        return handle.start is None or int(fields[19]) == handle.start
+    try:
+        os.kill(handle.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (no zombie left behind)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def spawn(
+    cmd: Sequence[str], *, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Handle]:
+    """Start `cmd` in its own session, stdout and stderr appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    return proc, Handle(pid=proc.pid, start=start_time(proc.pid))
+
+
+def spawn_mooring(
+    args: Sequence[str], *, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Handle]:
+    """Start `python -m mooring ARGS` with this interpreter."""
+    return spawn([sys.executable, "-m", "mooring", *args], log=log, env=env)
+
+
+def terminate(handles: Iterable[Handle | None], *, grace: float = 10.0) -> list[int]:
+    """SIGTERM every live process at once, wait up to `grace` seconds, SIGKILL the rest.
+
+    Idempotent: dead or unknown handles are skipped. Returns the pids that needed SIGKILL.
+    """
+    live = [h for h in handles if h is not None and alive(h)]
+    for handle in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(alive(h) for h in live) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = []
+    for handle in live:
+        if alive(handle):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGKILL)
+            killed.append(handle.pid)
+    deadline = time.monotonic() + 5.0
+    while any(alive(h) for h in live) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return killed

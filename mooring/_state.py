@@ -1,0 +1,221 @@
+"""A local cluster's state dir: DIR/cluster.json and the lock that guards it.
+
+cluster.json is the one source of truth about a local cluster: every process
+with its pid and start time, every port and endpoint, the coordination and
+Redis URLs, and each log file. `up`, `scale`, `down` and `status` all read it
+from disk, so they work across processes and after the `up` process crashed.
+Writes are atomic (temporary file, then rename) and read-modify-write cycles
+hold DIR/.lock (flock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mooring import _processes as processes
+
+__all__ = [
+    "AgentRecord",
+    "ClusterState",
+    "FleetRecord",
+    "ReplicaRecord",
+    "ServiceRecord",
+    "StateError",
+    "load",
+    "locked",
+    "save",
+    "state_path",
+]
+
+STATE_FILE = "cluster.json"
+LOCK_FILE = ".lock"
+
+
+class StateError(RuntimeError):
+    """No cluster.json, or one that cannot be read."""
+
+
+@dataclasses.dataclass
+class ServiceRecord:
+    name: str  # etcd0, redis
+    endpoint: str  # HOST:PORT clients use
+    log: str  # log file path
+    process: processes.Handle | None = None
+
+
+@dataclasses.dataclass
+class ReplicaRecord:
+    id: str  # replica id, p1..pN
+    endpoint: str  # HOST:PORT agents dial
+    metrics: str  # HOST:PORT of /metrics
+    tls_dir: str
+    log: str
+    process: processes.Handle | None = None
+
+
+@dataclasses.dataclass
+class AgentRecord:
+    name: str
+    mode: str  # managed | autonomous
+    state: str  # SQLite file of the agent's local store
+    tls_dir: str
+    log: str | None = None  # own log file (--agent-processes only)
+    metrics: str | None = None  # HOST:PORT of /metrics (--agent-processes only)
+    process: processes.Handle | None = None  # own process (--agent-processes only)
+
+
+@dataclasses.dataclass
+class FleetRecord:
+    spec: str  # the fleet's spec file
+    status_file: str  # JSON the fleet rewrites every second
+    log: str
+    process: processes.Handle | None = None
+
+
+@dataclasses.dataclass
+class ClusterState:
+    dir: str
+    coordination: str  # etcd://HOST:PORT[,HOST:PORT]
+    redis: str  # redis://HOST:PORT
+    pki: str  # CA and certificates
+    base_port: int | None = (
+        None  # replica i listens on base_port+i, /metrics on base_port+100+i; None = free ports
+    )
+    supervisor: processes.Handle | None = None  # the foreground `mooring up`, if any
+    etcd: list[ServiceRecord] = dataclasses.field(default_factory=list)
+    redis_server: ServiceRecord | None = None
+    replicas: list[ReplicaRecord] = dataclasses.field(default_factory=list)
+    agents: list[AgentRecord] = dataclasses.field(default_factory=list)
+    fleet: FleetRecord | None = None
+    started: float = 0.0  # unix seconds
+
+    def handles(self) -> list[processes.Handle | None]:
+        """Every recorded process, in shutdown order (supervisor first, etcd last)."""
+        out: list[processes.Handle | None] = [self.supervisor]
+        out += [self.fleet.process if self.fleet else None]
+        out += [a.process for a in self.agents]
+        out += [r.process for r in self.replicas]
+        out += [self.redis_server.process if self.redis_server else None]
+        out += [m.process for m in self.etcd]
+        return out
+
+    def running(self) -> list[int]:
+        """Pids of recorded processes still alive."""
+        return [h.pid for h in self.handles() if h is not None and processes.alive(h)]
+
+    def to_json(self) -> dict[str, Any]:
+        def conv(value: Any) -> Any:
+            if isinstance(value, processes.Handle):
+                return value.to_json()
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                return {f.name: conv(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            if isinstance(value, list):
+                return [conv(v) for v in value]
+            return value
+
+        data: dict[str, Any] = conv(self)
+        data["version"] = 1
+        data["endpoints"] = [r.endpoint for r in self.replicas]
+        data["logs"] = self.logs()
+        return data
+
+    def logs(self) -> dict[str, str]:
+        out = {m.name: m.log for m in self.etcd}
+        if self.redis_server:
+            out["redis"] = self.redis_server.log
+        out.update({r.id: r.log for r in self.replicas})
+        if self.fleet:
+            out["fleet"] = self.fleet.log
+        out.update({a.name: a.log for a in self.agents if a.log})
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClusterState:
+        def handle(item: dict[str, Any]) -> processes.Handle | None:
+            return processes.Handle.from_json(item.get("process"))
+
+        def service(item: dict[str, Any]) -> ServiceRecord:
+            return ServiceRecord(item["name"], item["endpoint"], item["log"], handle(item))
+
+        redis_server = data.get("redis_server")
+        fleet = data.get("fleet")
+        return cls(
+            dir=data["dir"],
+            coordination=data["coordination"],
+            redis=data["redis"],
+            pki=data["pki"],
+            base_port=data.get("base_port"),
+            supervisor=processes.Handle.from_json(data.get("supervisor")),
+            etcd=[service(m) for m in data.get("etcd", [])],
+            redis_server=service(redis_server) if redis_server else None,
+            replicas=[
+                ReplicaRecord(
+                    r["id"], r["endpoint"], r["metrics"], r["tls_dir"], r["log"], handle(r)
+                )
+                for r in data.get("replicas", [])
+            ],
+            agents=[
+                AgentRecord(
+                    a["name"],
+                    a["mode"],
+                    a["state"],
+                    a["tls_dir"],
+                    a.get("log"),
+                    a.get("metrics"),
+                    handle(a),
+                )
+                for a in data.get("agents", [])
+            ],
+            fleet=(
+                FleetRecord(fleet["spec"], fleet["status_file"], fleet["log"], handle(fleet))
+                if fleet
+                else None
+            ),
+            started=float(data.get("started", 0.0)),
+        )
+
+
+def state_path(directory: Path) -> Path:
+    return Path(directory) / STATE_FILE
+
+
+def load(directory: Path) -> ClusterState:
+    path = state_path(directory)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StateError(
+            f"no local cluster in {directory}: start one with `mooring up --dir {directory}`"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise StateError(f"cannot read {path}: {err}") from None
+    try:
+        return ClusterState.from_json(data)
+    except (KeyError, TypeError) as err:
+        raise StateError(f"{path} is not a mooring cluster state file (missing {err})") from None
+
+
+def save(directory: Path, state: ClusterState) -> None:
+    path = state_path(directory)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold DIR/.lock for a read-modify-write of cluster.json (blocks other writers)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    with (Path(directory) / LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

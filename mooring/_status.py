@@ -1,0 +1,192 @@
+"""`mooring status` for a local cluster: liveness, replica metrics, the agents' view.
+
+Everything comes from DIR/cluster.json (pids, endpoints), each replica's /metrics
+and the fleet's status file (or, with --agent-processes, each agent's /metrics).
+Metrics the replicas do not export yet are reported as None, never guessed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import parser as prom_parser
+
+from mooring import _fleet as fleet
+from mooring import _processes as processes
+from mooring import _state as state_
+
+__all__ = ["REPLICA_SAMPLES", "collect", "render", "scrape"]
+
+REPLICA_SAMPLES = (
+    "mooring_leader",
+    "mooring_shard_epoch",
+    "mooring_sessions_open",
+    "mooring_agents_owned",
+)
+SCRAPE_TIMEOUT = 1.0
+"""Seconds to wait for one /metrics answer."""
+
+
+def scrape(address: str, *, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float] | None:
+    """Sample name -> value (the largest over label sets) from http://ADDRESS/metrics."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as resp:
+            text = resp.read().decode()
+    except (OSError, ValueError):
+        return None
+    out: dict[str, float] = {}
+    for family in prom_parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            value = float(sample.value)
+            out[sample.name] = max(value, out.get(sample.name, value))
+    return out
+
+
+def _replica(record: state_.ReplicaRecord, samples: dict[str, float] | None) -> dict[str, Any]:
+    live = processes.alive(record.process)
+    metrics = {name: (samples or {}).get(name) for name in REPLICA_SAMPLES}
+    return {
+        "id": record.id,
+        "endpoint": record.endpoint,
+        "live": live,
+        "pid": record.process.pid if record.process else None,
+        "metrics": metrics,
+        "metrics_endpoint": record.metrics,
+        "log": record.log,
+        "agents": 0,
+    }
+
+
+def _agents(state: state_.ClusterState) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    if state.fleet is not None and processes.alive(state.fleet.process):
+        seen = fleet.read_status(Path(state.fleet.status_file)) or {}
+    out = []
+    for record in state.agents:
+        row: dict[str, Any] = {
+            "name": record.name,
+            "mode": record.mode,
+            "owner": None,  # the shard map's owner: not known until HA sharding lands
+            "connected_to": None,
+            "connected": False,
+            "sessions": None,
+        }
+        if record.process is not None:  # its own process: ask its /metrics
+            samples = (
+                scrape(record.metrics)
+                if record.metrics and processes.alive(record.process)
+                else None
+            )
+            if samples is not None:
+                row["connected"] = samples.get("mooring_agent_connected") == 1.0
+                row["sessions"] = int(samples.get("mooring_sessions_total", 0))
+        elif record.name in seen:
+            info = seen[record.name]
+            row["connected"] = bool(info.get("connected"))
+            row["connected_to"] = info.get("replica_id") or None
+            row["sessions"] = info.get("sessions")
+        out.append(row)
+    return out
+
+
+def collect(state: state_.ClusterState) -> dict[str, Any]:
+    """The `mooring status --json` document for a local cluster."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        scraped = list(
+            pool.map(
+                lambda r: scrape(r.metrics) if processes.alive(r.process) else None,
+                state.replicas,
+            )
+        )
+        agents = _agents(state)
+    replicas = [_replica(r, s) for r, s in zip(state.replicas, scraped, strict=True)]
+    by_id = {r["id"]: r for r in replicas}
+    for agent in agents:
+        if agent["connected"] and agent["connected_to"] in by_id:
+            by_id[agent["connected_to"]]["agents"] += 1
+    if state.fleet is None:
+        # Agents in their own processes do not say where they are: use the replicas' count.
+        for replica in replicas:
+            open_ = replica["metrics"]["mooring_sessions_open"]
+            replica["agents"] = int(open_) if open_ is not None else 0
+    leaders = [r["id"] for r in replicas if r["live"] and r["metrics"]["mooring_leader"] == 1.0]
+    epochs = [
+        int(r["metrics"]["mooring_shard_epoch"])
+        for r in replicas
+        if r["live"] and r["metrics"]["mooring_shard_epoch"] is not None
+    ]
+    etcd = [
+        {"name": m.name, "endpoint": m.endpoint, "live": processes.alive(m.process)}
+        for m in state.etcd
+    ]
+    redis = state.redis_server
+    return {
+        "dir": state.dir,
+        "epoch": max(epochs, default=0),
+        "leader": leaders[0] if len(leaders) == 1 else (sorted(leaders)[0] if leaders else None),
+        "leaders": sorted(leaders),
+        "coordination": state.coordination,
+        "redis": state.redis,
+        "replicas": replicas,
+        "agents": agents,
+        "agents_connected": sum(1 for a in agents if a["connected"]),
+        "agents_total": len(agents),
+        "etcd": etcd,
+        "redis_live": processes.alive(redis.process) if redis else False,
+        "fleet_live": processes.alive(state.fleet.process) if state.fleet else None,
+        "running": bool(state.running()),
+    }
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+    return lines
+
+
+def _show(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _count(value: float | None) -> str:
+    return "-" if value is None else str(int(value))
+
+
+def _flag(value: float | None) -> str:
+    return "-" if value is None else ("yes" if value == 1.0 else "no")
+
+
+def render(status: dict[str, Any]) -> str:
+    """A readable table of replicas, then one summary line per plane."""
+    rows = [
+        {
+            "id": r["id"],
+            "endpoint": r["endpoint"],
+            "pid": _show(r["pid"]),
+            "live": "yes" if r["live"] else "no",
+            "leader": _flag(r["metrics"]["mooring_leader"]),
+            "agents": r["agents"],
+            "sessions": _count(r["metrics"]["mooring_sessions_open"]),
+        }
+        for r in status["replicas"]
+    ]
+    lines = _table(rows, ["id", "endpoint", "pid", "live", "leader", "agents", "sessions"])
+    modes: dict[str, int] = {}
+    for agent in status["agents"]:
+        if agent["connected"]:
+            modes[agent["mode"]] = modes.get(agent["mode"], 0) + 1
+    by_mode = ", ".join(f"{n} {m}" for m, n in sorted(modes.items())) or "none"
+    etcd_live = sum(1 for m in status["etcd"] if m["live"])
+    lines += [
+        "",
+        f"leader: {_show(status['leader'])}   epoch: {status['epoch']}   "
+        f"agents connected: {status['agents_connected']}/{status['agents_total']} ({by_mode})",
+        f"etcd: {etcd_live}/{len(status['etcd'])} live ({status['coordination']})   "
+        f"redis: {'live' if status['redis_live'] else 'down'} ({status['redis']})",
+    ]
+    return "\n".join(lines)
