@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true")
         if verb == "delete":
             p.add_argument("--kind", default="Application", choices=("Application", "AppProject"))
-            p.add_argument("name")
+            p.add_argument("names", nargs="+", metavar="NAME")
 
     localcli.add_parsers(top)  # up, status, scale, down, fleet run: the local cluster
     return parser
@@ -309,9 +309,12 @@ def _app_local(args: argparse.Namespace) -> int:
                 row, changed = local.apply_local(doc)
                 print(f"{row.kind} {row.name} {'configured' if changed else 'unchanged'}")
         elif args.app_command == "delete":
-            deleted = local.delete_local(args.kind, args.name)
-            print(f"{args.kind} {args.name} {'deleted' if deleted else 'not found'}")
-            return 0 if deleted else 1
+            missing = 0
+            for name in args.names:
+                deleted = local.delete_local(args.kind, name)
+                missing += not deleted
+                print(f"{args.kind} {name} {'deleted' if deleted else 'not found'}")
+            return 1 if missing else 0
         else:
             rows = [
                 {
@@ -343,9 +346,12 @@ async def _app_principal(args: argparse.Namespace, desired: principal_store.Desi
             )
         return 0
     if args.app_command == "delete":
-        deleted = await desired.delete_desired(agent, args.kind, args.name)
-        print(f"{args.kind} {args.name} {'deleted' if deleted else 'not found'} for agent {agent}")
-        return 0 if deleted else 1
+        missing = 0
+        for name in args.names:
+            deleted = await desired.delete_desired(agent, args.kind, name)
+            missing += not deleted
+            print(f"{args.kind} {name} {'deleted' if deleted else 'not found'} for agent {agent}")
+        return 1 if missing else 0
     record = await desired.get_agent(agent)
     resources, _ = await desired.list_resources(agent)
     statuses = await desired.list_status(agent)
