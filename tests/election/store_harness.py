@@ -17,7 +17,7 @@ class StoreHarness:
         *,
         opener: Callable[[float], stores.FencedRecordStore],
         hang: Callable[[bool], None],
-        timeout: float = 2.0,
+        timeout: float = 5.0,
     ) -> None:
         self.kind = kind
         self.timeout = timeout
