@@ -102,9 +102,7 @@ class EtcdKV:
             "grpc.initial_reconnect_backoff_ms": 100,
             "grpc.max_reconnect_backoff_ms": 1_000,
         }
-        self._client = aetcd.Client(
-            host=host, port=int(last_port), timeout=None, options=options
-        )
+        self._client = aetcd.Client(host=host, port=int(last_port), timeout=None, options=options)
 
     async def __aenter__(self) -> EtcdKV:
         await self.connect()

@@ -177,7 +177,9 @@ class Replica:
     async def _wait_first_map(self) -> None:
         """Agents are served once a shard map is applied; wait a bounded time for the first."""
         try:
-            await asyncio.wait_for(self.sharding.applied.wait(), self.settings.election.lease_duration * 3)
+            await asyncio.wait_for(
+                self.sharding.applied.wait(), self.settings.election.lease_duration * 3
+            )
         except TimeoutError:
             logger.warning("no shard map applied yet; agents are told to retry until one is")
 

@@ -271,7 +271,14 @@ def test_killed_agent_receives_exactly_the_missed_changes(cluster: Cluster, tmp_
         "edge-k1",
         env=cluster.env,
     )
-    mooring("app", "delete", *[f"app-{i:03d}" for i in range(50, 60)], "--agent", "edge-k1", env=cluster.env)
+    mooring(
+        "app",
+        "delete",
+        *[f"app-{i:03d}" for i in range(50, 60)],
+        "--agent",
+        "edge-k1",
+        env=cluster.env,
+    )
 
     agent.start()
     wait_for(lambda: cluster.connected("edge-k1"), what="agent reconnected")

@@ -28,6 +28,24 @@ EXPECTED = {
         "run",
     ],
     "mooring": [],
+    "election": [
+        "CompactedError",
+        "ConflictError",
+        "Coordinator",
+        "CoordinationError",
+        "ElectionSettings",
+        "Elector",
+        "Fence",
+        "FencingToken",
+        "Record",
+        "RecordStore",
+        "ReplicaId",
+        "Ring",
+        "ShardMap",
+        "StoreUnavailableError",
+        "assign",
+        "open_store",
+    ],
 }
 
 
