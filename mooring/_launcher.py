@@ -553,9 +553,11 @@ def down(directory: Path, *, out: TextIO = sys.stdout) -> int:
     if supervisor is not None and supervisor.pid != os.getpid() and processes.alive(supervisor):
         # A foreground `mooring up` owns the cluster: let it stop everything in order.
         processes.terminate([supervisor], grace=SUPERVISOR_GRACE)
-    state = state_.load(directory)
-    running = state.running()
-    if not running:
+        print(
+            f"mooring: the foreground `mooring up` (pid {supervisor.pid}) stopped the cluster in {directory}",
+            file=out,
+        )
+    elif not state.running():
         print(f"mooring: the cluster in {directory} is not running", file=out)
     _stop_all(directory, out=out)
     return 0

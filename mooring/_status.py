@@ -7,18 +7,25 @@ Metrics the replicas do not export yet are reported as None, never guessed.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import parser as prom_parser
 
+from election import _errors as cerrors
+from election import _etcd as etcd
+from election import _etcdrecords as etcdrecords
+from election import _shardmap as shardmap
 from mooring import _fleet as fleet
 from mooring import _processes as processes
 from mooring import _state as state_
+from principal import _store as principal_store
 
-__all__ = ["REPLICA_SAMPLES", "collect", "render", "scrape"]
+__all__ = ["REPLICA_SAMPLES", "collect", "owners", "render", "scrape"]
 
 REPLICA_SAMPLES = (
     "mooring_leader",
@@ -28,6 +35,41 @@ REPLICA_SAMPLES = (
 )
 SCRAPE_TIMEOUT = 1.0
 """Seconds to wait for one /metrics answer."""
+STORE_TIMEOUT = 2.0
+"""Seconds for one etcd call while reading the shard map."""
+STORE_ROOT = "/mooring/"
+"""Key prefix of everything the replicas write (PrincipalSettings.store_root's default)."""
+
+
+async def _read_owners(coordination: str, agents: list[str]) -> dict[str, str]:
+    """Agent -> owner replica id under the published shard map (empty when there is none)."""
+    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=STORE_TIMEOUT)
+    try:
+        await kv.connect()
+        record = await etcdrecords.EtcdRecordStore(kv, prefix=f"{STORE_ROOT}election/").get(
+            shardmap.MAP_RECORD
+        )
+        if record is None:
+            return {}
+        current = shardmap.ShardMap.from_data(record.data)
+        registered = {a.name for a in await principal_store.DesiredStore(kv).list_agents()}
+        ring = current.build_ring(registered)
+        out = {}
+        for agent in agents:  # an agent not registered yet is placed as the replicas would
+            placed = ring if agent in registered else current.build_ring(registered | {agent})
+            out[agent] = str(placed.owner(agent))
+        return out
+    finally:
+        await kv.close()
+
+
+def owners(state: state_.ClusterState) -> dict[str, str]:
+    """`_read_owners`, or nothing when etcd or the map cannot be read."""
+    if not any(processes.alive(m.process) for m in state.etcd):
+        return {}
+    with contextlib.suppress(cerrors.CoordinationError, ValueError, OSError, TimeoutError):
+        return asyncio.run(_read_owners(state.coordination, [a.name for a in state.agents]))
+    return {}
 
 
 def scrape(address: str, *, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float] | None:
@@ -61,6 +103,7 @@ def _replica(record: state_.ReplicaRecord, samples: dict[str, float] | None) -> 
 
 
 def _agents(state: state_.ClusterState) -> list[dict[str, Any]]:
+    owned = owners(state)
     seen: dict[str, dict[str, Any]] = {}
     if state.fleet is not None and processes.alive(state.fleet.process):
         seen = fleet.read_status(Path(state.fleet.status_file)) or {}
@@ -69,7 +112,7 @@ def _agents(state: state_.ClusterState) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "name": record.name,
             "mode": record.mode,
-            "owner": None,  # the shard map's owner: not known until HA sharding lands
+            "owner": owned.get(record.name),  # under the published shard map
             "connected_to": None,
             "connected": False,
             "sessions": None,
@@ -134,6 +177,9 @@ def collect(state: state_.ClusterState) -> dict[str, Any]:
         "agents": agents,
         "agents_connected": sum(1 for a in agents if a["connected"]),
         "agents_total": len(agents),
+        "agents_on_owner": sum(
+            1 for a in agents if a["connected"] and a["owner"] and a["owner"] == a["connected_to"]
+        ),
         "etcd": etcd,
         "redis_live": processes.alive(redis.process) if redis else False,
         "fleet_live": processes.alive(state.fleet.process) if state.fleet else None,
@@ -185,7 +231,8 @@ def render(status: dict[str, Any]) -> str:
     lines += [
         "",
         f"leader: {_show(status['leader'])}   epoch: {status['epoch']}   "
-        f"agents connected: {status['agents_connected']}/{status['agents_total']} ({by_mode})",
+        f"agents connected: {status['agents_connected']}/{status['agents_total']} ({by_mode}; "
+        f"{status['agents_on_owner']} on their owner)",
         f"etcd: {etcd_live}/{len(status['etcd'])} live ({status['coordination']})   "
         f"redis: {'live' if status['redis_live'] else 'down'} ({status['redis']})",
     ]

@@ -55,6 +55,7 @@ def test_status_shows_live_replicas_and_connected_agents(cluster: Path) -> None:
     assert all(r["pid"] for r in got["replicas"])
     assert sum(r["agents"] for r in got["replicas"]) == 6
     assert {a["connected_to"] for a in got["agents"]} <= {"p1", "p2"}
+    assert {a["owner"] for a in got["agents"]} <= {"p1", "p2", None}  # from the shard map
     modes = [a["mode"] for a in sorted(got["agents"], key=lambda a: a["name"])]
     assert modes == ["managed", "managed", "managed", "autonomous", "managed", "managed"]
     assert got["leader"] in (None, "p1", "p2")
