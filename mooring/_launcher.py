@@ -196,6 +196,8 @@ def _start_replica(
             record.tls_dir,
             "--metrics",
             record.metrics,
+            "--history",
+            str(Path(state.dir) / "history" / f"{replica_id}.jsonl"),
         ],
         log=Path(record.log),
     )

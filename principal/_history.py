@@ -112,7 +112,12 @@ def intervals(
             if start is not None:
                 out.append(_interval(start, end=event["t"]))
     for start in opened.values():
-        out.append(_interval(start, end=crashed.get(start["replica"], float("inf"))))
+        crash = crashed.get(start["replica"])
+        out.append(
+            _interval(
+                start, end=crash if crash is not None and crash >= start["t"] else float("inf")
+            )
+        )
     return out
 
 

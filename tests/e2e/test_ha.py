@@ -1,0 +1,162 @@
+"""The active-active cluster on real etcd, Redis and processes: 3 replicas, 60 agents.
+
+Every agent ends up on its owner; scaling out and in reconnects exactly the agents
+whose owner changed; a SIGKILLed replica's agents move; a Redis restart heals within
+5 s; and the session history never shows two replicas serving one agent (I1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mooring import _processes as processes
+from mooring import _services as services
+from mooring import _state as state_
+from principal import _history as history
+from tests._procs import mooring, wait_for
+
+pytestmark = pytest.mark.e2e
+
+AGENTS = 60
+CRASHES: dict[
+    str, float
+] = {}  # replica -> monotonic time it was SIGKILLed (closes its open sessions)
+
+
+def status(directory: Path) -> dict[str, Any]:
+    return json.loads(mooring("status", "--json", "--dir", str(directory)).stdout)
+
+
+def converged(directory: Path, replicas: int) -> dict[str, Any] | None:
+    """Status once every agent is connected to its owner under one epoch, else None."""
+    got = status(directory)
+    live = [r for r in got["replicas"] if r["live"]]
+    agents = got["agents"]
+    if len(live) != replicas or len(agents) != AGENTS:
+        return None
+    if not all(a["connected"] and a["owner"] and a["owner"] == a["connected_to"] for a in agents):
+        return None
+    return got
+
+
+def sessions(got: dict[str, Any]) -> dict[str, int]:
+    return {a["name"]: int(a["sessions"]) for a in got["agents"]}
+
+
+def owners(got: dict[str, Any]) -> dict[str, str]:
+    return {a["name"]: a["owner"] for a in got["agents"]}
+
+
+def check_history(directory: Path, *, crashed: dict[str, float] | None = None) -> int:
+    events = history.load_many(sorted((directory / "history").glob("*.jsonl")))
+    violations = history.check(events, crashed=crashed)
+    assert not violations, "\n".join(str(v) for v in violations[:10])
+    return len(events)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("ha") / "cluster"
+    mooring("up", "--detach", "--replicas", "3", "--agents", str(AGENTS), "--dir", str(directory))
+    try:
+        yield directory
+    finally:
+        mooring("down", "--dir", str(directory), check=False)
+        for handle in state_.load(directory).handles():
+            if handle is not None and processes.alive(handle):
+                os.kill(handle.pid, signal.SIGKILL)
+
+
+def test_scale_out_and_in_moves_only_the_agents_whose_owner_changed(cluster: Path) -> None:
+    before = wait_for(
+        lambda: converged(cluster, 3), timeout=60, interval=0.3, what="60 agents on their owners"
+    )
+    loads = [r["agents"] for r in before["replicas"]]
+    assert sum(loads) == AGENTS and max(loads) <= 1.25 * AGENTS / 3 + 1
+
+    mooring("scale", "--replicas", "4", "--dir", str(cluster))
+    after = wait_for(
+        lambda: (got := converged(cluster, 4)) and got["epoch"] > before["epoch"] and got,
+        timeout=30,
+        interval=0.3,
+        what="converged on 4 replicas",
+    )
+    moved = {a for a, o in owners(after).items() if owners(before)[a] != o}
+    assert moved, "scale-out moved nobody"
+    assert len(moved) <= 1.1 * AGENTS / 4 + 3
+    reconnected = {a for a, n in sessions(after).items() if n != sessions(before)[a]}
+    assert reconnected == moved
+    assert all(sessions(after)[a] == sessions(before)[a] + 1 for a in moved)
+    print(
+        f"\nscale 3->4: {len(moved)}/{AGENTS} agents moved (1/(n+1) = {AGENTS / 4:.0f}), loads {loads}"
+    )
+
+    mooring("scale", "--replicas", "3", "--dir", str(cluster))
+    back = wait_for(
+        lambda: (got := converged(cluster, 3)) and got["epoch"] > after["epoch"] and got,
+        timeout=30,
+        interval=0.3,
+        what="converged back on 3 replicas",
+    )
+    moved_back = {a for a, o in owners(back).items() if owners(after)[a] != o}
+    assert moved_back and all(owners(after)[a] == "p4" for a in moved_back)
+    reconnected = {a for a, n in sessions(back).items() if n != sessions(after)[a]}
+    assert reconnected == moved_back
+    print(
+        f"scale 4->3: {len(moved_back)} agents moved back; events checked: {check_history(cluster)}"
+    )
+
+
+def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
+    before = wait_for(lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged")
+    victim = next(r for r in state_.load(cluster).replicas if r.id == "p2")
+    assert victim.process is not None
+    its_agents = {a for a, o in owners(before).items() if o == "p2"}
+    os.kill(victim.process.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    CRASHES["p2"] = killed_at
+    after = wait_for(
+        lambda: converged(cluster, 2), timeout=30, interval=0.3, what="converged on 2 replicas"
+    )
+    moved = {a for a, o in owners(after).items() if owners(before)[a] != o}
+    assert its_agents <= moved
+    unaffected = {a for a in owners(before) if a not in moved}
+    assert all(sessions(after)[a] == sessions(before)[a] for a in unaffected)
+    check_history(cluster, crashed=CRASHES)
+    mooring("scale", "--replicas", "3", "--dir", str(cluster))  # restarts p2
+    wait_for(lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged on 3 again")
+    check_history(cluster, crashed=CRASHES)
+
+
+def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
+    wait_for(lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged")
+    state = state_.load(cluster)
+    assert state.redis_server is not None and state.redis_server.process is not None
+    port = int(state.redis_server.endpoint.rpartition(":")[2])
+    os.kill(state.redis_server.process.pid, signal.SIGKILL)
+    time.sleep(1.0)  # an outage of a second: Redis is away, not merely slow
+    replacement = services.RedisServer(Path(state.dir) / "redis-restarted", port=port).start()
+    back_at = time.monotonic()
+    try:
+        wait_for(
+            lambda: converged(cluster, 3),
+            timeout=15,
+            interval=0.2,
+            what="all agents back on their owners",
+        )
+        healed = time.monotonic() - back_at
+        assert healed <= 5.0, f"took {healed:.1f}s after Redis returned"
+        print(
+            f"\nredis restart: all {AGENTS} agents back on their owners {healed:.2f}s after Redis returned"
+        )
+        check_history(cluster, crashed=CRASHES)
+    finally:
+        replacement.stop()
