@@ -16,8 +16,8 @@ from election._stores import open_store
 __all__ = [
     "CompactedError",
     "ConflictError",
-    "Coordinator",
     "CoordinationError",
+    "Coordinator",
     "ElectionSettings",
     "Elector",
     "Fence",
