@@ -21,7 +21,9 @@ class AgentSettings:
     heartbeat_timeout_factor: float = 3.0  # silence of this many heartbeat intervals ends a session
     poll_interval: float = 0.1  # seconds between checks of the local store for changes
     backoff_base: float = 0.2  # seconds; full-jitter exponential backoff after a failed sweep
-    backoff_cap: float = 4.0  # seconds; the backoff never exceeds this (keeps recovery after an outage short)
+    backoff_cap: float = (
+        4.0  # seconds; the backoff never exceeds this (keeps recovery after an outage short)
+    )
     endpoint_cooldown: float = 1.0  # seconds an endpoint rests after failing
     max_redirects: int = 3  # redirects followed in a row before the sweep moves on
     keepalive_time: float = 10.0  # seconds of idleness before a gRPC keepalive ping
