@@ -46,11 +46,16 @@ class AgentError(Exception):
 
 
 class ConnectFailed(AgentError):
-    """One endpoint could not give us a session; `reason` is a metric label."""
+    """One endpoint could not give us a session; `reason` is a metric label.
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    `answered` is True when a replica itself refused (it is reachable), False for
+    transport failures (refused connection, timeout, broken handshake).
+    """
+
+    def __init__(self, message: str, *, reason: str, answered: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.answered = answered
 
 
 class SweepFailed(AgentError):
@@ -61,6 +66,7 @@ class SweepFailed(AgentError):
 class _Redirected:
     endpoint: str
     epoch: int
+    owner_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +88,22 @@ def channel_options(settings: settings_.AgentSettings) -> list[tuple[str, Any]]:
     ]
 
 
+REJECTED_TRAILER = "mooring-rejected"  # set by a replica on every refusal it sends
+BUSY_REASONS = {"held", "not_ready", "store", "registry"}  # retry soon; the replica is fine
+
+
+def _answered(err: grpc.aio.AioRpcError) -> str | None:
+    """The replica's refusal reason when the error came from a replica, else None."""
+    for key, value in err.trailing_metadata() or ():
+        if key == REJECTED_TRAILER:
+            return str(value)
+    return None
+
+
 def _classify(err: grpc.aio.AioRpcError) -> str:
+    answered = _answered(err)
+    if answered is not None:
+        return "busy" if answered in BUSY_REASONS else REJECTING_CODES.get(err.code(), "rejected")
     reason = REJECTING_CODES.get(err.code())
     if reason:
         return reason
@@ -96,10 +117,10 @@ def _classify(err: grpc.aio.AioRpcError) -> str:
     return "unavailable"
 
 
-def _one_line(err: grpc.aio.AioRpcError) -> str:
+def _one_line(err: grpc.aio.AioRpcError, *, connecting: bool = False) -> str:
     details = (err.details() or "").strip().splitlines()
     line = f"{err.code().name}: {details[0] if details else 'no details'}"
-    if _classify(err) == "tls":
+    if connecting and _classify(err) == "tls":
         line += (
             " (TLS handshake refused: is this agent's certificate signed by the principal's CA,"
             " unexpired, and does the principal's certificate name this endpoint?)"
@@ -127,6 +148,7 @@ class Agent:
         self.replica_id = ""
         self.epoch = 0
         self._lost_at: float | None = None
+        self.failovers: list[tuple[float, float]] = []  # (lost at, seconds to resynced), monotonic
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -163,21 +185,33 @@ class Agent:
             raise _Stopped()
 
     async def _sweep(self) -> None:
+        """Try every endpoint once (owner first), following redirects; raise if all fail.
+
+        When the owner a replica redirects us to cannot be reached (it failed just
+        now, or is cooling down after a failure), go back to that replica and say so:
+        it may serve us as a stand-in if it can take our session entry.
+        """
         failures: list[str] = []
         for address in self.endpoints.sweep():
             target, hops = address, 0
+            via, owner_id, unreachable = "", "", ""
             while True:
                 if self._stop.is_set():
                     raise _Stopped()
                 try:
-                    outcome = await self._session(target, hops=hops)
+                    outcome = await self._session(target, hops=hops, unreachable=unreachable)
                 except ConnectFailed as err:
                     self.metrics.connect_errors.labels(err.reason).inc()
                     logger.warning(
                         "agent %s: cannot open a session on %s: %s", self.settings.name, target, err
                     )
-                    self.endpoints.failed(target)
                     failures.append(f"{target}: {err}")
+                    if err.answered and err.reason == "busy":
+                        break  # reachable, just not ready for us yet: no cooldown
+                    self.endpoints.failed(target, timed_out=err.reason == "timeout")
+                    if via and owner_id and not unreachable and not err.answered:
+                        target, unreachable = via, owner_id  # the owner is unreachable
+                        continue
                     break
                 if isinstance(outcome, _Redirected):
                     self.metrics.redirects.inc()
@@ -187,6 +221,14 @@ class Agent:
                             f"{target}: more than {self.settings.max_redirects} redirects"
                         )
                         break
+                    if (
+                        self.endpoints.black_holed(outcome.endpoint)
+                        and not unreachable
+                        and outcome.owner_id
+                    ):
+                        unreachable = outcome.owner_id  # ask the same replica to stand in
+                        continue
+                    via, owner_id = target, outcome.owner_id
                     self.endpoints.prefer(outcome.endpoint)
                     target = outcome.endpoint
                     continue
@@ -200,7 +242,7 @@ class Agent:
         raise SweepFailed("; ".join(failures) or "no endpoint")
 
     # ------------------------------------------------------------------ one session
-    def _hello(self, hops: int) -> pb.Envelope:
+    def _hello(self, hops: int, unreachable: str = "") -> pb.Envelope:
         inventory = []
         if self.settings.mode == "managed":
             for row in self.store.list():
@@ -223,10 +265,13 @@ class Agent:
                 inventory=inventory,
                 known_epoch=self.epoch,
                 redirect_hops=hops,
+                unreachable_owner=unreachable,
             ),
         )
 
-    async def _session(self, target: str, *, hops: int) -> _Redirected | _Ended:
+    async def _session(
+        self, target: str, *, hops: int, unreachable: str = ""
+    ) -> _Redirected | _Ended:
         started = time.monotonic()
         async with grpc.aio.secure_channel(
             target, self.creds, options=channel_options(self.settings)
@@ -238,7 +283,7 @@ class Agent:
             )()
             try:
                 async with asyncio.timeout(self.settings.connect_timeout):
-                    await call.write(self._hello(hops))
+                    await call.write(self._hello(hops, unreachable))
                     first = await call.read()
             except TimeoutError:
                 call.cancel()
@@ -246,12 +291,20 @@ class Agent:
                     f"no welcome within {self.settings.connect_timeout:.1f}s", reason="timeout"
                 ) from None
             except grpc.aio.AioRpcError as err:
-                raise ConnectFailed(_one_line(err), reason=_classify(err)) from None
+                raise ConnectFailed(
+                    _one_line(err, connecting=True),
+                    reason=_classify(err),
+                    answered=_answered(err) is not None,
+                ) from None
             if first is grpc.aio.EOF:
                 code = await call.code()
                 details = await call.details()
+                trailer = dict(await call.trailing_metadata() or ()).get(REJECTED_TRAILER)
+                label = (
+                    "busy" if trailer in BUSY_REASONS else REJECTING_CODES.get(code, "unavailable")
+                )
                 raise ConnectFailed(
-                    f"{code.name}: {details}", reason=REJECTING_CODES.get(code, "unavailable")
+                    f"{code.name}: {details}", reason=label, answered=trailer is not None
                 )
             body = first.WhichOneof("body")
             if body == "redirect":
@@ -264,7 +317,11 @@ class Agent:
                     first.redirect.owner_endpoint,
                     first.redirect.epoch,
                 )
-                return _Redirected(first.redirect.owner_endpoint, first.redirect.epoch)
+                return _Redirected(
+                    first.redirect.owner_endpoint,
+                    first.redirect.epoch,
+                    first.redirect.owner_replica_id,
+                )
             if body != "welcome":
                 call.cancel()
                 raise ConnectFailed(f"expected welcome, got {body}", reason="protocol")
@@ -302,6 +359,7 @@ class Agent:
         self.metrics.resync_seconds.observe(now - started)
         if self._lost_at is not None:
             self.metrics.failover_seconds.observe(now - self._lost_at)
+            self.failovers.append((self._lost_at, now - self._lost_at))
             self._lost_at = None
         self.metrics.connected.set(1)
         self.welcomed.set()
@@ -424,7 +482,11 @@ class _Live:
             elif body == "redirect":
                 self.agent.epoch = max(self.agent.epoch, envelope.redirect.epoch)
                 raise _SessionOver(
-                    _Redirected(envelope.redirect.owner_endpoint, envelope.redirect.epoch)
+                    _Redirected(
+                        envelope.redirect.owner_endpoint,
+                        envelope.redirect.epoch,
+                        envelope.redirect.owner_replica_id,
+                    )
                 )
             elif body == "goodbye":
                 raise _SessionOver(f"principal said goodbye: {envelope.goodbye.reason}")

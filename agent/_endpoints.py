@@ -19,6 +19,7 @@ class Endpoint:
     address: str  # HOST:PORT
     cooldown_until: float = 0.0  # monotonic seconds
     failures: int = 0
+    timed_out: bool = False  # the last failure was a timeout (a black hole, not a refusal)
 
     def available(self, now: float) -> bool:
         return now >= self.cooldown_until
@@ -61,8 +62,18 @@ class EndpointSet:
         # If everything is cooling down, still try the one that comes back first.
         return ready or [min(self.endpoints, key=lambda e: e.cooldown_until).address]
 
-    def failed(self, address: str) -> None:
+    def cooling(self, address: str) -> bool:
+        """True while the endpoint rests after a recent failure."""
+        return not self._get(address).available(self.clock())
+
+    def black_holed(self, address: str) -> bool:
+        """True while the endpoint rests after a timeout: dialing it again would hang."""
         endpoint = self._get(address)
+        return endpoint.timed_out and not endpoint.available(self.clock())
+
+    def failed(self, address: str, *, timed_out: bool = False) -> None:
+        endpoint = self._get(address)
+        endpoint.timed_out = timed_out
         endpoint.failures += 1
         endpoint.cooldown_until = self.clock() + self.cooldown
         if self.preferred == address:
@@ -71,4 +82,5 @@ class EndpointSet:
     def succeeded(self, address: str) -> None:
         endpoint = self._get(address)
         endpoint.failures = 0
+        endpoint.timed_out = False
         endpoint.cooldown_until = 0.0

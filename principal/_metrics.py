@@ -105,6 +105,11 @@ class PrincipalMetrics:
             "Shard-map epoch this replica has applied.",
             registry=registry,
         )
+        self.standins = prom.Counter(
+            "mooring_standin_sessions_total",
+            "Sessions served for agents that could not reach their owner replica.",
+            registry=registry,
+        )
         for kind in MESSAGE_TYPES:
             self.events_sent.labels(kind)
             self.events_received.labels(kind)

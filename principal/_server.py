@@ -188,8 +188,14 @@ class Replica:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
-        # Leave the member set first (and release the lease if leading), so peers
-        # publish a map without us while agents are told to go.
+        # Hand every agent to its owner in the map without us, then leave the member
+        # set (releasing the lease if leading) so peers publish that map at once.
+        drained = self.sharding.drain()
+        if drained:
+            logger.info(
+                "replica %s leaving: handed %d agent(s) over", self.settings.replica_id, drained
+            )
+            self.metrics.handoffs.inc(drained)
         await self.coordinator.shutdown()
         self.sessions.close_all("principal replica shutting down")
         if self.server is not None:

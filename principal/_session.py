@@ -40,6 +40,7 @@ __all__ = ["SessionManager", "SessionSettings", "StreamHandler"]
 logger = logging.getLogger(__name__)
 
 MODE_NAMES: dict[int, store.Mode] = {pb.MODE_MANAGED: "managed", pb.MODE_AUTONOMOUS: "autonomous"}
+REJECTED_TRAILER = "mooring-rejected"
 AGENT_BODIES = {"hello", "event", "status", "ack", "resync_done", "heartbeat", "goodbye"}
 
 
@@ -72,10 +73,19 @@ class Rejection(Exception):
 
 class Session:
     def __init__(
-        self, *, agent: str, mode: store.Mode, session_id: str, epoch: int, token: int = 0
+        self,
+        *,
+        agent: str,
+        mode: store.Mode,
+        session_id: str,
+        epoch: int,
+        token: int = 0,
+        standin_for: str = "",
     ) -> None:
         self.agent = agent
         self.token = token
+        self.standin_for = standin_for  # the unreachable owner this session stands in for
+        self.opened_at = time.monotonic()
         self.mode = mode
         self.session_id = session_id
         self.epoch = epoch
@@ -189,7 +199,11 @@ class StreamHandler:
         except Rejection as rej:
             self.metrics.sessions_rejected.labels(rej.reason).inc()
             logger.warning("rejected stream from %s (agent %s): %s", peer, agent, rej.message)
-            await context.abort(rej.code, rej.message)
+            # The trailer tells the agent that a replica answered (it is reachable),
+            # and why it said no.
+            await context.abort(
+                rej.code, rej.message, trailing_metadata=((REJECTED_TRAILER, rej.reason),)
+            )
 
     async def _read(
         self, context: grpc.aio.ServicerContext, *, limit: float | None
@@ -264,6 +278,25 @@ class StreamHandler:
                 reason="protocol",
             )
         route = self.routing.route(agent)
+        standin_for = ""
+        if (
+            not route.serve
+            and route.owner_endpoint
+            and hello.unreachable_owner
+            and hello.unreachable_owner == route.owner_id
+            and isinstance(self.holder, holds.RedisHolds)
+        ):
+            # The agent cannot reach its owner: serve it as a stand-in. The session
+            # entry still guarantees a single holder (the owner's half-open session
+            # must end and release it first); the next shard-map change sends it home.
+            logger.warning(
+                "agent %s cannot reach its owner %s: serving it as a stand-in",
+                agent,
+                route.owner_id,
+            )
+            self.metrics.standins.inc()
+            standin_for = route.owner_id
+            route = ownership.Route(serve=True, epoch=route.epoch, owner_id=route.owner_id)
         if not route.serve and not route.owner_endpoint:
             raise Rejection(
                 grpc.StatusCode.UNAVAILABLE,
@@ -310,9 +343,29 @@ class StreamHandler:
                 reason="registry",
             ) from None
         session = Session(
-            agent=agent, mode=mode, session_id=session_id, epoch=route.epoch, token=token
+            agent=agent,
+            mode=mode,
+            session_id=session_id,
+            epoch=route.epoch,
+            token=token,
+            standin_for=standin_for,
         )
         self.sessions.open(session)
+        # The map may have changed while we registered and acquired: from here on the
+        # handoff loop sees this session; before, only this re-check does.
+        now = self.routing.route(agent)
+        if not now.serve and now.owner_endpoint and now.owner_id != route.owner_id:
+            session.close(
+                f"moved to replica {now.owner_id} under epoch {now.epoch} while connecting",
+                final=pb.Envelope(
+                    redirect=pb.Redirect(
+                        owner_endpoint=now.owner_endpoint,
+                        owner_replica_id=now.owner_id,
+                        epoch=now.epoch,
+                        reason="moved",
+                    )
+                ),
+            )
         self.recorder.record(
             "open", agent=agent, epoch=route.epoch, token=token, session=session_id
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from election import _cluster as cluster
@@ -25,6 +26,9 @@ from proto import pb
 __all__ = ["Sharding"]
 
 logger = logging.getLogger(__name__)
+
+STANDIN_SECONDS = 10.0
+"""A stand-in session (its agent could not reach its owner) is sent home after this long."""
 
 
 class Sharding:
@@ -152,9 +156,64 @@ class Sharding:
         self.coordinator.set_applied_epoch(current.epoch)
         self.applied.set()
 
+    def drain(self) -> int:
+        """Before leaving: send every session to its owner in the map without us."""
+        current = self.map
+        others = tuple(r for r in (current.replica_ids if current else ()) if r != self.replica_id)
+        if current is None or not others:
+            return 0
+        without_us = ring.Ring(
+            self.agents | set(self.sessions.sessions), others, epsilon=current.epsilon
+        )
+        drained = 0
+        for agent, session in list(self.sessions.sessions.items()):
+            owner = without_us.owner(agent)
+            session.close(
+                f"replica leaving: handed to {owner}",
+                final=pb.Envelope(
+                    redirect=pb.Redirect(
+                        owner_endpoint=current.endpoint_of(owner) or "",
+                        owner_replica_id=owner,
+                        epoch=current.epoch,
+                        reason="replica leaving",
+                    )
+                ),
+            )
+            drained += 1
+        return drained
+
+    def repatriate(self, *, older_than: float) -> int:
+        """Send stand-in sessions older than `older_than` seconds back to their owner."""
+        now = time.monotonic()
+        sent = 0
+        for agent, session in list(self.sessions.sessions.items()):
+            if not session.standin_for or now - session.opened_at < older_than:
+                continue
+            route = self.route(agent)
+            if route.serve or not route.owner_endpoint:
+                session.standin_for = ""  # we own it now (or nobody can be named)
+                continue
+            session.close(
+                f"stand-in ends: back to owner {route.owner_id}",
+                final=pb.Envelope(
+                    redirect=pb.Redirect(
+                        owner_endpoint=route.owner_endpoint,
+                        owner_replica_id=route.owner_id,
+                        epoch=route.epoch,
+                        reason="back to owner",
+                    )
+                ),
+            )
+            sent += 1
+        return sent
+
     async def _fence_loop(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(0.25)
+            ticks += 1
+            if ticks % 8 == 0:  # every 2 s
+                self.repatriate(older_than=STANDIN_SECONDS)
             if self.sessions.sessions and not self.coordinator.is_registered():
                 logger.warning(
                     "member record lost: closing %d session(s) (self-fence)",

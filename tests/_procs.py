@@ -29,7 +29,9 @@ def wait_for(
     last: T = predicate()
     while not last:
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what} (last: {last!r:.400})"
+            )
         time.sleep(interval)
         last = predicate()
     return last

@@ -81,7 +81,7 @@ class InventoryItem(_message.Message):
     def __init__(self, key: _Optional[_Union[ResourceKey, _Mapping]] = ..., version: _Optional[int] = ..., checksum: _Optional[str] = ..., status_checksum: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_name", "mode", "agent_version", "min_protocol", "max_protocol", "inventory", "known_epoch", "redirect_hops")
+    __slots__ = ("agent_name", "mode", "agent_version", "min_protocol", "max_protocol", "inventory", "known_epoch", "redirect_hops", "unreachable_owner")
     AGENT_NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class Hello(_message.Message):
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
     KNOWN_EPOCH_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_HOPS_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_OWNER_FIELD_NUMBER: _ClassVar[int]
     agent_name: str
     mode: Mode
     agent_version: str
@@ -98,7 +99,8 @@ class Hello(_message.Message):
     inventory: _containers.RepeatedCompositeFieldContainer[InventoryItem]
     known_epoch: int
     redirect_hops: int
-    def __init__(self, agent_name: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., agent_version: _Optional[str] = ..., min_protocol: _Optional[int] = ..., max_protocol: _Optional[int] = ..., inventory: _Optional[_Iterable[_Union[InventoryItem, _Mapping]]] = ..., known_epoch: _Optional[int] = ..., redirect_hops: _Optional[int] = ...) -> None: ...
+    unreachable_owner: str
+    def __init__(self, agent_name: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., agent_version: _Optional[str] = ..., min_protocol: _Optional[int] = ..., max_protocol: _Optional[int] = ..., inventory: _Optional[_Iterable[_Union[InventoryItem, _Mapping]]] = ..., known_epoch: _Optional[int] = ..., redirect_hops: _Optional[int] = ..., unreachable_owner: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("replica_id", "epoch", "session_id", "protocol", "heartbeat_interval_ms", "max_message_bytes")

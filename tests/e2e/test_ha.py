@@ -26,9 +26,9 @@ from tests._procs import mooring, wait_for
 pytestmark = pytest.mark.e2e
 
 AGENTS = 60
-CRASHES: dict[
-    str, float
-] = {}  # replica -> monotonic time it was SIGKILLed (closes its open sessions)
+# replica -> monotonic time it was SIGKILLed (which closes its open sessions)
+CRASHES: dict[str, float] = {}
+LAST: dict[str, Any] = {}  # the last status seen, for failure messages
 
 
 def status(directory: Path) -> dict[str, Any]:
@@ -42,7 +42,11 @@ def converged(directory: Path, replicas: int) -> dict[str, Any] | None:
     agents = got["agents"]
     if len(live) != replicas or len(agents) != AGENTS:
         return None
-    if not all(a["connected"] and a["owner"] and a["owner"] == a["connected_to"] for a in agents):
+    off = [
+        a for a in agents if not (a["connected"] and a["owner"] and a["owner"] == a["connected_to"])
+    ]
+    LAST["off"] = off
+    if off:
         return None
     return got
 
@@ -124,7 +128,10 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     killed_at = time.monotonic()
     CRASHES["p2"] = killed_at
     after = wait_for(
-        lambda: converged(cluster, 2), timeout=30, interval=0.3, what="converged on 2 replicas"
+        lambda: (got := converged(cluster, 2)) and got["epoch"] > before["epoch"] and got,
+        timeout=30,
+        interval=0.3,
+        what="converged on 2 replicas under a new epoch",
     )
     moved = {a for a, o in owners(after).items() if owners(before)[a] != o}
     assert its_agents <= moved
@@ -132,7 +139,10 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     assert all(sessions(after)[a] == sessions(before)[a] for a in unaffected)
     check_history(cluster, crashed=CRASHES)
     mooring("scale", "--replicas", "3", "--dir", str(cluster))  # restarts p2
-    wait_for(lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged on 3 again")
+    try:
+        wait_for(lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged on 3 again")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; off their owner: {LAST.get('off')!r:.1500}") from None
     check_history(cluster, crashed=CRASHES)
 
 

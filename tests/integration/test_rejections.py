@@ -154,6 +154,7 @@ async def test_application_level_rejections(
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert _one_line(err) == "certificate identifies agent 'agent-a' but hello claims 'agent-b'"
     assert _rejected(replica, "identity_mismatch") == 1
+    assert dict(err.trailing_metadata() or ()).get("mooring-rejected") == "identity_mismatch"
 
     big = [
         pb.InventoryItem(
