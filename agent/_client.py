@@ -590,15 +590,21 @@ class _Live:
 
     # --- both: local changes and acknowledgements ---------------------------------------
     async def _watch_local(self) -> None:
+        """Push local changes; the poll backs off while the store is quiet (many agents
+        may share a process) and snaps back to `poll_interval` on the next change."""
         seen = -1
+        interval = self.agent.settings.poll_interval
         while True:
             version = self.store.data_version()
             if version != seen and not self.resyncing:
                 seen = version
                 self._push_local()
+                interval = self.agent.settings.poll_interval
+            else:
+                interval = min(interval * 1.5, self.agent.settings.poll_interval_max)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.agent.settings.poll_interval):
+                async with asyncio.timeout(interval):
                     await self.wake.wait()
 
     def _push_local(self) -> None:
