@@ -150,6 +150,7 @@ class Agent:
         self._lost_at: float | None = None
         self.failovers: list[tuple[float, float]] = []  # (lost at, seconds to resynced), monotonic
         self._stop = asyncio.Event()
+        self._sweeps_failed = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -192,6 +193,8 @@ class Agent:
         it may serve us as a stand-in if it can take our session entry.
         """
         failures: list[str] = []
+        if self.endpoints.refresh_due() or (self.endpoints.names and self._sweeps_failed):
+            await self.endpoints.refresh()
         for address in self.endpoints.sweep():
             target, hops = address, 0
             via, owner_id, unreachable = "", "", ""
@@ -238,7 +241,9 @@ class Agent:
                     )
                     self.endpoints.failed(target)
                     break
+                self._sweeps_failed = 0
                 return  # a real session ended: reconnect at once
+        self._sweeps_failed += 1
         raise SweepFailed("; ".join(failures) or "no endpoint")
 
     # ------------------------------------------------------------------ one session
@@ -273,9 +278,11 @@ class Agent:
         self, target: str, *, hops: int, unreachable: str = ""
     ) -> _Redirected | _Ended:
         started = time.monotonic()
-        async with grpc.aio.secure_channel(
-            target, self.creds, options=channel_options(self.settings)
-        ) as channel:
+        options = channel_options(self.settings)
+        server_name = self.endpoints.server_name(target)
+        if server_name:  # an address resolved from a DNS name: verify the name
+            options.append(("grpc.ssl_target_name_override", server_name))
+        async with grpc.aio.secure_channel(target, self.creds, options=options) as channel:
             call = channel.stream_stream(
                 codec.SUBSCRIBE_METHOD,
                 request_serializer=pb.Envelope.SerializeToString,

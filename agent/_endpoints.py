@@ -3,13 +3,45 @@
 The owner learned from a welcome or a redirect is tried first; every other
 endpoint not cooling down follows. A whole sweep that fails is what the caller
 backs off on (with full jitter), never a single endpoint's failure.
+
+An endpoint given by DNS name stands for every address the name resolves to (a
+Kubernetes headless Service lists one per replica pod). Names are resolved at start,
+again every `refresh_interval`, and after a sweep in which everything failed; each
+resolved address is dialled directly and its certificate verified against the name.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import ipaddress
+import logging
+import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+
+logger = logging.getLogger(__name__)
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_all(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, as dialable HOST:PORT strings (IPv6 bracketed)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    out: list[str] = []
+    for family, _, _, _, sockaddr in infos:
+        ip = str(sockaddr[0])
+        out.append(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+    return list(dict.fromkeys(out))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 __all__ = ["Endpoint", "EndpointSet"]
 
@@ -17,6 +49,7 @@ __all__ = ["Endpoint", "EndpointSet"]
 @dataclasses.dataclass
 class Endpoint:
     address: str  # HOST:PORT
+    server_name: str | None = None  # the DNS name the address came from (TLS verifies it)
     cooldown_until: float = 0.0  # monotonic seconds
     failures: int = 0
     timed_out: bool = False  # the last failure was a timeout (a black hole, not a refusal)
@@ -32,13 +65,53 @@ class EndpointSet:
         *,
         cooldown: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        resolver: Resolver = resolve_all,
+        refresh_interval: float = 30.0,
     ) -> None:
-        self.endpoints = [Endpoint(a) for a in dict.fromkeys(addresses)]
-        if not self.endpoints:
+        specs = list(dict.fromkeys(addresses))
+        if not specs:
             raise ValueError("at least one principal endpoint is required")
+        # DNS names are expanded by refresh(); until then they are dialled as given.
+        self.names = {s for s in specs if not _is_ip(s.rpartition(":")[0])}
+        self.endpoints = [Endpoint(a) for a in specs]
         self.cooldown = cooldown  # seconds an endpoint rests after a failure
         self.clock = clock
+        self.resolver = resolver
+        self.refresh_interval = refresh_interval  # seconds between DNS re-resolutions
+        self.refreshed_at: float | None = None
         self.preferred: str | None = None
+
+    def refresh_due(self) -> bool:
+        return bool(self.names) and (
+            self.refreshed_at is None or self.clock() - self.refreshed_at >= self.refresh_interval
+        )
+
+    async def refresh(self) -> None:
+        """Re-resolve every DNS name; keep what still resolves, add what is new.
+
+        A name that fails to resolve keeps its previous addresses (a DNS outage must
+        not empty the set); literal addresses are never touched.
+        """
+        self.refreshed_at = self.clock()
+        for spec in sorted(self.names):
+            host, _, port = spec.rpartition(":")
+            try:
+                found = await self.resolver(host, int(port))
+            except OSError as err:
+                logger.warning("cannot resolve %s, keeping its last addresses: %s", spec, err)
+                continue
+            if not found:
+                continue
+            kept = [e for e in self.endpoints if e.server_name != host and e.address != spec]
+            known = {e.address: e for e in self.endpoints if e.server_name == host}
+            fresh = [known.get(a) or Endpoint(a, server_name=host) for a in found]
+            self.endpoints = kept + fresh
+
+    def server_name(self, address: str) -> str | None:
+        for endpoint in self.endpoints:
+            if endpoint.address == address:
+                return endpoint.server_name
+        return None
 
     def _get(self, address: str) -> Endpoint:
         for endpoint in self.endpoints:
