@@ -43,6 +43,7 @@ def _is_ip(host: str) -> bool:
         return False
     return True
 
+
 __all__ = ["Endpoint", "EndpointSet"]
 
 

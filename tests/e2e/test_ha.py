@@ -140,7 +140,9 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     check_history(cluster, crashed=CRASHES)
     mooring("scale", "--replicas", "3", "--dir", str(cluster))  # restarts p2
     try:
-        wait_for(lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged on 3 again")
+        wait_for(
+            lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged on 3 again"
+        )
     except AssertionError as err:
         raise AssertionError(f"{err}; off their owner: {LAST.get('off')!r:.1500}") from None
     check_history(cluster, crashed=CRASHES)

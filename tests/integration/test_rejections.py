@@ -20,7 +20,6 @@ from agent import _settings as agent_settings
 from principal import _server as server
 from proto import _credentials as credentials
 from proto import codec, pb
-
 from tests.integration.conftest import LIMIT
 
 pytestmark = pytest.mark.integration
