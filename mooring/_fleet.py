@@ -3,7 +3,7 @@
 Each agent is a full `agent.Agent` with its own SQLite state file, certificate and
 Prometheus registry; they share one event loop. Every second the fleet rewrites a
 small JSON status file (atomically) listing each agent's name, mode, connection,
-replica and session count; `mooring status` and `mooring up` read it.
+replica, session count and failovers; `mooring status` and `mooring up` read it.
 
 Spec file (JSON)::
 
@@ -91,6 +91,9 @@ def _agent_status(agent: agent_client.Agent, *, stopped: bool) -> dict[str, Any]
         "replica_id": agent.replica_id if connected else None,
         "epoch": agent.epoch,
         "sessions": int(sessions),
+        # (lost at, seconds to resynced) per failover; monotonic clock, comparable
+        # across processes on one host (bench/bench_failover.py reads them)
+        "failovers": [[round(lost, 4), round(took, 4)] for lost, took in agent.failovers],
     }
 
 
