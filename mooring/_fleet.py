@@ -8,7 +8,11 @@ replica, session count and failovers; `mooring status` and `mooring up` read it.
 Spec file (JSON)::
 
     {"status_file": PATH, "cluster_file": PATH or null,
-     "agents": [{"name", "mode", "endpoints": [HOST:PORT, ...], "tls_dir", "state"}]}
+     "agents": [{"name", "mode", "endpoints": [HOST:PORT, ...], "tls_dir", "state",
+                 "settings": {FIELD: VALUE, ...} (optional)}]}
+
+`settings` overrides any other `AgentSettings` field (timers, keepalive, backoff),
+e.g. ``{"connect_timeout": 1.0, "keepalive_time": 5}``; the units are the field's own.
 
 When `cluster_file` names a cluster.json, replicas added later (`mooring scale`)
 are added to every agent's endpoint set.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +43,14 @@ STATUS_INTERVAL = 1.0
 """Seconds between rewrites of the status file."""
 STALE_AFTER = 5.0
 """Seconds after which a status file that was not rewritten is not believed."""
+TUNABLE = frozenset(f.name for f in dataclasses.fields(agent_settings.AgentSettings)) - {
+    "name",
+    "mode",
+    "endpoints",
+    "tls_dir",
+    "state",
+}
+"""AgentSettings fields an agent's optional `settings` object in the spec may set."""
 
 
 def write_spec(
@@ -65,16 +78,24 @@ def load_spec(path: Path) -> tuple[Path, Path | None, list[agent_settings.AgentS
     except ValueError as err:
         raise RuntimeError(f"fleet spec {path} is not JSON: {err}") from None
     try:
-        agents = [
-            agent_settings.AgentSettings(
-                name=a["name"],
-                mode=a["mode"],
-                endpoints=tuple(a["endpoints"]),
-                tls_dir=Path(a["tls_dir"]),
-                state=Path(a["state"]),
+        agents = []
+        for a in spec["agents"]:
+            extra = dict(a.get("settings") or {})
+            unknown = sorted(set(extra) - TUNABLE)
+            if unknown:
+                raise RuntimeError(
+                    f"fleet spec {path}: agent {a['name']}: unknown setting(s) {', '.join(unknown)}"
+                )
+            agents.append(
+                agent_settings.AgentSettings(
+                    name=a["name"],
+                    mode=a["mode"],
+                    endpoints=tuple(a["endpoints"]),
+                    tls_dir=Path(a["tls_dir"]),
+                    state=Path(a["state"]),
+                    **extra,
+                )
             )
-            for a in spec["agents"]
-        ]
         cluster = spec.get("cluster_file")
         return Path(spec["status_file"]), Path(cluster) if cluster else None, agents
     except (KeyError, TypeError) as err:
