@@ -15,6 +15,7 @@ from typing import Any
 
 from mooring import _fleet as fleet
 from mooring import _launcher as launcher
+from mooring import _remote as remote
 from mooring import _state as state_
 from mooring import _status as status_
 
@@ -42,9 +43,14 @@ def add_parsers(top: Any) -> None:
         help="replica pN listens on P+N-1, its /metrics on P+100+N-1 (default: free ports)",
     )
 
-    p = top.add_parser("status", help="replicas, leader, epoch, agents of a local cluster")
+    p = top.add_parser("status", help="replicas, leader, epoch and agents of a cluster")
     p.add_argument("--json", action="store_true")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+    p.add_argument(
+        "--coordination", help="etcd://HOST:PORT[,...]: read any cluster from its stores instead"
+    )
+    p.add_argument("--redis", help="redis://HOST:PORT: also read who holds which agent")
+    p.add_argument("--store-root", default="/mooring/", help="etcd key prefix of the cluster")
 
     p = top.add_parser("scale", help="start or stop principal replicas of a local cluster")
     p.add_argument("--replicas", type=int, required=True)
@@ -73,12 +79,34 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.coordination:
+        status = remote.collect(args.coordination, redis=args.redis, store_root=args.store_root)
+        if args.json:
+            print(json.dumps(status, indent=2, sort_keys=True))
+        else:
+            print(remote_render(status))
+        return 0
     status = status_.collect(state_.load(args.dir.resolve()))
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
         print(status_.render(status))
     return 0
+
+
+def remote_render(status: dict[str, Any]) -> str:
+    lines = [f"leader: {status['leader'] or '-'}   epoch: {status['epoch']}"]
+    lines.append(f"{'ID':<8} {'ENDPOINT':<24} {'LIVE':<5} {'EPOCH':<6} AGENTS")
+    for r in status["replicas"]:
+        live = "yes" if r["live"] else "no"
+        lines.append(
+            f"{r['id']:<8} {r['endpoint']:<24} {live:<5} {r['applied_epoch']:<6} {r['agents']}"
+        )
+    lines.append(
+        f"agents: {status['agents_total']} registered, {status['agents_connected']} held, "
+        f"{status['agents_on_owner']} on their owner"
+    )
+    return "\n".join(lines)
 
 
 def cmd_scale(args: argparse.Namespace) -> int:

@@ -51,6 +51,21 @@ def converged(directory: Path, replicas: int) -> dict[str, Any] | None:
     return got
 
 
+def wait_converged(
+    directory: Path, replicas: int, *, newer_than: int = -1, timeout: float = 30
+) -> dict[str, Any]:
+    """Wait for `converged` under an epoch above `newer_than`; say who is off on failure."""
+
+    def ready() -> dict[str, Any] | None:
+        got = converged(directory, replicas)
+        return got if got is not None and got["epoch"] > newer_than else None
+
+    try:
+        return wait_for(ready, timeout=timeout, interval=0.3, what=f"converged on {replicas}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; off their owner: {LAST.get('off')!r:.1500}") from None
+
+
 def sessions(got: dict[str, Any]) -> dict[str, int]:
     return {a["name"]: int(a["sessions"]) for a in got["agents"]}
 
@@ -80,19 +95,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_scale_out_and_in_moves_only_the_agents_whose_owner_changed(cluster: Path) -> None:
-    before = wait_for(
-        lambda: converged(cluster, 3), timeout=60, interval=0.3, what="60 agents on their owners"
-    )
+    before = wait_converged(cluster, 3, timeout=60)
     loads = [r["agents"] for r in before["replicas"]]
     assert sum(loads) == AGENTS and max(loads) <= 1.25 * AGENTS / 3 + 1
 
     mooring("scale", "--replicas", "4", "--dir", str(cluster))
-    after = wait_for(
-        lambda: (got := converged(cluster, 4)) and got["epoch"] > before["epoch"] and got,
-        timeout=30,
-        interval=0.3,
-        what="converged on 4 replicas",
-    )
+    after = wait_converged(cluster, 4, newer_than=before["epoch"])
     moved = {a for a, o in owners(after).items() if owners(before)[a] != o}
     assert moved, "scale-out moved nobody"
     assert len(moved) <= 1.1 * AGENTS / 4 + 3
@@ -104,12 +112,7 @@ def test_scale_out_and_in_moves_only_the_agents_whose_owner_changed(cluster: Pat
     )
 
     mooring("scale", "--replicas", "3", "--dir", str(cluster))
-    back = wait_for(
-        lambda: (got := converged(cluster, 3)) and got["epoch"] > after["epoch"] and got,
-        timeout=30,
-        interval=0.3,
-        what="converged back on 3 replicas",
-    )
+    back = wait_converged(cluster, 3, newer_than=after["epoch"])
     moved_back = {a for a, o in owners(back).items() if owners(after)[a] != o}
     assert moved_back and all(owners(after)[a] == "p4" for a in moved_back)
     reconnected = {a for a, n in sessions(back).items() if n != sessions(after)[a]}
@@ -120,18 +123,16 @@ def test_scale_out_and_in_moves_only_the_agents_whose_owner_changed(cluster: Pat
 
 
 def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
-    before = wait_for(lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged")
+    before = wait_converged(cluster, 3)
     victim = next(r for r in state_.load(cluster).replicas if r.id == "p2")
     assert victim.process is not None
     its_agents = {a for a, o in owners(before).items() if o == "p2"}
     os.kill(victim.process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     CRASHES["p2"] = killed_at
-    after = wait_for(
-        lambda: (got := converged(cluster, 2)) and got["epoch"] > before["epoch"] and got,
-        timeout=30,
-        interval=0.3,
-        what="converged on 2 replicas under a new epoch",
+    after = wait_converged(cluster, 2, newer_than=before["epoch"])
+    print(
+        f"\nSIGKILL p2: its {len(its_agents)} agents on new owners {time.monotonic() - killed_at:.1f}s later"
     )
     moved = {a for a, o in owners(after).items() if owners(before)[a] != o}
     assert its_agents <= moved
@@ -139,17 +140,12 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     assert all(sessions(after)[a] == sessions(before)[a] for a in unaffected)
     check_history(cluster, crashed=CRASHES)
     mooring("scale", "--replicas", "3", "--dir", str(cluster))  # restarts p2
-    try:
-        wait_for(
-            lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged on 3 again"
-        )
-    except AssertionError as err:
-        raise AssertionError(f"{err}; off their owner: {LAST.get('off')!r:.1500}") from None
+    wait_converged(cluster, 3, newer_than=after["epoch"])
     check_history(cluster, crashed=CRASHES)
 
 
 def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
-    wait_for(lambda: converged(cluster, 3), timeout=30, interval=0.3, what="converged")
+    wait_converged(cluster, 3)
     state = state_.load(cluster)
     assert state.redis_server is not None and state.redis_server.process is not None
     port = int(state.redis_server.endpoint.rpartition(":")[2])
@@ -158,12 +154,7 @@ def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
     replacement = services.RedisServer(Path(state.dir) / "redis-restarted", port=port).start()
     back_at = time.monotonic()
     try:
-        wait_for(
-            lambda: converged(cluster, 3),
-            timeout=15,
-            interval=0.2,
-            what="all agents back on their owners",
-        )
+        wait_converged(cluster, 3, timeout=15)
         healed = time.monotonic() - back_at
         assert healed <= 5.0, f"took {healed:.1f}s after Redis returned"
         print(
@@ -172,3 +163,21 @@ def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
         check_history(cluster, crashed=CRASHES)
     finally:
         replacement.stop()
+
+
+def test_status_from_the_stores_alone_agrees(cluster: Path) -> None:
+    local = wait_converged(cluster, 3)
+    state = state_.load(cluster)
+
+    def remote() -> dict[str, Any] | None:
+        out = mooring(
+            "status", "--json", "--coordination", state.coordination, "--redis", state.redis
+        ).stdout
+        got: dict[str, Any] = json.loads(out)
+        return got if got["agents_on_owner"] == AGENTS else None
+
+    got = wait_for(remote, timeout=15, interval=0.3, what="remote status with every agent held")
+    assert got["leader"] == local["leader"]
+    assert got["epoch"] == local["epoch"]
+    assert {a["name"]: a["owner"] for a in got["agents"]} == owners(local)
+    assert sorted(r["id"] for r in got["replicas"] if r["live"]) == ["p1", "p2", "p3"]
