@@ -100,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", required=True)
     p.add_argument("--listen", required=True, help="HOST:PORT for agents")
     p.add_argument("--advertise", help="HOST:PORT agents reach this replica on (default: --listen)")
-    p.add_argument("--coordination", required=True, help="etcd://HOST:PORT[,HOST:PORT]")
+    p.add_argument(
+        "--coordination", required=True, help="etcd://HOST:PORT[,HOST:PORT] or kubernetes (Leases)"
+    )
+    p.add_argument(
+        "--store", help="etcd://HOST:PORT[,...] of the desired state (default: --coordination)"
+    )
+    p.add_argument("--namespace", default="default", help="namespace of the Lease objects")
     p.add_argument("--redis", help="redis://HOST:PORT session registry")
     p.add_argument("--tls-dir", required=True, type=Path)
     p.add_argument("--metrics", help="HOST:PORT for /metrics")
@@ -236,6 +242,8 @@ def cmd_principal(args: argparse.Namespace) -> int:
         listen=args.listen,
         advertise=args.advertise or args.listen,
         coordination=args.coordination,
+        store=args.store,
+        namespace=args.namespace,
         redis=args.redis,
         tls_dir=args.tls_dir,
         metrics=args.metrics,

@@ -70,7 +70,7 @@ class Replica:
         self.registry = registry or prom.CollectorRegistry()
         self.metrics = metrics_.PrincipalMetrics(self.registry, replica_id=settings.replica_id)
         self.kv = etcd.EtcdKV(
-            etcd.parse_endpoints(settings.coordination), timeout=settings.store_timeout
+            etcd.parse_endpoints(settings.desired_store), timeout=settings.store_timeout
         )
         self.desired = store.DesiredStore(self.kv, root=settings.store_root)
         self.dispatcher = dispatch.Dispatcher(self.desired)
@@ -79,6 +79,7 @@ class Replica:
             settings.coordination,
             prefix=f"{settings.store_root}election/",
             timeout=settings.election.request_timeout,
+            namespace=settings.namespace,
         )
         self.coordinator = cluster.Coordinator(
             self.records,

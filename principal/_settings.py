@@ -24,10 +24,14 @@ class PrincipalSettings:
     replica_id: str  # this replica's identity in the cluster
     listen: str  # HOST:PORT the agent gRPC server binds
     advertise: str  # HOST:PORT agents are redirected to for this replica
-    coordination: str  # etcd://HOST:PORT[,HOST:PORT] (desired state + coordination)
+    coordination: str  # etcd://HOST:PORT[,HOST:PORT] or "kubernetes" (leases, members, map)
     tls_dir: Path  # folder with tls.crt, tls.key, ca.crt
     metrics: str | None = None  # HOST:PORT for /metrics, None = off
     redis: str | None = None  # redis://HOST:PORT session registry (HA only)
+    store: str | None = None  # etcd://... of the desired state; defaults to an etcd coordination
+    namespace: str = (
+        "default"  # Kubernetes namespace of the Lease objects (coordination=kubernetes)
+    )
     store_root: str = "/mooring/"  # key prefix of everything Mooring writes to etcd
     store_timeout: float = 2.0  # seconds per store call
     shutdown_grace: float = 2.0  # seconds to let sessions say goodbye on shutdown
@@ -38,6 +42,11 @@ class PrincipalSettings:
     session_ttl: float = 6.0  # seconds a Redis session entry lives without renewal
     history: Path | None = None  # JSON-lines file of session opens/closes (for the I1 checker)
 
+    @property
+    def desired_store(self) -> str:
+        """The etcd URL of the desired state (the coordination URL unless --store is given)."""
+        return self.store or self.coordination
+
     def __post_init__(self) -> None:
         if not self.replica_id:
             raise ValueError("--id must not be empty")
@@ -45,9 +54,17 @@ class PrincipalSettings:
         parse_hostport(self.advertise, what="--advertise")
         if self.metrics:
             parse_hostport(self.metrics, what="--metrics")
-        if not self.coordination.startswith("etcd://"):
+        if self.coordination != "kubernetes" and not self.coordination.startswith("etcd://"):
             raise ValueError(
                 f"bad --coordination {self.coordination!r}: expected etcd://HOST:PORT[,HOST:PORT]"
+                " or kubernetes"
+            )
+        if self.store is not None and not self.store.startswith("etcd://"):
+            raise ValueError(f"bad --store {self.store!r}: expected etcd://HOST:PORT[,HOST:PORT]")
+        if self.coordination == "kubernetes" and self.store is None:
+            raise ValueError(
+                "--coordination kubernetes needs --store etcd://HOST:PORT for the desired state"
+                " (a Kubernetes Application store is not built yet)"
             )
         if self.redis is not None and not self.redis.startswith(
             ("redis://", "rediss://", "unix://")

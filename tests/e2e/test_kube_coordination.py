@@ -1,0 +1,158 @@
+"""Principal replicas coordinating on Kubernetes Lease objects over real HTTP.
+
+Two `mooring principal serve --coordination kubernetes` processes elect a leader and
+publish a shard map through the official client against the Lease API test server,
+keep desired state on etcd (`--store`), and serve a real agent.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import _procs as procs
+from tests import kube_lease_server
+from tests._procs import mooring, wait_for
+
+pytestmark = pytest.mark.e2e
+
+NS = "mooring-test"
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[tuple[kube_lease_server.KubeLeaseServer, Path]]:
+    server = kube_lease_server.KubeLeaseServer().start()
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {{server: "{server.url}"}}
+users:
+- name: test
+  user: {{token: not-a-secret}}
+contexts:
+- name: test
+  context: {{cluster: test, user: test, namespace: {NS}}}
+current-context: test
+"""
+    )
+    try:
+        yield server, config
+    finally:
+        server.stop()
+
+
+def leader_of(metrics_ports: dict[str, int]) -> list[str]:
+    leaders = []
+    for rid, port in metrics_ports.items():
+        try:
+            if procs.scrape(port).get("mooring_leader") == 1.0:
+                leaders.append(rid)
+        except OSError:
+            continue
+    return leaders
+
+
+def sample(port: int, name: str) -> float:
+    try:
+        return procs.scrape(port).get(name, 0.0)
+    except OSError:
+        return -1.0
+
+
+def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) -> None:
+    server, kubeconfig = kube
+    root = f"/k-{uuid.uuid4().hex[:8]}/"
+    pki = tmp_path / "pki"
+    mooring("pki", "init", "--dir", str(pki))
+    env = {"KUBECONFIG": str(kubeconfig)}
+    replicas: dict[str, procs.Proc] = {}
+    ports: dict[str, int] = {}
+    endpoints = []
+    for rid in ("k1", "k2"):
+        mooring("pki", "issue", "principal", "--dir", str(pki), "--name", rid, "--san", "127.0.0.1")
+        port, ports[rid] = procs.free_port(), procs.free_port()
+        endpoints.append(f"127.0.0.1:{port}")
+        replicas[rid] = procs.Proc(
+            [
+                "principal",
+                "serve",
+                "--id",
+                rid,
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--coordination",
+                "kubernetes",
+                "--namespace",
+                NS,
+                "--store",
+                etcd.url,
+                "--store-root",
+                root,
+                "--tls-dir",
+                str(pki / "principals" / rid),
+                "--metrics",
+                f"127.0.0.1:{ports[rid]}",
+            ],
+            log=tmp_path / f"{rid}.log",
+            env=env,
+        ).start()
+    mooring("pki", "issue", "agent", "--dir", str(pki), "--name", "edge-k")
+    agent_metrics = procs.free_port()
+    agent = procs.Proc(
+        [
+            "agent",
+            "run",
+            "--name",
+            "edge-k",
+            "--mode",
+            "managed",
+            "--endpoints",
+            ",".join(endpoints),
+            "--tls-dir",
+            str(pki / "agents" / "edge-k"),
+            "--state",
+            str(tmp_path / "edge-k.db"),
+            "--metrics",
+            f"127.0.0.1:{agent_metrics}",
+        ],
+        log=tmp_path / "agent.log",
+    ).start()
+    try:
+        first = wait_for(lambda: leader_of(ports), timeout=20, what="a leader on Kubernetes Leases")
+        assert len(first) == 1
+        names = set(server.leases(NS))
+        assert any(n.endswith("leader") for n in names), names
+        assert any("members" in n for n in names), names
+        assert any(n.endswith("shardmap") for n in names), names
+        wait_for(
+            lambda: sample(agent_metrics, "mooring_agent_connected") == 1.0,
+            timeout=20,
+            what="agent connected",
+        )
+
+        replicas[first[0]].kill(signal.SIGKILL)
+        survivor = next(r for r in replicas if r != first[0])
+        wait_for(
+            lambda: leader_of({survivor: ports[survivor]}) == [survivor],
+            timeout=15,
+            what="takeover",
+        )
+        wait_for(
+            lambda: (
+                procs.scrape(agent_metrics).get("mooring_agent_connected") == 1.0
+                and procs.scrape(agent_metrics).get("mooring_sessions_total", 0) >= 1
+            ),
+            timeout=20,
+            what="agent connected after the takeover",
+        )
+    finally:
+        agent.stop()
+        for proc in replicas.values():
+            proc.stop()
