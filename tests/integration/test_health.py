@@ -1,0 +1,49 @@
+"""The principal serves the standard gRPC health service and server reflection (over mTLS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from principal import _server as server
+from proto import _credentials as credentials
+from proto import codec
+
+pytestmark = pytest.mark.integration
+
+
+async def test_health_and_reflection(replica: server.Replica, pki_dir: Path) -> None:
+    creds = credentials.channel_credentials(pki_dir / "agents" / "agent-a")
+    async with grpc.aio.secure_channel(f"127.0.0.1:{replica.port}", creds) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", codec.SERVICE_NAME):
+            got = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert got.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        answer = await call.read()
+        await call.done_writing()
+        names = {s.name for s in answer.list_services_response.service}
+        assert {codec.SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+async def test_health_reports_not_serving_during_shutdown(
+    replica: server.Replica, pki_dir: Path
+) -> None:
+    await replica.health.enter_graceful_shutdown()
+    creds = credentials.channel_credentials(pki_dir / "agents" / "agent-a")
+    async with grpc.aio.secure_channel(f"127.0.0.1:{replica.port}", creds) as channel:
+        got = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        assert got.status == health_pb2.HealthCheckResponse.NOT_SERVING
