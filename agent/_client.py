@@ -73,6 +73,7 @@ class _Redirected:
 class _Ended:
     reason: str
     lasted: float
+    silent: bool = False  # ended by the heartbeat timeout: the path is silent, not closed
 
 
 def channel_options(settings: settings_.AgentSettings) -> list[tuple[str, Any]]:
@@ -241,6 +242,8 @@ class Agent:
                     )
                     self.endpoints.failed(target)
                     break
+                if outcome.silent:  # a black hole: dialing it first again would hang
+                    self.endpoints.failed(target, timed_out=True)
                 self._sweeps_failed = 0
                 return  # a real session ended: reconnect at once
         self._sweeps_failed += 1
@@ -359,7 +362,7 @@ class Agent:
             logger.info(
                 "agent %s: session %s ended: %s", self.settings.name, welcome.session_id, reason
             )
-            return _Ended(reason, time.monotonic() - started)
+            return _Ended(reason, time.monotonic() - started, silent=live.silent)
 
     def _resynced(self, started: float) -> None:
         now = time.monotonic()
@@ -404,6 +407,7 @@ class _Live:
         self.inflight: dict[tuple[str, str], int | str] = {}
         self.resyncing = True
         self.last_received = time.monotonic()
+        self.silent = False  # set when the heartbeat timeout ends the session
         self.wake = asyncio.Event()
 
     def send(self, envelope: pb.Envelope) -> int:
@@ -457,6 +461,7 @@ class _Live:
             await asyncio.sleep(self.interval)
             silent = time.monotonic() - self.last_received
             if silent > timeout:
+                self.silent = True
                 raise _SessionOver(
                     f"heartbeat timeout: nothing from the principal for {silent:.1f}s"
                 )
