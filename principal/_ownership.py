@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
-__all__ = ["Ownership", "Route", "SingleReplica"]
+from proto import pb
+
+__all__ = ["Ownership", "Route", "SingleReplica", "redirect"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -32,3 +34,12 @@ class SingleReplica:
 
     def route(self, agent: str) -> Route:
         return Route(serve=True, epoch=0, owner_id=self.replica_id)
+
+
+def redirect(*, owner_id: str, endpoint: str, epoch: int, reason: str) -> pb.Envelope:
+    """The envelope that sends an agent to its owner replica."""
+    return pb.Envelope(
+        redirect=pb.Redirect(
+            owner_endpoint=endpoint, owner_replica_id=owner_id, epoch=epoch, reason=reason
+        )
+    )

@@ -307,14 +307,11 @@ class StreamHandler:
             self.metrics.redirects.inc()
             self.metrics.events_sent.labels("redirect").inc()
             await context.write(
-                pb.Envelope(
-                    seq=1,
-                    redirect=pb.Redirect(
-                        owner_endpoint=route.owner_endpoint,
-                        owner_replica_id=route.owner_id,
-                        epoch=route.epoch,
-                        reason="not the owner",
-                    ),
+                ownership.redirect(
+                    owner_id=route.owner_id,
+                    endpoint=route.owner_endpoint,
+                    epoch=route.epoch,
+                    reason="not the owner",
                 )
             )
             return
@@ -357,13 +354,11 @@ class StreamHandler:
         if not now.serve and now.owner_endpoint and now.owner_id != route.owner_id:
             session.close(
                 f"moved to replica {now.owner_id} under epoch {now.epoch} while connecting",
-                final=pb.Envelope(
-                    redirect=pb.Redirect(
-                        owner_endpoint=now.owner_endpoint,
-                        owner_replica_id=now.owner_id,
-                        epoch=now.epoch,
-                        reason="moved",
-                    )
+                final=ownership.redirect(
+                    owner_id=now.owner_id,
+                    endpoint=now.owner_endpoint,
+                    epoch=now.epoch,
+                    reason="moved",
                 ),
             )
         self.recorder.record(

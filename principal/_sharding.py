@@ -134,13 +134,11 @@ class Sharding:
             if route.serve:
                 continue
             moved += 1
-            redirect = pb.Envelope(
-                redirect=pb.Redirect(
-                    owner_endpoint=route.owner_endpoint,
-                    owner_replica_id=route.owner_id,
-                    epoch=route.epoch,
-                    reason="moved",
-                )
+            redirect = ownership.redirect(
+                owner_id=route.owner_id,
+                endpoint=route.owner_endpoint,
+                epoch=route.epoch,
+                reason="moved",
             )
             session.close(
                 f"moved to replica {route.owner_id} under epoch {route.epoch}", final=redirect
@@ -170,13 +168,11 @@ class Sharding:
             owner = without_us.owner(agent)
             session.close(
                 f"replica leaving: handed to {owner}",
-                final=pb.Envelope(
-                    redirect=pb.Redirect(
-                        owner_endpoint=current.endpoint_of(owner) or "",
-                        owner_replica_id=owner,
-                        epoch=current.epoch,
-                        reason="replica leaving",
-                    )
+                final=ownership.redirect(
+                    owner_id=owner,
+                    endpoint=current.endpoint_of(owner) or "",
+                    epoch=current.epoch,
+                    reason="replica leaving",
                 ),
             )
             drained += 1
@@ -195,13 +191,11 @@ class Sharding:
                 continue
             session.close(
                 f"stand-in ends: back to owner {route.owner_id}",
-                final=pb.Envelope(
-                    redirect=pb.Redirect(
-                        owner_endpoint=route.owner_endpoint,
-                        owner_replica_id=route.owner_id,
-                        epoch=route.epoch,
-                        reason="back to owner",
-                    )
+                final=ownership.redirect(
+                    owner_id=route.owner_id,
+                    endpoint=route.owner_endpoint,
+                    epoch=route.epoch,
+                    reason="back to owner",
                 ),
             )
             sent += 1
