@@ -21,7 +21,6 @@ from election import _shardmap as shardmap
 from principal import _ownership as ownership
 from principal import _session as session_
 from principal import _store as store
-from proto import pb
 
 __all__ = ["Sharding"]
 
