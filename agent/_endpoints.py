@@ -54,6 +54,7 @@ class Endpoint:
     cooldown_until: float = 0.0  # monotonic seconds
     failures: int = 0
     timed_out: bool = False  # the last failure was a timeout (a black hole, not a refusal)
+    timeouts: int = 0  # timeouts in a row
 
     def available(self, now: float) -> bool:
         return now >= self.cooldown_until
@@ -65,6 +66,7 @@ class EndpointSet:
         addresses: Iterable[str],
         *,
         cooldown: float = 1.0,
+        max_cooldown: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         resolver: Resolver = resolve_all,
         refresh_interval: float = 30.0,
@@ -76,6 +78,7 @@ class EndpointSet:
         self.names = {s for s in specs if not _is_ip(s.rpartition(":")[0])}
         self.endpoints = [Endpoint(a) for a in specs]
         self.cooldown = cooldown  # seconds an endpoint rests after a failure
+        self.max_cooldown = max_cooldown  # seconds; the longest rest after repeated timeouts
         self.clock = clock
         self.resolver = resolver
         self.refresh_interval = refresh_interval  # seconds between DNS re-resolutions
@@ -146,15 +149,24 @@ class EndpointSet:
         return endpoint.timed_out and not endpoint.available(self.clock())
 
     def failed(self, address: str, *, timed_out: bool = False) -> None:
+        """Rest the endpoint. Refusals rest it `cooldown`; repeated timeouts (a black hole,
+        where every dial costs a whole connect timeout) double the rest up to `max_cooldown`."""
         endpoint = self._get(address)
-        endpoint.timed_out = timed_out
         endpoint.failures += 1
-        endpoint.cooldown_until = self.clock() + self.cooldown
+        if timed_out:
+            endpoint.timeouts += 1
+            rest = min(self.cooldown * 2 ** (endpoint.timeouts - 1), self.max_cooldown)
+        else:
+            endpoint.timeouts = 0
+            rest = self.cooldown
+        endpoint.timed_out = timed_out
+        endpoint.cooldown_until = self.clock() + rest
         if self.preferred == address:
             self.preferred = None
 
     def succeeded(self, address: str) -> None:
         endpoint = self._get(address)
         endpoint.failures = 0
+        endpoint.timeouts = 0
         endpoint.timed_out = False
         endpoint.cooldown_until = 0.0

@@ -144,6 +144,24 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     check_history(cluster, crashed=CRASHES)
 
 
+def test_status_from_the_stores_alone_agrees(cluster: Path) -> None:
+    local = wait_converged(cluster, 3)
+    state = state_.load(cluster)
+
+    def remote() -> dict[str, Any] | None:
+        out = mooring(
+            "status", "--json", "--coordination", state.coordination, "--redis", state.redis
+        ).stdout
+        got: dict[str, Any] = json.loads(out)
+        return got if got["agents_on_owner"] == AGENTS else None
+
+    got = wait_for(remote, timeout=15, interval=0.3, what="remote status with every agent held")
+    assert got["leader"] == local["leader"]
+    assert got["epoch"] == local["epoch"]
+    assert {a["name"]: a["owner"] for a in got["agents"]} == owners(local)
+    assert sorted(r["id"] for r in got["replicas"] if r["live"]) == ["p1", "p2", "p3"]
+
+
 def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
     wait_converged(cluster, 3)
     state = state_.load(cluster)
@@ -163,21 +181,3 @@ def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
         check_history(cluster, crashed=CRASHES)
     finally:
         replacement.stop()
-
-
-def test_status_from_the_stores_alone_agrees(cluster: Path) -> None:
-    local = wait_converged(cluster, 3)
-    state = state_.load(cluster)
-
-    def remote() -> dict[str, Any] | None:
-        out = mooring(
-            "status", "--json", "--coordination", state.coordination, "--redis", state.redis
-        ).stdout
-        got: dict[str, Any] = json.loads(out)
-        return got if got["agents_on_owner"] == AGENTS else None
-
-    got = wait_for(remote, timeout=15, interval=0.3, what="remote status with every agent held")
-    assert got["leader"] == local["leader"]
-    assert got["epoch"] == local["epoch"]
-    assert {a["name"]: a["owner"] for a in got["agents"]} == owners(local)
-    assert sorted(r["id"] for r in got["replicas"] if r["live"]) == ["p1", "p2", "p3"]

@@ -100,3 +100,21 @@ async def test_dns_names_expand_to_every_address_and_refresh() -> None:
 async def test_real_resolver_gives_loopback_for_localhost() -> None:
     found = await endpoints.resolve_all("localhost", 8443)
     assert "127.0.0.1:8443" in found
+
+
+def test_repeated_timeouts_rest_a_black_hole_longer() -> None:
+    clock = Clock()
+    eps = endpoints.EndpointSet(
+        ["10.0.0.1:1", "10.0.0.2:1"], cooldown=1.0, max_cooldown=8.0, clock=clock
+    )
+    rests = []
+    for _ in range(5):
+        eps.failed("10.0.0.1:1", timed_out=True)
+        rests.append(eps.endpoints[0].cooldown_until - clock.now)
+    assert rests == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert eps.black_holed("10.0.0.1:1")
+    eps.failed("10.0.0.1:1")  # a refusal: the host answers again, so a short rest
+    assert eps.endpoints[0].cooldown_until - clock.now == 1.0
+    eps.succeeded("10.0.0.1:1")
+    eps.failed("10.0.0.1:1", timed_out=True)
+    assert eps.endpoints[0].cooldown_until - clock.now == 1.0
