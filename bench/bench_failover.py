@@ -1,0 +1,438 @@
+"""Failover benchmark: how long the agents of a SIGKILLed replica take to resync elsewhere.
+
+Run: `python bench/bench_failover.py [--trials 5]` (about 4-5 minutes on 2 cores). Prints a
+table; it is not a test.
+
+Setup, all real and on loopback, in one temp dir removed at the end: `mooring up --detach
+--replicas 3 --agents 1000` (in-process `mooring._launcher.up`): one real etcd member, one
+Redis, 3 `mooring principal serve` processes, ONE `mooring fleet run` process hosting the
+1,000 in-process `agent.Agent`s (every 4th autonomous, the rest managed). `up` gives every
+agent one Application; this bench adds a second (managed: in the principal store;
+autonomous: in the agent's local store), so each reconnect's resync compares a real
+inventory.
+
+Trials, each starting from a converged cluster (every agent connected to its owner under
+the published shard map, as `mooring status --json` shows it):
+  1. snapshot which agents are connected to the victim (the fleet's status file);
+  2. SIGKILL the victim: a non-leader replica (rotating over the non-leaders), or the
+     leader (so the failover includes the re-election);
+  3. scrape every surviving replica's /metrics at 20 Hz (the welcome counter,
+     `mooring_events_sent_total{type="welcome"}` = new handshakes) until every agent is
+     connected to its owner again under the new map;
+  4. per affected agent, from its `Agent.failovers` records (monotonic clock, the same
+     on one host): failover = first session loss after the kill -> resynced on its last
+     session of the storm (the new owner; a stand-in hop in between is included);
+     kill -> resynced adds the time the agent took to notice the loss;
+  5. restart the victim (`mooring scale --replicas 3`) and wait until every agent is back
+     on its owner before the next trial.
+
+Targets (printed beside each figure, with the ratio figure / target): non-leader p99 <= 2 s
+and max <= 5 s; leader max <= lease_duration + 3 s, with lease_duration read from the
+replicas' own command lines (their flags, else the CLI's default or MOORING_ env).
+Peak handshake rate: the largest increase of one surviving replica's welcome counter over
+any 1 s window of the storm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import io
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agent import _store as agent_store  # noqa: E402
+from election import _etcd as etcd  # noqa: E402
+from mooring import _cli as cli  # noqa: E402
+from mooring import _fleet as fleet  # noqa: E402
+from mooring import _launcher as launcher  # noqa: E402
+from mooring import _processes as processes  # noqa: E402
+from mooring import _state as state_  # noqa: E402
+from mooring import _status as status_  # noqa: E402
+from principal import _store as principal_store  # noqa: E402
+
+WELCOME = 'mooring_events_sent_total{type="welcome"}'
+SAMPLE_HZ = 20.0
+STORM_TIMEOUT = 40.0
+"""Seconds a storm may take before the trial is recorded as incomplete."""
+SETTLE_TIMEOUT = 90.0
+"""Seconds for the cluster to converge after start or after a restart."""
+NONLEADER_P99 = 2.0
+NONLEADER_MAX = 5.0
+LEADER_EXTRA = 3.0
+"""Leader target: max <= lease_duration + LEADER_EXTRA seconds."""
+
+
+# ----------------------------------------------------------------------------- cluster
+def now() -> float:
+    return time.monotonic()
+
+
+def collect(directory: Path) -> dict[str, Any]:
+    """The `mooring status --json --dir DIR` document (same code, in-process)."""
+    return status_.collect(state_.load(directory))
+
+
+def converged(got: dict[str, Any], *, replicas: int, dead: str | None = None) -> bool:
+    """Every agent connected to its owner, `replicas` live, each owning some agents, none
+    owned by or connected to `dead`."""
+    live = {r["id"] for r in got["replicas"] if r["live"]}
+    owners = {a["owner"] for a in got["agents"]}
+    return (
+        len(live) == replicas
+        and got["agents_total"] > 0
+        and got["agents_on_owner"] == got["agents_total"]
+        and owners == live
+        and all(a["connected_to"] != dead for a in got["agents"])
+    )
+
+
+def wait_converged(
+    directory: Path, *, replicas: int, timeout: float, dead: str | None = None
+) -> tuple[dict[str, Any], float]:
+    """(status, seconds waited) once every agent is on its owner with `replicas` live."""
+    start = now()
+    while True:
+        got = collect(directory)
+        if converged(got, replicas=replicas, dead=dead):
+            return got, now() - start
+        if now() - start > timeout:
+            raise RuntimeError(
+                f"not converged after {timeout:.0f}s: {got['agents_connected']}/"
+                f"{got['agents_total']} connected, {got['agents_on_owner']} on their owner"
+            )
+        time.sleep(1.0)
+
+
+def fleet_status(directory: Path) -> dict[str, dict[str, Any]]:
+    state = state_.load(directory)
+    assert state.fleet is not None
+    got = fleet.read_status(Path(state.fleet.status_file))
+    if got is None:
+        raise RuntimeError("the fleet's status file is missing or stale")
+    return got
+
+
+def lease_duration(pid: int) -> float:
+    """The replica's --lease-duration as it parsed it: its flags, else MOORING_ env or default."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    args = [a.decode() for a in argv if a]
+    args = args[args.index("mooring") + 1 :]  # after `python -m mooring`
+    parser = cli.build_parser()
+    cli._apply_env(parser, os.environ)
+    return float(parser.parse_args(args).lease_duration)
+
+
+async def _seed_second_app(coordination: str, managed: Sequence[str]) -> None:
+    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=10.0)
+    await kv.connect()
+    try:
+        desired = principal_store.DesiredStore(kv)
+        gate = asyncio.Semaphore(8)
+
+        async def one(name: str) -> None:
+            async with gate:
+                await desired.apply_desired(name, launcher.sample_app("bench-second"))
+
+        await asyncio.gather(*(one(n) for n in managed))
+    finally:
+        await kv.close()
+
+
+def seed_second_app(state: state_.ClusterState) -> None:
+    managed = [a.name for a in state.agents if a.mode == "managed"]
+    asyncio.run(_seed_second_app(state.coordination, managed))
+    for record in state.agents:
+        if record.mode == "autonomous":
+            local = agent_store.AgentStore(Path(record.state), mode="autonomous")
+            try:
+                doc = launcher.sample_app("local-second")
+                doc["status"] = {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
+                local.apply_local(doc)
+            finally:
+                local.close()
+
+
+# ----------------------------------------------------------------------------- sampling
+def scrape_welcomes(address: str) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=0.5) as resp:
+            text = resp.read().decode()
+    except (OSError, ValueError):
+        return None
+    for line in text.splitlines():
+        if line.startswith(WELCOME):
+            return float(line.rpartition(" ")[2])
+    return None
+
+
+class Sampler(threading.Thread):
+    """Scrapes each address's welcome counter at SAMPLE_HZ until stopped."""
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        super().__init__(name="welcome-sampler", daemon=True)
+        self.addresses = addresses
+        self.samples: dict[str, list[tuple[float, float]]] = {r: [] for r in addresses}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        period = 1.0 / SAMPLE_HZ
+        while not self.halt.is_set():
+            tick = now()
+            for replica, address in self.addresses.items():
+                value = scrape_welcomes(address)
+                if value is not None:
+                    self.samples[replica].append((now(), value))
+            self.halt.wait(max(0.0, period - (now() - tick)))
+
+    def peak_per_second(self, replica: str) -> tuple[float, float, float]:
+        """(max welcomes over any 1 s window, total welcomes, achieved sample rate Hz)."""
+        samples = self.samples[replica]
+        if len(samples) < 2:
+            return float("nan"), float("nan"), 0.0
+        times = [t for t, _ in samples]
+        peak = 0.0
+        for t, value in samples:
+            i = bisect.bisect_right(times, t - 1.0) - 1
+            base = samples[max(i, 0)][1]
+            peak = max(peak, value - base)
+        span = times[-1] - times[0]
+        return peak, samples[-1][1] - samples[0][1], (len(samples) - 1) / span if span else 0.0
+
+
+# ----------------------------------------------------------------------------- trials
+@dataclasses.dataclass
+class Trial:
+    kind: str  # non-leader | leader
+    index: int  # 1.. within its kind
+    victim: str
+    affected: int
+    failover: list[float]  # per affected agent: first loss -> resynced on the new owner
+    from_kill: list[float]  # per affected agent: kill -> resynced
+    hops: int  # affected agents that needed more than one session to get home
+    missing: int  # affected agents without a resynced session after the kill
+    collateral: int  # agents not on the victim that also lost their session
+    storm: float  # kill -> every agent on its owner (status polled every second)
+    recover: float  # restart -> every agent back on its owner
+    peaks: dict[str, tuple[float, float, float]]
+    new_leader: str | None
+
+
+def run_trial(directory: Path, *, kind: str, index: int) -> Trial:
+    before = collect(directory)
+    leader = before["leader"]
+    if leader is None:
+        raise RuntimeError("no leader before the trial")
+    live = [r for r in before["replicas"] if r["live"]]
+    if kind == "leader":
+        victim = next(r for r in live if r["id"] == leader)
+    else:
+        others = sorted((r for r in live if r["id"] != leader), key=lambda r: r["id"])
+        victim = others[index % len(others)]
+    survivors = {r["id"]: r["metrics_endpoint"] for r in live if r["id"] != victim["id"]}
+    placed = fleet_status(directory)
+    on_victim = {n for n, a in placed.items() if a.get("replica_id") == victim["id"]}
+
+    sampler = Sampler(survivors)
+    sampler.start()
+    time.sleep(0.3)  # a baseline before the kill
+    killed_at = now()
+    os.kill(int(victim["pid"]), signal.SIGKILL)
+    try:
+        # The fleet's status file is up to a second old: right after the kill it still
+        # shows the victim's agents on their (old) owner; `dead` rules that state out.
+        after, _ = wait_converged(
+            directory, replicas=len(live) - 1, timeout=STORM_TIMEOUT, dead=victim["id"]
+        )
+        storm = now() - killed_at
+    finally:
+        time.sleep(0.3)
+        sampler.halt.set()
+        sampler.join()
+    placed = fleet_status(directory)  # written after the convergence `after` saw
+    failover, from_kill = [], []
+    hops = missing = collateral = 0
+    for name, info in placed.items():
+        records = [(lost, took) for lost, took in info.get("failovers", []) if lost >= killed_at]
+        if name not in on_victim:
+            collateral += bool(records)
+            continue
+        if not records:
+            missing += 1
+            continue
+        done = max(lost + took for lost, took in records)
+        failover.append(done - records[0][0])
+        from_kill.append(done - killed_at)
+        hops += len(records) > 1
+
+    restarted = now()
+    launcher.scale(directory, len(live), out=io.StringIO())
+    _, recover = wait_converged(directory, replicas=len(live), timeout=SETTLE_TIMEOUT)
+    recover = now() - restarted
+    return Trial(
+        kind=kind,
+        index=index + 1,
+        victim=victim["id"],
+        affected=len(on_victim),
+        failover=failover,
+        from_kill=from_kill,
+        hops=hops,
+        missing=missing,
+        collateral=collateral,
+        storm=storm,
+        recover=recover,
+        peaks={r: sampler.peak_per_second(r) for r in survivors},
+        new_leader=after["leader"],
+    )
+
+
+# ----------------------------------------------------------------------------- report
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def verdict(value: float, limit: float) -> str:
+    return f"{value:6.2f} s  <= {limit:4.1f} s  {value / limit:5.2f}x  {'ok' if value <= limit else 'MISSED'}"
+
+
+def report(trials: list[Trial], *, agents: int, managed: int, lease: float, ttl: str) -> None:
+    print(
+        f"Mooring failover: 3 replicas, {agents} agents ({managed} managed, {agents - managed} "
+        f"autonomous; 2 Applications each) in 1 fleet process; real etcd + Redis, mTLS; "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(f"replicas' lease_duration {lease:g} s (from their flags/defaults), session TTL {ttl}")
+    print()
+    head = (
+        f"{'trial':<13}{'victim':>7}{'leader->':>9}{'agents':>7}{'p50 s':>7}{'p99 s':>7}"
+        f"{'max s':>7}{'kill->max':>10}{'hops':>5}{'miss':>5}{'other':>6}{'storm s':>8}"
+        f"{'back s':>7}  peak welcomes/s per survivor (total)"
+    )
+    print(head)
+    print("-" * len(head))
+    for t in trials:
+        peaks = "  ".join(
+            f"{r}={peak:.0f} ({total:.0f}, {hz:.0f} Hz)" for r, (peak, total, hz) in t.peaks.items()
+        )
+        print(
+            f"{t.kind + ' ' + str(t.index):<13}"
+            f"{t.victim:>7}{t.new_leader or '-':>9}{t.affected:>7}"
+            f"{percentile(t.failover, 0.5):>7.2f}{percentile(t.failover, 0.99):>7.2f}"
+            f"{max(t.failover, default=float('nan')):>7.2f}"
+            f"{max(t.from_kill, default=float('nan')):>10.2f}{t.hops:>5}{t.missing:>5}"
+            f"{t.collateral:>6}{t.storm:>8.2f}{t.recover:>7.2f}  {peaks}"
+        )
+    print()
+    print("per kind, over all trials (failover = session loss -> resynced on the new owner):")
+    for kind in ("non-leader", "leader"):
+        group = [t for t in trials if t.kind == kind]
+        if not group:
+            continue
+        values = [v for t in group for v in t.failover]
+        from_kill = [v for t in group for v in t.from_kill]
+        missing = sum(t.missing for t in group)
+        peak = max((p[0] for t in group for p in t.peaks.values()), default=float("nan"))
+        p50, p99, worst = percentile(values, 0.5), percentile(values, 0.99), max(values)
+        print(
+            f"  {kind}: {len(group)} trials, {len(values)} samples ({missing} missing); "
+            f"p50 {p50:.2f} s; kill->resynced p50 {percentile(from_kill, 0.5):.2f} s, "
+            f"max {max(from_kill):.2f} s; peak {peak:.0f} new handshakes/s on one replica"
+        )
+        if kind == "non-leader":
+            print(f"    p99  {verdict(p99, NONLEADER_P99)}")
+            print(f"    max  {verdict(worst, NONLEADER_MAX)}")
+        else:
+            print(f"    p99  {p99:6.2f} s")
+            print(f"    max  {verdict(worst, lease + LEADER_EXTRA)}  (lease_duration + 3 s)")
+
+
+# ----------------------------------------------------------------------------- main
+def bench(args: argparse.Namespace, directory: Path) -> None:
+    started = now()
+    launcher.up(
+        launcher.UpOptions(directory=directory, replicas=3, agents=args.agents, detach=True),
+        out=io.StringIO(),
+    )
+    state = state_.load(directory)
+    _, waited = wait_converged(directory, replicas=3, timeout=SETTLE_TIMEOUT)
+    seed_second_app(state)
+    wait_converged(directory, replicas=3, timeout=SETTLE_TIMEOUT)
+    time.sleep(2.0)  # let the second Applications reach every agent
+    leases = {lease_duration(r.process.pid) for r in state.replicas if r.process is not None}
+    if len(leases) != 1:
+        raise RuntimeError(f"replicas disagree on lease_duration: {sorted(leases)}")
+    print(
+        f"cluster up and converged in {now() - started:.1f}s (agents on owners after "
+        f"{waited:.1f}s more)",
+        file=sys.stderr,
+    )
+    trials = []
+    for kind in ("non-leader", "leader"):
+        for i in range(args.trials):
+            trial = run_trial(directory, kind=kind, index=i)
+            trials.append(trial)
+            print(
+                f"  {kind} trial {i + 1}: killed {trial.victim}, {trial.affected} agents, "
+                f"max {max(trial.failover, default=float('nan')):.2f}s, "
+                f"back in {trial.recover:.1f}s ({now() - started:.0f}s elapsed)",
+                file=sys.stderr,
+            )
+    managed = sum(1 for a in state.agents if a.mode == "managed")
+    report(trials, agents=args.agents, managed=managed, lease=leases.pop(), ttl="6 s (default)")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=5, help="trials per kind of victim")
+    parser.add_argument("--keep", action="store_true", help="keep the state dir (logs)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)
+    directory = Path(tempfile.mkdtemp(prefix="mooring-bench-failover-"))
+    try:
+        bench(args, directory)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as err:
+        print(f"bench failed: {err}; logs in {directory / 'logs'}", file=sys.stderr)
+        args.keep = True
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            launcher.down(directory, out=io.StringIO())
+        with contextlib.suppress(Exception):  # anything `down` could not see
+            state = state_.load(directory)
+            processes.terminate(state.handles(), grace=5.0)
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            print(f"state dir kept: {directory}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
