@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -47,11 +47,17 @@ def _stop_etcd(cluster: services.EtcdCluster, stopped: bool) -> None:
 
 
 def _etcd_harness(kind: str, cluster: services.EtcdCluster, prefix: str) -> StoreHarness:
-    def opener(timeout: float) -> stores.FencedRecordStore:
-        kv = etcd.EtcdKV(cluster.endpoints, timeout=timeout)
+    def open_via(timeout: float, endpoints: Sequence[str]) -> stores.FencedRecordStore:
+        kv = etcd.EtcdKV(endpoints, timeout=timeout)
         return etcdrecords.EtcdRecordStore(kv, prefix=prefix + "/")
 
-    return StoreHarness(kind, opener=opener, hang=lambda stopped: _stop_etcd(cluster, stopped))
+    return StoreHarness(
+        kind,
+        opener=lambda timeout: open_via(timeout, cluster.endpoints),
+        hang=lambda stopped: _stop_etcd(cluster, stopped),
+        targets=cluster.endpoints,
+        open_via=open_via,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +104,8 @@ async def harness(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[
     else:
         server: kube_lease_server.KubeLeaseServer = request.getfixturevalue("kube_server")
 
-        def open_kube(timeout: float) -> stores.FencedRecordStore:
-            client = kube_lease_server.make_api_client(server.url)
+        def open_kube_via(timeout: float, addresses: Sequence[str]) -> stores.FencedRecordStore:
+            client = kube_lease_server.make_api_client(f"http://{addresses[0]}")
             return kube.KubeLeaseStore(
                 client, namespace=NAMESPACE, prefix=prefix + "/", timeout=timeout
             )
@@ -107,7 +113,13 @@ async def harness(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[
         def hang_kube(value: bool) -> None:
             server.hang = value
 
-        made = StoreHarness(kind, opener=open_kube, hang=hang_kube)
+        made = StoreHarness(
+            kind,
+            opener=lambda timeout: open_kube_via(timeout, [f"{server.host}:{server.port}"]),
+            hang=hang_kube,
+            targets=[f"{server.host}:{server.port}"],
+            open_via=open_kube_via,
+        )
     try:
         yield made
     finally:
