@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from election import _etcd as etcd
 from election import _etcdrecords as etcdrecords
-from election import _kube as kube
 from election import _memory as memory
 from election import _records as records
 
@@ -62,6 +61,8 @@ def open_store(
     if scheme == "kubernetes" and not rest.strip("/"):
         if not namespace:
             raise ValueError("a Kubernetes store needs a namespace")
+        from election import _kube as kube  # the Kubernetes client loads only when used
+
         return kube.load_kube_store(namespace=namespace, prefix=prefix, timeout=timeout, env=env)
     if scheme == "memory" and sep and not rest.strip("/"):
         return memory.MemoryStore(timeout=timeout)

@@ -14,22 +14,13 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:  # the commands import what they use, so `agent run` stays small
+    from agent import _settings as agent_settings
+    from principal import _store as principal_store
 
-from agent import _client as agent_client
-from agent import _settings as agent_settings
-from agent import _store as agent_store
-from election import _errors as cerrors
-from election import _etcd as etcd
-from election import _settings as election_settings
 from mooring import _localcli as localcli
-from principal import _pki as pki
-from principal import _server as principal_server
-from principal import _settings as principal_settings
-from principal import _store as principal_store
-from proto import _credentials as credentials
 
 __all__ = ["main"]
 
@@ -162,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- helpers
 def _load_manifests(path: str) -> list[dict[str, Any]]:
+    import yaml
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as err:
@@ -196,6 +189,9 @@ def _coordination(args: argparse.Namespace) -> str:
 
 
 async def _with_store(args: argparse.Namespace, work: Any) -> Any:
+    from election import _etcd as etcd
+    from principal import _store as principal_store
+
     kv = etcd.EtcdKV(etcd.parse_endpoints(_coordination(args)), timeout=3.0)
     try:
         await kv.connect()
@@ -221,6 +217,8 @@ def _health(status: Any) -> str:
 
 # ----------------------------------------------------------------------------- commands
 def cmd_pki(args: argparse.Namespace) -> int:
+    from principal import _pki as pki
+
     if args.pki_command == "init":
         path = pki.init_ca(args.dir, force=args.force)
         print(f"CA written to {path}")
@@ -235,7 +233,11 @@ def cmd_pki(args: argparse.Namespace) -> int:
 
 
 def cmd_principal(args: argparse.Namespace) -> int:
+    from election import _settings as election_settings
+    from principal import _server as principal_server
     from principal import _session as session
+    from principal import _settings as principal_settings
+    from proto import _credentials as credentials
 
     settings = principal_settings.PrincipalSettings(
         replica_id=args.id,
@@ -268,6 +270,8 @@ def cmd_principal(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from agent import _settings as agent_settings
+
     settings = agent_settings.AgentSettings(
         name=args.name,
         mode=args.mode,
@@ -285,6 +289,7 @@ async def _run_agent(settings: agent_settings.AgentSettings) -> None:
 
     import prometheus_client as prom
 
+    from agent import _client as agent_client
     from principal import _settings as ps  # parse_hostport only
 
     agent = agent_client.Agent(settings)
@@ -309,6 +314,8 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def _app_local(args: argparse.Namespace) -> int:
+    from agent import _store as agent_store
+
     create = args.app_command == "apply"
     local = agent_store.AgentStore(args.agent_state, create=create)
     try:
@@ -410,6 +417,20 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
 
 
+OUR_PACKAGES = {"proto", "election", "principal", "agent", "mooring"}
+
+
+def _expected(err: Exception) -> bool:
+    """Errors that deserve one readable line: bad values, OS errors, and every error of
+    ours (judged by module, so the commands' modules need not be imported up front)."""
+    if isinstance(err, ValueError | RuntimeError | OSError):
+        return True
+    return any(
+        cls.__module__.split(".")[0] in OUR_PACKAGES and issubclass(cls, Exception)
+        for cls in type(err).__mro__[:-2]
+    )
+
+
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -425,17 +446,8 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         return 2
     except KeyboardInterrupt:
         return 130
-    except (
-        ValueError,
-        RuntimeError,
-        OSError,
-        pki.PkiError,
-        credentials.CredentialsError,
-        agent_store.LocalStoreError,
-        principal_store.StoreError,
-        cerrors.CoordinationError,
-    ) as err:
-        if debug:
+    except Exception as err:
+        if debug or not _expected(err):
             raise
         print(
             f"mooring: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",

@@ -13,12 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mooring import _fleet as fleet
-from mooring import _launcher as launcher
-from mooring import _remote as remote
-from mooring import _state as state_
-from mooring import _status as status_
-
 __all__ = ["COMMANDS", "add_parsers"]
 
 DEFAULT_DIR = Path(".mooring")
@@ -66,6 +60,8 @@ def add_parsers(top: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from mooring import _launcher as launcher
+
     options = launcher.UpOptions(
         directory=args.dir,
         replicas=args.replicas,
@@ -79,7 +75,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from mooring import _state as state_
+    from mooring import _status as status_
+
     if args.coordination:
+        from mooring import _remote as remote
+
         status = remote.collect(args.coordination, redis=args.redis, store_root=args.store_root)
         if args.json:
             print(json.dumps(status, indent=2, sort_keys=True))
@@ -110,14 +111,20 @@ def remote_render(status: dict[str, Any]) -> str:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    from mooring import _launcher as launcher
+
     return launcher.scale(args.dir, args.replicas)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from mooring import _launcher as launcher
+
     return launcher.down(args.dir)
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
+    from mooring import _fleet as fleet
+
     asyncio.run(fleet.run(args.spec))
     return 0
 
