@@ -290,7 +290,6 @@ async def _run_agent(settings: agent_settings.AgentSettings) -> None:
     import prometheus_client as prom
 
     from agent import _client as agent_client
-    from principal import _settings as ps  # parse_hostport only
 
     agent = agent_client.Agent(settings)
     loop = asyncio.get_running_loop()
@@ -298,7 +297,10 @@ async def _run_agent(settings: agent_settings.AgentSettings) -> None:
         loop.add_signal_handler(sig, agent.stop)
     server = None
     if settings.metrics:
-        host, port = ps.parse_hostport(settings.metrics, what="--metrics")
+        host, _, port_text = settings.metrics.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise ValueError(f"bad --metrics {settings.metrics!r}: expected HOST:PORT")
+        host, port = host.strip("[]"), int(port_text)
         server, _ = prom.start_http_server(port, addr=host, registry=agent.registry)
     try:
         await agent.run()
