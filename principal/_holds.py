@@ -40,6 +40,12 @@ class LocalHolds:
     async def release(self, agent: str, *, token: int) -> None:
         return None
 
+    def is_fenced(self) -> bool:
+        return False
+
+    async def start(self) -> None:
+        return None
+
     async def run(self, on_lost: Callable[[str, int], None]) -> None:
         await asyncio.Event().wait()
 
@@ -54,17 +60,43 @@ class RedisHolds:
         *,
         replica: str,
         handoff_wait: float = 2.0,  # seconds to wait for a previous holder to release
-        safety: float = 0.8,  # fraction of the TTL we trust an unconfirmed entry for
+        alive_ttl: float = 1.5,  # seconds our liveness key lives without a beat
+        fence_at: float = 0.75,  # fraction of alive_ttl after an unconfirmed beat we fence at
     ) -> None:
+        if not 0 < fence_at < 1:
+            raise ValueError("fence_at must be a fraction between 0 and 1")
         self.registry = reg
         self.replica = replica
         self.handoff_wait = handoff_wait
-        self.safety = safety
+        self.alive_ttl = alive_ttl
+        self.fence_after = alive_ttl * fence_at  # seconds since the last confirmed beat
+        self.beat_every = alive_ttl / 4
         self.held: dict[str, int] = {}  # agent -> token
-        self.confirmed_at: float = time.monotonic()
+        self.confirmed_at: float | None = None  # monotonic start of the last confirmed beat
         self.errors = 0
+        self._renewed_at = time.monotonic()
+
+    def is_fenced(self) -> bool:
+        """True once our liveness is unconfirmed for too long: serve nobody."""
+        return self.confirmed_at is None or time.monotonic() - self.confirmed_at > self.fence_after
+
+    async def _beat(self) -> None:
+        started = time.monotonic()
+        await self.registry.beat(self.replica, ttl=self.alive_ttl)
+        self.confirmed_at = started
+
+    async def start(self) -> None:
+        """Beat once before serving: without our liveness key, others may take our entries."""
+        try:
+            await self._beat()
+        except registry.RegistryError as err:
+            logger.warning("session registry unreachable at start (agents wait): %s", err)
 
     async def acquire(self, agent: str, *, session: str, epoch: int) -> int:
+        if self.is_fenced():
+            raise registry.RegistryError(
+                "this replica's liveness is unconfirmed (Redis unreachable?)"
+            )
         deadline = time.monotonic() + self.handoff_wait
         while True:
             ok, holder, token = await self.registry.acquire(
@@ -87,30 +119,56 @@ class RedisHolds:
             # The entry expires by its TTL; nobody else can take it before then.
             logger.warning("could not release agent %s (expires by TTL): %s", agent, err)
 
-    def deadline_passed(self) -> bool:
-        return time.monotonic() - self.confirmed_at > self.registry.ttl * self.safety
-
     async def run(self, on_lost: Callable[[str, int], None]) -> None:
-        """Renew every held entry each ttl/3; report lost ones; self-fence on silence."""
-        period = self.registry.ttl / 3
+        """Beat, renew held entries every ttl/3, and fence the moment liveness lapses."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._beats(on_lost), name=f"holds:{self.replica}:beat")
+            group.create_task(self._watchdog(on_lost), name=f"holds:{self.replica}:fence")
+
+    async def _beats(self, on_lost: Callable[[str, int], None]) -> None:
         while True:
-            await asyncio.sleep(period)
-            snapshot = dict(self.held)
-            started = time.monotonic()
+            await asyncio.sleep(self.beat_every)
             try:
-                results = await self.registry.renew_many(snapshot, replica=self.replica)
+                await self._beat()
             except registry.RegistryError as err:
                 self.errors += 1
-                logger.warning("session registry renew failed: %s", err)
-                if self.deadline_passed():
-                    for agent, token in list(self.held.items()):
-                        on_lost(agent, token)
+                logger.warning("session registry beat failed: %s", err)
                 continue
-            self.confirmed_at = started
-            for agent, still in results.items():
-                if not still and self.held.get(agent) == snapshot[agent]:
-                    logger.warning("lost the session entry of agent %s", agent)
-                    on_lost(agent, snapshot[agent])
+            if time.monotonic() - self._renewed_at >= self.registry.ttl / 3:
+                await self._renew(on_lost)
+
+    async def _renew(self, on_lost: Callable[[str, int], None]) -> None:
+        snapshot = dict(self.held)
+        try:
+            results = await self.registry.renew_many(snapshot, replica=self.replica)
+        except registry.RegistryError as err:
+            self.errors += 1
+            logger.warning("session registry renew failed: %s", err)
+            return
+        self._renewed_at = time.monotonic()
+        for agent, still in results.items():
+            if not still and self.held.get(agent) == snapshot[agent]:
+                logger.warning("lost the session entry of agent %s", agent)
+                on_lost(agent, snapshot[agent])
+
+    async def _watchdog(self, on_lost: Callable[[str, int], None]) -> None:
+        """Close every held session at the exact moment our liveness lapses."""
+        while True:
+            confirmed = self.confirmed_at or time.monotonic()
+            await asyncio.sleep(max(0.0, confirmed + self.fence_after - time.monotonic()) + 0.001)
+            if self.is_fenced() and self.held:
+                logger.warning(
+                    "liveness unconfirmed for %.2fs: closing %d session(s) (self-fence)",
+                    time.monotonic() - (self.confirmed_at or 0.0),
+                    len(self.held),
+                )
+                for agent, token in list(self.held.items()):
+                    on_lost(agent, token)
+                await asyncio.sleep(self.beat_every)
 
     async def close(self) -> None:
+        try:
+            await self.registry.forget(self.replica)
+        except registry.RegistryError:
+            pass  # the key expires by its TTL
         await self.registry.close()

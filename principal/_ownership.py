@@ -25,6 +25,10 @@ class Route:
 class Ownership(Protocol):
     def route(self, agent: str) -> Route: ...
 
+    def standin(self, agent: str, *, unreachable: str) -> Route:
+        """Where an agent that cannot reach `unreachable` (its owner) should be served."""
+        ...
+
 
 class SingleReplica:
     """Ownership of a one-replica principal: every agent is ours, epoch 0."""
@@ -34,6 +38,9 @@ class SingleReplica:
 
     def route(self, agent: str) -> Route:
         return Route(serve=True, epoch=0, owner_id=self.replica_id)
+
+    def standin(self, agent: str, *, unreachable: str) -> Route:
+        return self.route(agent)
 
 
 def redirect(*, owner_id: str, endpoint: str, epoch: int, reason: str) -> pb.Envelope:

@@ -8,9 +8,14 @@ only grow, so a stale holder's renew or release is refused.
 
 Presence: `<prefix>seen:<agent>` keeps the last time any replica heard from the agent.
 
-While Redis is unreachable nobody can acquire, so no handoff happens; holders keep
-serving until their local deadline (last successful renew + ttl * safety) passes,
-then close their sessions (self-fence) and agents retry until Redis is back.
+Liveness: every replica keeps `<prefix>alive:<replica>` with a short TTL (1.5 s). An
+entry whose holder's liveness key is gone may be taken over at once, so the agents of a
+crashed replica are served again within about that TTL instead of the entry's. A
+replica that cannot confirm its liveness key within 75 % of that TTL closes every
+session it holds (self-fence) before anyone could take them over.
+
+While Redis is unreachable nobody can acquire, so no handoff happens; holders fence
+themselves as above and agents retry until Redis is back.
 """
 
 from __future__ import annotations
@@ -24,11 +29,15 @@ import redis.exceptions
 
 __all__ = ["Entry", "RegistryError", "SessionRegistry"]
 
-# KEYS[1]=entry KEYS[2]=token counter; ARGV: replica, epoch, session, ttl_ms, now_ms
+# KEYS[1]=entry KEYS[2]=token counter; ARGV: replica, epoch, session, ttl_ms, now_ms, prefix
+# Another replica's entry is taken over only when that replica's liveness key is gone:
+# it stopped beating, and a replica fences itself before its key can expire.
 _ACQUIRE = """
 local holder = redis.call('HGET', KEYS[1], 'replica')
 if holder and holder ~= ARGV[1] then
-  return {0, holder, redis.call('HGET', KEYS[1], 'token') or '0'}
+  if redis.call('EXISTS', ARGV[6] .. 'alive:' .. holder) == 1 then
+    return {0, holder, redis.call('HGET', KEYS[1], 'token') or '0'}
+  end
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'replica', ARGV[1], 'epoch', ARGV[2], 'token', token,
@@ -132,7 +141,7 @@ class SessionRegistry:
         ok, holder, token = await self._call(
             self._acquire(
                 keys=[self._entry_key(agent), f"{self.prefix}token:{agent}"],
-                args=[replica, epoch, session, int(self.ttl * 1000), now_ms],
+                args=[replica, epoch, session, int(self.ttl * 1000), now_ms, self.prefix],
             )
         )
         return bool(int(ok)), str(holder), int(token)
@@ -155,6 +164,14 @@ class SessionRegistry:
             )
         )
         return {agent: bool(int(r)) for agent, r in zip(agents, results, strict=True)}
+
+    async def beat(self, replica: str, *, ttl: float) -> None:
+        """Keep this replica's liveness key for `ttl` seconds more."""
+        await self._call(self.client.set(f"{self.prefix}alive:{replica}", "1", px=int(ttl * 1000)))
+
+    async def forget(self, replica: str) -> None:
+        """Drop the liveness key at a graceful stop, so entries left behind free at once."""
+        await self._call(self.client.delete(f"{self.prefix}alive:{replica}"))
 
     async def release(self, agent: str, *, replica: str, token: int) -> bool:
         got = await self._call(self._release(keys=[self._entry_key(agent)], args=[replica, token]))

@@ -103,7 +103,7 @@ class Replica:
         self.holder: holds.LocalHolds | holds.RedisHolds
         if settings.redis:
             self.holder = holds.RedisHolds(
-                registry_.SessionRegistry(settings.redis, ttl=settings.session_ttl),
+                registry_.SessionRegistry(settings.redis, ttl=settings.session_ttl, timeout=0.5),
                 replica=settings.replica_id,
             )
         else:
@@ -121,6 +121,7 @@ class Replica:
         await self.kv.connect()
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatch-watch"))
         await asyncio.wait_for(self.dispatcher.wait_ready(), self.settings.store_timeout * 3)
+        await self.holder.start()
         self.coordinator.start()
         self._tasks.append(asyncio.create_task(self.sharding.run(), name="sharding"))
         self._tasks.append(

@@ -286,17 +286,21 @@ class StreamHandler:
             and hello.unreachable_owner == route.owner_id
             and isinstance(self.holder, holds.RedisHolds)
         ):
-            # The agent cannot reach its owner: serve it as a stand-in. The session
-            # entry still guarantees a single holder (the owner's half-open session
-            # must end and release it first); the next shard-map change sends it home.
-            logger.warning(
-                "agent %s cannot reach its owner %s: serving it as a stand-in",
-                agent,
-                route.owner_id,
-            )
-            self.metrics.standins.inc()
-            standin_for = route.owner_id
-            route = ownership.Route(serve=True, epoch=route.epoch, owner_id=route.owner_id)
+            # The agent cannot reach its owner. The replica that would own it without
+            # that owner stands in (so when the map drops a dead owner, nobody moves
+            # again); the session entry still guarantees a single holder: the owner's
+            # session must end, or its liveness lapse, before the entry can be taken.
+            unreachable = route.owner_id
+            alternate = self.routing.standin(agent, unreachable=unreachable)
+            if alternate.serve:
+                logger.warning(
+                    "agent %s cannot reach its owner %s: serving it as a stand-in",
+                    agent,
+                    unreachable,
+                )
+                self.metrics.standins.inc()
+                standin_for = unreachable
+            route = alternate
         if not route.serve and not route.owner_endpoint:
             raise Rejection(
                 grpc.StatusCode.UNAVAILABLE,
@@ -459,6 +463,9 @@ class StreamHandler:
         while True:
             envelope = await session.outbox.get()
             if envelope is None:
+                raise _Closed()
+            if self.holder.is_fenced():  # e.g. resumed after a pause: serve nobody
+                session.close("self-fence: this replica's liveness is unconfirmed")
                 raise _Closed()
             await self._write(context, session, envelope)
 

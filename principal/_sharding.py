@@ -56,6 +56,7 @@ class Sharding:
         self.ring: ring.Ring | None = None
         self.changed = asyncio.Event()
         self.applied = asyncio.Event()  # set once a first map is applied
+        self._standin_rings: dict[tuple[int, str], ring.Ring] = {}
 
     # ------------------------------------------------------------------ routing
     def route(self, agent: str) -> ownership.Route:
@@ -72,6 +73,28 @@ class Sharding:
             ).owner(agent)
         if owner == self.replica_id:
             return ownership.Route(serve=True, epoch=current.epoch, owner_id=owner)
+        return ownership.Route(
+            serve=False,
+            epoch=current.epoch,
+            owner_id=owner,
+            owner_endpoint=current.endpoint_of(owner) or "",
+        )
+
+    def standin(self, agent: str, *, unreachable: str) -> ownership.Route:
+        """The owner `agent` would have without `unreachable`: serve, or redirect there."""
+        current = self.map
+        others = tuple(r for r in (current.replica_ids if current else ()) if r != unreachable)
+        if current is None or not others:
+            return ownership.Route(serve=False, epoch=current.epoch if current else 0)
+        key = (id(self.ring), unreachable)
+        placed = self._standin_rings.get(key) if agent in self.agents else None
+        if placed is None:
+            placed = ring.Ring(self.agents | {agent}, others, epsilon=current.epsilon)
+            if agent in self.agents:
+                self._standin_rings = {key: placed}  # one ring per (map, agents, lost owner)
+        owner = placed.owner(agent)
+        if owner == self.replica_id:
+            return ownership.Route(serve=True, epoch=current.epoch, owner_id=unreachable)
         return ownership.Route(
             serve=False,
             epoch=current.epoch,
@@ -97,9 +120,10 @@ class Sharding:
         prefix = f"{self.desired.root}agents/".encode()
         while True:
             try:
-                records = await self.desired.list_agents()
-                revision = await self.desired.kv.revision()
-                self.agents = {r.name for r in records}
+                # One read gives the list and its revision; the watch resumes right after
+                # it, so no registration falls between the two.
+                items, revision = await self.desired.kv.get_prefix(prefix)
+                self.agents = {item.key.decode().rsplit("/", 1)[-1] for item in items}
                 self.changed.set()
                 async for event in self.desired.kv.watch_prefix(
                     prefix, start_revision=revision + 1
