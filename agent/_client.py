@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -86,6 +87,7 @@ def channel_options(settings: settings_.AgentSettings) -> list[tuple[str, Any]]:
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),
         ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.client_idle_timeout_ms", 60_000),  # cached channels to idle replicas let go
     ]
 
 
@@ -133,8 +135,17 @@ class Agent:
     """One agent instance; several can share a process (the fleet simulator does)."""
 
     def __init__(
-        self, settings: settings_.AgentSettings, *, registry: prom.CollectorRegistry | None = None
+        self,
+        settings: settings_.AgentSettings,
+        *,
+        registry: prom.CollectorRegistry | None = None,
+        dial_gate: asyncio.Semaphore | None = None,
     ) -> None:
+        # Agents sharing a process (a fleet) share a gate that bounds concurrent dials:
+        # a thousand TLS handshakes at once starve each other past any timeout.
+        self._dial_gate: contextlib.AbstractAsyncContextManager[Any] = (
+            dial_gate if dial_gate is not None else contextlib.nullcontext()
+        )
         self.settings = settings
         self.registry = registry or prom.CollectorRegistry()
         self.metrics = metrics_.AgentMetrics(self.registry, agent=settings.name)
@@ -152,6 +163,8 @@ class Agent:
         self.failovers: list[tuple[float, float]] = []  # (lost at, seconds to resynced), monotonic
         self._stop = asyncio.Event()
         self._sweeps_failed = 0
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._last_endpoint = ""  # where the last session was welcomed
 
     def stop(self) -> None:
         self._stop.set()
@@ -169,13 +182,28 @@ class Agent:
                     sleep=self._sleep,
                     reraise=True,
                 )
-                async for attempt in retrying:
-                    with attempt:
-                        await self._sweep()
+                try:
+                    async for attempt in retrying:
+                        with attempt:
+                            await self._sweep()
+                except (_Stopped, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    # A bug must not end the agent (nor a fleet's other agents): log it
+                    # whole, rest, and start over with a fresh session and resync.
+                    self.metrics.connect_errors.labels("internal").inc()
+                    logger.exception(
+                        "agent %s: session loop failed; restarting", self.settings.name
+                    )
+                    self.welcomed.clear()
+                    self.metrics.connected.set(0)
+                    await self._sleep(self.settings.backoff_cap)
         except _Stopped:
             pass
         finally:
             self.metrics.connected.set(0)
+            for target in list(self._channels):
+                await self._drop_channel(target)
             self.store.close()
 
     async def _sleep(self, seconds: float) -> None:
@@ -196,9 +224,10 @@ class Agent:
         failures: list[str] = []
         if self.endpoints.refresh_due() or (self.endpoints.names and self._sweeps_failed):
             await self.endpoints.refresh()
+        suspect = ""  # our last replica, once it has refused a redial: say so to the others
         for address in self.endpoints.sweep():
             target, hops = address, 0
-            via, owner_id, unreachable = "", "", ""
+            via, owner_id, unreachable = "", "", suspect
             while True:
                 if self._stop.is_set():
                     raise _Stopped()
@@ -213,6 +242,8 @@ class Agent:
                     if err.answered and err.reason == "busy":
                         break  # reachable, just not ready for us yet: no cooldown
                     self.endpoints.failed(target, timed_out=err.reason == "timeout")
+                    if target == self._last_endpoint and not err.answered and self.replica_id:
+                        suspect = self.replica_id
                     if via and owner_id and not unreachable and not err.answered:
                         target, unreachable = via, owner_id  # the owner is unreachable
                         continue
@@ -285,20 +316,25 @@ class Agent:
         server_name = self.endpoints.server_name(target)
         if server_name:  # an address resolved from a DNS name: verify the name
             options.append(("grpc.ssl_target_name_override", server_name))
-        async with grpc.aio.secure_channel(target, self.creds, options=options) as channel:
+        async with self._channel(target, options) as channel:
             call = channel.stream_stream(
                 codec.SUBSCRIBE_METHOD,
                 request_serializer=pb.Envelope.SerializeToString,
                 response_deserializer=pb.Envelope.FromString,
             )()
             try:
-                async with asyncio.timeout(self.settings.connect_timeout):
+                async with self._dial_gate, asyncio.timeout(self.settings.connect_timeout):
                     await call.write(self._hello(hops, unreachable))
                     first = await call.read()
             except TimeoutError:
                 call.cancel()
                 raise ConnectFailed(
                     f"no welcome within {self.settings.connect_timeout:.1f}s", reason="timeout"
+                ) from None
+            except asyncio.InvalidStateError:  # the call ended under our write
+                code = await call.code()
+                raise ConnectFailed(
+                    f"{code.name}: stream ended while dialling", reason="unavailable"
                 ) from None
             except grpc.aio.AioRpcError as err:
                 raise ConnectFailed(
@@ -338,6 +374,7 @@ class Agent:
             welcome = first.welcome
             self.endpoints.succeeded(target)
             self.endpoints.prefer(target)
+            self._last_endpoint = target
             self.session_id, self.replica_id, self.epoch = (
                 welcome.session_id,
                 welcome.replica_id,
@@ -362,7 +399,32 @@ class Agent:
             logger.info(
                 "agent %s: session %s ended: %s", self.settings.name, welcome.session_id, reason
             )
+            if live.silent or reason.startswith(("UNAVAILABLE", "stream ended")):
+                await self._drop_channel(target)  # the connection itself is gone
             return _Ended(reason, time.monotonic() - started, silent=live.silent)
+
+    @contextlib.asynccontextmanager
+    async def _channel(self, target: str, options: list[tuple[str, Any]]) -> AsyncIterator[Any]:
+        """A long-lived channel per endpoint: redirects and reconnects to a replica we
+        already talk to reuse its TLS connection. A transport failure drops it."""
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = grpc.aio.secure_channel(target, self.creds, options=options)
+            self._channels[target] = channel
+        try:
+            yield channel
+        except ConnectFailed as err:
+            if not err.answered:
+                await self._drop_channel(target)
+            raise
+        except BaseException:
+            await self._drop_channel(target)
+            raise
+
+    async def _drop_channel(self, target: str) -> None:
+        channel = self._channels.pop(target, None)
+        if channel is not None:
+            await channel.close()
 
     def _resynced(self, started: float) -> None:
         now = time.monotonic()
@@ -426,12 +488,19 @@ class _Live:
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                err = task.exception()
+            errors = [t.exception() for t in done if not t.cancelled()]
+            for err in errors:
+                if isinstance(err, _Stopped):
+                    raise err
+            for err in errors:
                 if isinstance(err, _SessionOver):
                     return err.outcome
+            for err in errors:
                 if isinstance(err, grpc.aio.AioRpcError):
                     return _one_line(err)
+                if isinstance(err, asyncio.InvalidStateError):  # a write raced the call's end
+                    return "stream ended while sending"
+            for err in errors:
                 if err is not None:
                     raise err
             return "session ended"

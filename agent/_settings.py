@@ -17,7 +17,7 @@ class AgentSettings:
     tls_dir: Path  # folder with tls.crt, tls.key, ca.crt
     state: Path  # SQLite file of the local store
     metrics: str | None = None  # HOST:PORT for /metrics, None = off
-    connect_timeout: float = 3.0  # seconds to dial and be welcomed or redirected
+    connect_timeout: float = 5.0  # seconds to dial and be welcomed or redirected
     heartbeat_timeout_factor: float = 3.0  # silence of this many heartbeat intervals ends a session
     poll_interval: float = 0.1  # seconds between checks of the local store for changes
     poll_interval_max: float = 1.0  # seconds; the check backs off to this while nothing changes

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 1.0
 """Seconds between rewrites of the status file."""
+DIAL_CONCURRENCY = 32
+"""Agents of one fleet dialling (TLS handshake + hello) at the same time, at most."""
 STALE_AFTER = 5.0
 """Seconds after which a status file that was not rewritten is not believed."""
 TUNABLE = frozenset(f.name for f in dataclasses.fields(agent_settings.AgentSettings)) - {
@@ -156,7 +158,8 @@ def _add_new_endpoints(cluster_file: Path, agents: list[agent_client.Agent]) -> 
 async def run(spec_path: Path) -> None:
     """Run every agent of the spec until SIGTERM/SIGINT; then stop them all."""
     status_file, cluster_file, settings = load_spec(spec_path)
-    agents = [agent_client.Agent(s) for s in settings]
+    gate = asyncio.Semaphore(DIAL_CONCURRENCY)
+    agents = [agent_client.Agent(s, dial_gate=gate) for s in settings]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -105,13 +105,18 @@ class SessionRegistry:
         self.prefix = prefix
         self.ttl = ttl  # seconds an entry lives without renewal
         self.timeout = timeout  # seconds per Redis call
-        self.client: Any = aioredis.Redis.from_url(
+        # A blocking pool: during a reconnect storm calls queue for a connection (up to
+        # `timeout`) instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=64,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
             retry_on_timeout=False,
         )
+        self.client: Any = aioredis.Redis(connection_pool=pool)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
@@ -123,6 +128,7 @@ class SessionRegistry:
     async def close(self) -> None:
         try:
             await self.client.aclose()
+            await self.client.connection_pool.disconnect()
         except Exception:  # closing never raises
             pass
 
