@@ -335,6 +335,11 @@ class Elector:
             while not self._stopping.is_set():
                 fence = await self._campaign()
                 pause = self.settings.retry_period * self._rng.uniform(1.0, settings_.JITTER_FACTOR)
+                if fence is None and self._seen_holder:
+                    # Wake when the lease we watch would expire, not a jittered period
+                    # later: takeover races are settled by the compare-and-swap anyway.
+                    expires_in = self._seen_at + self._seen_duration - self._loop.time()
+                    pause = min(pause, max(expires_in, 0.0) + 0.01)
                 if fence is not None and not await self._lead(fence, work):
                     pause = self.settings.lease_duration  # our work failed: let another try
                 await self._sleep(pause)
