@@ -108,7 +108,7 @@ class RedisHolds:
                 return token
             if time.monotonic() > deadline:
                 raise HeldElsewhere(agent, holder)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
 
     async def release(self, agent: str, *, token: int) -> None:
         if self.held.get(agent) == token:

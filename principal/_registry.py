@@ -117,18 +117,32 @@ class SessionRegistry:
             retry_on_timeout=False,
         )
         self.client: Any = aioredis.Redis(connection_pool=pool)
+        # Liveness and renewals get a pool of their own: a storm of acquires must never
+        # starve the beat, or the whole replica would fence itself.
+        self.beat_client: Any = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=2,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                decode_responses=True,
+                retry_on_timeout=False,
+            )
+        )
         self._acquire = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
-        self._renew_many = self.client.register_script(_RENEW_MANY)
+        self._renew_many = self.beat_client.register_script(_RENEW_MANY)
 
     def _entry_key(self, agent: str) -> str:
         return f"{self.prefix}session:{agent}"
 
     async def close(self) -> None:
         try:
-            await self.client.aclose()
-            await self.client.connection_pool.disconnect()
+            for client in (self.client, self.beat_client):
+                await client.aclose()
+                await client.connection_pool.disconnect()
         except Exception:  # closing never raises
             pass
 
@@ -173,11 +187,13 @@ class SessionRegistry:
 
     async def beat(self, replica: str, *, ttl: float) -> None:
         """Keep this replica's liveness key for `ttl` seconds more."""
-        await self._call(self.client.set(f"{self.prefix}alive:{replica}", "1", px=int(ttl * 1000)))
+        await self._call(
+            self.beat_client.set(f"{self.prefix}alive:{replica}", "1", px=int(ttl * 1000))
+        )
 
     async def forget(self, replica: str) -> None:
         """Drop the liveness key at a graceful stop, so entries left behind free at once."""
-        await self._call(self.client.delete(f"{self.prefix}alive:{replica}"))
+        await self._call(self.beat_client.delete(f"{self.prefix}alive:{replica}"))
 
     async def release(self, agent: str, *, replica: str, token: int) -> bool:
         got = await self._call(self._release(keys=[self._entry_key(agent)], args=[replica, token]))
