@@ -148,11 +148,16 @@ def _add_new_endpoints(cluster_file: Path, agents: list[agent_client.Agent]) -> 
         endpoints = json.loads(cluster_file.read_text()).get("endpoints") or []
     except (OSError, ValueError):
         return
+    if not endpoints:
+        return
+    listed = set(endpoints)
     for agent in agents:
-        known = {e.address for e in agent.endpoints.endpoints}
-        for address in endpoints:
-            if address not in known:
-                agent.endpoints.endpoints.append(endpoints_.Endpoint(address))
+        # The cluster file is the truth for a local cluster: add new replicas, forget
+        # the addresses of replicas that are gone (so no sweep dials them first).
+        kept = [e for e in agent.endpoints.endpoints if e.address in listed]
+        known = {e.address for e in kept}
+        kept += [endpoints_.Endpoint(a) for a in endpoints if a not in known]
+        agent.endpoints.endpoints = kept
 
 
 async def run(spec_path: Path) -> None:

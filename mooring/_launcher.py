@@ -129,7 +129,10 @@ class _Signals:
 
 # ----------------------------------------------------------------------------- helpers
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. Like gRPC, allow address reuse: a
+    killed replica's connections in TIME_WAIT must not push its successor to a new port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
