@@ -91,33 +91,34 @@ def channel_options(settings: settings_.AgentSettings) -> list[tuple[str, Any]]:
     ]
 
 
-REJECTED_TRAILER = "mooring-rejected"  # set by a replica on every refusal it sends
-BUSY_REASONS = {"held", "not_ready", "store", "registry"}  # retry soon; the replica is fine
+def _label(code: grpc.StatusCode, details: str, trailer: str | None) -> str:
+    """The metric label of a failed dial: from the replica's refusal trailer when a
+    replica answered, else from the status code and the transport's words."""
+    if trailer is not None:
+        return "busy" if trailer in codec.RETRY_REASONS else REJECTING_CODES.get(code, "rejected")
+    reason = REJECTING_CODES.get(code)
+    if reason:
+        return reason
+    # A principal that refuses our certificate closes the socket during the handshake;
+    # gRPC reports that as "Socket closed" (or an SSL error when we refuse theirs).
+    lowered = details.lower()
+    if any(word in lowered for word in ("ssl", "handshake", "certificate", "socket closed")):
+        return "tls"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "timeout"
+    return "unavailable"
 
 
-def _answered(err: grpc.aio.AioRpcError) -> str | None:
-    """The replica's refusal reason when the error came from a replica, else None."""
-    for key, value in err.trailing_metadata() or ():
-        if key == REJECTED_TRAILER:
+def _trailer(metadata: Any) -> str | None:
+    """The replica's refusal reason in a call's trailing metadata, or None."""
+    for key, value in metadata or ():
+        if key == codec.REJECTED_TRAILER:
             return str(value)
     return None
 
 
 def _classify(err: grpc.aio.AioRpcError) -> str:
-    answered = _answered(err)
-    if answered is not None:
-        return "busy" if answered in BUSY_REASONS else REJECTING_CODES.get(err.code(), "rejected")
-    reason = REJECTING_CODES.get(err.code())
-    if reason:
-        return reason
-    details = (err.details() or "").lower()
-    # A principal that refuses our certificate closes the socket during the handshake;
-    # gRPC reports that as "Socket closed" (or an SSL error when we refuse theirs).
-    if any(word in details for word in ("ssl", "handshake", "certificate", "socket closed")):
-        return "tls"
-    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "timeout"
-    return "unavailable"
+    return _label(err.code(), err.details() or "", _trailer(err.trailing_metadata()))
 
 
 def _one_line(err: grpc.aio.AioRpcError, *, connecting: bool = False) -> str:
@@ -153,7 +154,6 @@ class Agent:
         self.endpoints = endpoints_.EndpointSet(
             settings.endpoints, cooldown=settings.endpoint_cooldown
         )
-        self.tls = credentials.load_tls_dir(settings.tls_dir)
         self.creds = credentials.channel_credentials(settings.tls_dir)
         self.welcomed = asyncio.Event()  # set while a session is open and resynced
         self.session_id = ""
@@ -312,11 +312,7 @@ class Agent:
         self, target: str, *, hops: int, unreachable: str = ""
     ) -> _Redirected | _Ended:
         started = time.monotonic()
-        options = channel_options(self.settings)
-        server_name = self.endpoints.server_name(target)
-        if server_name:  # an address resolved from a DNS name: verify the name
-            options.append(("grpc.ssl_target_name_override", server_name))
-        async with self._channel(target, options) as channel:
+        async with self._channel(target) as channel:
             call = channel.stream_stream(
                 codec.SUBSCRIBE_METHOD,
                 request_serializer=pb.Envelope.SerializeToString,
@@ -340,17 +336,15 @@ class Agent:
                 raise ConnectFailed(
                     _one_line(err, connecting=True),
                     reason=_classify(err),
-                    answered=_answered(err) is not None,
+                    answered=_trailer(err.trailing_metadata()) is not None,
                 ) from None
             if first is grpc.aio.EOF:
-                code = await call.code()
-                details = await call.details()
-                trailer = dict(await call.trailing_metadata() or ()).get(REJECTED_TRAILER)
-                label = (
-                    "busy" if trailer in BUSY_REASONS else REJECTING_CODES.get(code, "unavailable")
-                )
+                code, details = await call.code(), await call.details() or ""
+                trailer = _trailer(await call.trailing_metadata())
                 raise ConnectFailed(
-                    f"{code.name}: {details}", reason=label, answered=trailer is not None
+                    f"{code.name}: {details}",
+                    reason=_label(code, details, trailer),
+                    answered=trailer is not None,
                 )
             body = first.WhichOneof("body")
             if body == "redirect":
@@ -404,11 +398,15 @@ class Agent:
             return _Ended(reason, time.monotonic() - started, silent=live.silent)
 
     @contextlib.asynccontextmanager
-    async def _channel(self, target: str, options: list[tuple[str, Any]]) -> AsyncIterator[Any]:
+    async def _channel(self, target: str) -> AsyncIterator[Any]:
         """A long-lived channel per endpoint: redirects and reconnects to a replica we
         already talk to reuse its TLS connection. A transport failure drops it."""
         channel = self._channels.get(target)
         if channel is None:
+            options = channel_options(self.settings)
+            server_name = self.endpoints.server_name(target)
+            if server_name:  # an address resolved from a DNS name: verify the name
+                options.append(("grpc.ssl_target_name_override", server_name))
             channel = grpc.aio.secure_channel(target, self.creds, options=options)
             self._channels[target] = channel
         try:

@@ -237,7 +237,6 @@ def cmd_principal(args: argparse.Namespace) -> int:
     from principal import _server as principal_server
     from principal import _session as session
     from principal import _settings as principal_settings
-    from proto import _credentials as credentials
 
     settings = principal_settings.PrincipalSettings(
         replica_id=args.id,
@@ -264,7 +263,6 @@ def cmd_principal(args: argparse.Namespace) -> int:
         history=args.history,
         store_root=args.store_root,
     )
-    credentials.load_tls_dir(settings.tls_dir)  # fail fast with a clear line
     asyncio.run(principal_server.run(settings))
     return 0
 

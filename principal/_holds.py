@@ -1,9 +1,9 @@
 """Holding agents: a replica must hold an agent's session entry to serve it.
 
-`RedisHolds` keeps the entries in the session registry (TTL + fencing token),
-renews them in one round trip per period, and self-fences: a session whose entry is
-lost, or every session once Redis has not confirmed them within the local deadline,
-is closed. `LocalHolds` is for a lone replica without Redis.
+`RedisHolds` keeps the entries in the session registry (TTL + fencing token), beats
+the replica's liveness key, renews the entries in one round trip per period, and
+self-fences: a session whose entry is lost, or every session the moment the liveness
+key goes unconfirmed too long, is closed. `LocalHolds` is for a lone replica without Redis.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class HeldElsewhere(Exception):
 
 class LocalHolds:
     """Tokens from a local counter: correct only while this is the only replica."""
+
+    shared = False  # holds are not visible to other replicas: no stand-ins
 
     def __init__(self, replica: str) -> None:
         self.replica = replica
@@ -54,6 +56,8 @@ class LocalHolds:
 
 
 class RedisHolds:
+    shared = True  # every replica sees the same entries: stand-ins stay single-holder
+
     def __init__(
         self,
         reg: registry.SessionRegistry,
@@ -104,7 +108,6 @@ class RedisHolds:
             )
             if ok:
                 self.held[agent] = token
-                await self.registry.touch(agent)
                 return token
             if time.monotonic() > deadline:
                 raise HeldElsewhere(agent, holder)

@@ -1,7 +1,7 @@
 """Who serves which agent: the seam between sessions and the shard map.
 
-A replica asks `route(agent)` on every hello. With one replica it always serves;
-the HA cluster plugs in an implementation backed by the published shard map.
+A replica asks `route(agent)` on every hello; `principal._sharding.Sharding` answers
+from the published shard map and the registered-agent list.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Protocol
 
 from proto import pb
 
-__all__ = ["Ownership", "Route", "SingleReplica", "redirect"]
+__all__ = ["Ownership", "Route", "redirect"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,23 +30,13 @@ class Ownership(Protocol):
         ...
 
 
-class SingleReplica:
-    """Ownership of a one-replica principal: every agent is ours, epoch 0."""
-
-    def __init__(self, replica_id: str) -> None:
-        self.replica_id = replica_id
-
-    def route(self, agent: str) -> Route:
-        return Route(serve=True, epoch=0, owner_id=self.replica_id)
-
-    def standin(self, agent: str, *, unreachable: str) -> Route:
-        return self.route(agent)
-
-
-def redirect(*, owner_id: str, endpoint: str, epoch: int, reason: str) -> pb.Envelope:
-    """The envelope that sends an agent to its owner replica."""
+def redirect(route: Route, *, reason: str) -> pb.Envelope:
+    """The envelope that sends an agent where `route` points."""
     return pb.Envelope(
         redirect=pb.Redirect(
-            owner_endpoint=endpoint, owner_replica_id=owner_id, epoch=epoch, reason=reason
+            owner_endpoint=route.owner_endpoint,
+            owner_replica_id=route.owner_id,
+            epoch=route.epoch,
+            reason=reason,
         )
     )

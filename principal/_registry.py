@@ -29,7 +29,8 @@ import redis.exceptions
 
 __all__ = ["Entry", "RegistryError", "SessionRegistry"]
 
-# KEYS[1]=entry KEYS[2]=token counter; ARGV: replica, epoch, session, ttl_ms, now_ms, prefix
+# KEYS[1]=entry KEYS[2]=token counter KEYS[3]=agent name; ARGV: replica, epoch, session,
+# ttl_ms, now_ms, prefix. Taking the entry also records the agent as seen now.
 # Another replica's entry is taken over only when that replica's liveness key is gone:
 # it stopped beating, and a replica fences itself before its key can expire.
 _ACQUIRE = """
@@ -43,16 +44,8 @@ local token = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'replica', ARGV[1], 'epoch', ARGV[2], 'token', token,
            'session', ARGV[3], 'since_ms', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SET', ARGV[6] .. 'seen:' .. KEYS[3], ARGV[5], 'EX', 86400)
 return {1, ARGV[1], tostring(token)}
-"""
-
-# KEYS[1]=entry; ARGV: replica, token, ttl_ms  -> 1 renewed, 0 lost
-_RENEW = """
-if redis.call('HGET', KEYS[1], 'replica') == ARGV[1] and redis.call('HGET', KEYS[1], 'token') == ARGV[2] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
-return 0
 """
 
 # KEYS=entries; ARGV: replica, ttl_ms, token per key -> list of 1 renewed / 0 lost
@@ -105,35 +98,27 @@ class SessionRegistry:
         self.prefix = prefix
         self.ttl = ttl  # seconds an entry lives without renewal
         self.timeout = timeout  # seconds per Redis call
+        self.client: Any = self._client(size=64)
+        # Liveness and renewals get a pool of their own: a storm of acquires must never
+        # starve the beat, or the whole replica would fence itself.
+        self.beat_client: Any = self._client(size=2)
+        self._acquire = self.client.register_script(_ACQUIRE)
+        self._release = self.client.register_script(_RELEASE)
+        self._renew_many = self.beat_client.register_script(_RENEW_MANY)
+
+    def _client(self, *, size: int) -> Any:
         # A blocking pool: during a reconnect storm calls queue for a connection (up to
         # `timeout`) instead of failing with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=64,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            self.url,
+            max_connections=size,
+            timeout=self.timeout,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
             decode_responses=True,
             retry_on_timeout=False,
         )
-        self.client: Any = aioredis.Redis(connection_pool=pool)
-        # Liveness and renewals get a pool of their own: a storm of acquires must never
-        # starve the beat, or the whole replica would fence itself.
-        self.beat_client: Any = aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=2,
-                timeout=timeout,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                decode_responses=True,
-                retry_on_timeout=False,
-            )
-        )
-        self._acquire = self.client.register_script(_ACQUIRE)
-        self._renew = self.client.register_script(_RENEW)
-        self._release = self.client.register_script(_RELEASE)
-        self._renew_many = self.beat_client.register_script(_RENEW_MANY)
+        return aioredis.Redis(connection_pool=pool)
 
     def _entry_key(self, agent: str) -> str:
         return f"{self.prefix}session:{agent}"
@@ -160,17 +145,11 @@ class SessionRegistry:
         now_ms = int(time.time() * 1000)
         ok, holder, token = await self._call(
             self._acquire(
-                keys=[self._entry_key(agent), f"{self.prefix}token:{agent}"],
+                keys=[self._entry_key(agent), f"{self.prefix}token:{agent}", agent],
                 args=[replica, epoch, session, int(self.ttl * 1000), now_ms, self.prefix],
             )
         )
         return bool(int(ok)), str(holder), int(token)
-
-    async def renew(self, agent: str, *, replica: str, token: int) -> bool:
-        got = await self._call(
-            self._renew(keys=[self._entry_key(agent)], args=[replica, token, int(self.ttl * 1000)])
-        )
-        return bool(int(got))
 
     async def renew_many(self, held: dict[str, int], *, replica: str) -> dict[str, bool]:
         """Renew several entries in one round trip; agent -> still ours."""
@@ -199,12 +178,6 @@ class SessionRegistry:
         got = await self._call(self._release(keys=[self._entry_key(agent)], args=[replica, token]))
         return bool(int(got))
 
-    async def touch(self, agent: str) -> None:
-        """Record that the agent was heard from now (presence / last-seen)."""
-        await self._call(
-            self.client.set(f"{self.prefix}seen:{agent}", int(time.time() * 1000), ex=86_400)
-        )
-
     async def entries(self) -> dict[str, Entry]:
         """Every current entry (for `mooring status`); a scan, not for hot paths."""
         out: dict[str, Entry] = {}
@@ -232,6 +205,3 @@ class SessionRegistry:
             return {}
         values = await self._call(self.client.mget([f"{self.prefix}seen:{a}" for a in agents]))
         return {a: (int(v) if v else None) for a, v in zip(agents, values, strict=True)}
-
-    async def ping(self) -> None:
-        await self._call(self.client.ping())

@@ -40,7 +40,6 @@ __all__ = ["SessionManager", "SessionSettings", "StreamHandler"]
 logger = logging.getLogger(__name__)
 
 MODE_NAMES: dict[int, store.Mode] = {pb.MODE_MANAGED: "managed", pb.MODE_AUTONOMOUS: "autonomous"}
-REJECTED_TRAILER = "mooring-rejected"
 AGENT_BODIES = {"hello", "event", "status", "ack", "resync_done", "heartbeat", "goodbye"}
 
 
@@ -92,6 +91,7 @@ class Session:
         self.outbox: asyncio.Queue[pb.Envelope | None] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.close_label = "stream_ended"
         self.pending: dict[int, float] = {}
         self._seq = 0
         self.last_received = time.monotonic()
@@ -100,11 +100,14 @@ class Session:
         self._seq += 1
         return self._seq
 
-    def close(self, reason: str, *, final: pb.Envelope | None = None) -> None:
-        """Ask the session to end: send `final` if given, then finish the stream."""
+    def close(self, label: str, reason: str, *, final: pb.Envelope | None = None) -> None:
+        """Ask the session to end: send `final` if given, then finish the stream.
+
+        `label` is the metric label (`mooring_sessions_closed_total{reason}`), `reason`
+        the sentence for logs."""
         if self.closed.is_set():
             return
-        self.close_reason = reason
+        self.close_label, self.close_reason = label, reason
         if final is not None:
             self.outbox.put_nowait(final)
         self.outbox.put_nowait(None)
@@ -121,7 +124,7 @@ class SessionManager:
     def open(self, session: Session) -> None:
         previous = self.sessions.get(session.agent)
         if previous is not None:
-            previous.close("superseded by a newer session of the same agent")
+            previous.close("superseded", "superseded by a newer session of the same agent")
         self.sessions[session.agent] = session
         if self._on_change:
             self._on_change(len(self.sessions))
@@ -136,11 +139,11 @@ class SessionManager:
         """The session-registry entry behind this session is gone: stop serving (self-fence)."""
         session = self.sessions.get(agent)
         if session is not None and session.token == token:
-            session.close("self-fence: session entry lost or unconfirmed")
+            session.close("self_fence", "self-fence: session entry lost or unconfirmed")
 
     def close_all(self, reason: str) -> None:
         for session in list(self.sessions.values()):
-            session.close(reason, final=pb.Envelope(goodbye=pb.Goodbye(reason=reason)))
+            session.close("shutdown", reason, final=pb.Envelope(goodbye=pb.Goodbye(reason=reason)))
 
 
 def _key(kind: str, name: str) -> pb.ResourceKey:
@@ -148,13 +151,12 @@ def _key(kind: str, name: str) -> pb.ResourceKey:
 
 
 def _upsert_event(resource: store.Resource) -> pb.ResourceEvent:
-    obj = dict(resource.object)
     return pb.ResourceEvent(
         key=_key(resource.kind, resource.name),
         operation=pb.OPERATION_UPSERT,
         version=resource.version,
         checksum=resource.checksum,
-        object_json=codec.canonical_json(obj),
+        object_json=codec.canonical_json(resource.object),
     )
 
 
@@ -202,7 +204,7 @@ class StreamHandler:
             # The trailer tells the agent that a replica answered (it is reachable),
             # and why it said no.
             await context.abort(
-                rej.code, rej.message, trailing_metadata=((REJECTED_TRAILER, rej.reason),)
+                rej.code, rej.message, trailing_metadata=((codec.REJECTED_TRAILER, rej.reason),)
             )
 
     async def _read(
@@ -284,7 +286,7 @@ class StreamHandler:
             and route.owner_endpoint
             and hello.unreachable_owner
             and hello.unreachable_owner == route.owner_id
-            and isinstance(self.holder, holds.RedisHolds)
+            and self.holder.shared
         ):
             # The agent cannot reach its owner. The replica that would own it without
             # that owner stands in (so when the map drops a dead owner, nobody moves
@@ -310,14 +312,7 @@ class StreamHandler:
         if not route.serve:
             self.metrics.redirects.inc()
             self.metrics.events_sent.labels("redirect").inc()
-            await context.write(
-                ownership.redirect(
-                    owner_id=route.owner_id,
-                    endpoint=route.owner_endpoint,
-                    epoch=route.epoch,
-                    reason="not the owner",
-                )
-            )
+            await context.write(ownership.redirect(route, reason="not the owner"))
             return
         try:
             await self.desired.register_agent(agent, mode=mode)
@@ -357,13 +352,9 @@ class StreamHandler:
         now = self.routing.route(agent)
         if not now.serve and now.owner_endpoint and now.owner_id != route.owner_id:
             session.close(
+                "moved",
                 f"moved to replica {now.owner_id} under epoch {now.epoch} while connecting",
-                final=ownership.redirect(
-                    owner_id=now.owner_id,
-                    endpoint=now.owner_endpoint,
-                    epoch=now.epoch,
-                    reason="moved",
-                ),
+                final=ownership.redirect(now, reason="moved"),
             )
         self.recorder.record(
             "open", agent=agent, epoch=route.epoch, token=token, session=session_id
@@ -399,7 +390,7 @@ class StreamHandler:
                 "close", agent=agent, epoch=route.epoch, token=token, session=session_id
             )
             await asyncio.shield(self.holder.release(agent, token=token))
-            self.metrics.sessions_closed.labels(_reason_label(session.close_reason)).inc()
+            self.metrics.sessions_closed.labels(session.close_label).inc()
             logger.info(
                 "session %s closed: agent=%s reason=%s",
                 session.session_id,
@@ -465,13 +456,15 @@ class StreamHandler:
             if envelope is None:
                 raise _Closed()
             if self.holder.is_fenced():  # e.g. resumed after a pause: serve nobody
-                session.close("self-fence: this replica's liveness is unconfirmed")
+                session.close("self_fence", "self-fence: this replica's liveness is unconfirmed")
                 raise _Closed()
             await self._write(context, session, envelope)
 
     def _send(self, session: Session, envelope: pb.Envelope) -> None:
         if session.outbox.qsize() + len(session.pending) > self.settings.max_pending:
-            session.close("agent too slow: pending limit reached; it will resync on reconnect")
+            session.close(
+                "slow", "agent too slow: pending limit reached; it will resync on reconnect"
+            )
             return
         session.outbox.put_nowait(envelope)
 
@@ -480,7 +473,7 @@ class StreamHandler:
             await asyncio.sleep(self.settings.heartbeat_interval)
             silent = time.monotonic() - session.last_received
             if silent > self.settings.heartbeat_timeout:
-                session.close(f"no message from the agent for {silent:.1f}s")
+                session.close("heartbeat_timeout", f"no message from the agent for {silent:.1f}s")
                 return
             self._send(
                 session, pb.Envelope(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000)))
@@ -490,7 +483,7 @@ class StreamHandler:
         while True:
             envelope = await self._read(context, limit=None)
             if envelope is None:
-                session.close("agent closed the stream")
+                session.close("stream_ended", "agent closed the stream")
                 raise _Closed()
             session.last_received = time.monotonic()
             body = envelope.WhichOneof("body")
@@ -505,7 +498,7 @@ class StreamHandler:
             elif body == "resync_done":
                 self.metrics.resync_events.inc(envelope.resync_done.sent)
             elif body == "goodbye":
-                session.close(f"agent said goodbye: {envelope.goodbye.reason}")
+                session.close("goodbye", f"agent said goodbye: {envelope.goodbye.reason}")
                 raise _Closed()
             elif body == "hello":
                 raise Rejection(
@@ -571,7 +564,7 @@ class StreamHandler:
         elif event.operation == pb.OPERATION_UPSERT:
             try:
                 doc = json.loads(event.object_json)
-                obj = {"metadata": doc.get("metadata") or {}, "spec": doc.get("spec") or {}}
+                obj = codec.object_of(doc)  # the agent checksummed exactly this part
                 status = doc.get("status")
             except (ValueError, AttributeError):
                 self._ack(
@@ -637,7 +630,7 @@ class StreamHandler:
             while True:
                 change = await queue.get()
                 if change is dispatch.RESYNC:
-                    session.close("watch history lost; resync on reconnect")
+                    session.close("resync", "watch history lost; resync on reconnect")
                     return
                 assert isinstance(change, store.Change)
                 if change.revision <= revision:
@@ -659,21 +652,3 @@ class StreamHandler:
 
 class _Closed(Exception):
     """Internal: the session ended normally."""
-
-
-def _reason_label(reason: str) -> str:
-    if not reason:
-        return "stream_ended"
-    for label in (
-        "superseded",
-        "goodbye",
-        "slow",
-        "no message",
-        "closed the stream",
-        "resync",
-        "shutting down",
-        "moved",
-    ):
-        if label in reason:
-            return label.replace(" ", "_")
-    return "other"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from election import _cluster as cluster
 from election import _errors as cerrors
+from election import _etcd as etcd
 from election import _ring as ring
 from election import _shardmap as shardmap
 from principal import _ownership as ownership
@@ -56,7 +57,7 @@ class Sharding:
         self.ring: ring.Ring | None = None
         self.changed = asyncio.Event()
         self.applied = asyncio.Event()  # set once a first map is applied
-        self._standin_rings: dict[tuple[int, str], ring.Ring] = {}
+        self._standin_ring: tuple[ring.Ring | None, str, ring.Ring] | None = None
 
     # ------------------------------------------------------------------ routing
     def route(self, agent: str) -> ownership.Route:
@@ -68,11 +69,15 @@ class Sharding:
         if agent in self.ring:
             owner = self.ring.owner(agent)
         else:  # first contact: place it as if registered (it registers when served)
-            owner = ring.Ring(
-                self.agents | {agent}, current.replica_ids, epsilon=current.epsilon
-            ).owner(agent)
+            owner = current.build_ring(self.agents | {agent}).owner(agent)
+        return self._route_to(owner, current)
+
+    def _route_to(
+        self, owner: str, current: shardmap.ShardMap, *, serving_for: str | None = None
+    ) -> ownership.Route:
+        """Serve if `owner` is us (recording `serving_for` as the owner), else redirect."""
         if owner == self.replica_id:
-            return ownership.Route(serve=True, epoch=current.epoch, owner_id=owner)
+            return ownership.Route(serve=True, epoch=current.epoch, owner_id=serving_for or owner)
         return ownership.Route(
             serve=False,
             epoch=current.epoch,
@@ -86,21 +91,16 @@ class Sharding:
         others = tuple(r for r in (current.replica_ids if current else ()) if r != unreachable)
         if current is None or not others:
             return ownership.Route(serve=False, epoch=current.epoch if current else 0)
-        key = (id(self.ring), unreachable)
-        placed = self._standin_rings.get(key) if agent in self.agents else None
-        if placed is None:
+        # One ring per (applied ring, lost owner): a storm of agents of one dead replica
+        # builds it once. Keyed by the ring object itself, which is rebuilt on each change.
+        cached = self._standin_ring
+        if agent in self.agents and cached and cached[0] is self.ring and cached[1] == unreachable:
+            placed = cached[2]
+        else:
             placed = ring.Ring(self.agents | {agent}, others, epsilon=current.epsilon)
             if agent in self.agents:
-                self._standin_rings = {key: placed}  # one ring per (map, agents, lost owner)
-        owner = placed.owner(agent)
-        if owner == self.replica_id:
-            return ownership.Route(serve=True, epoch=current.epoch, owner_id=unreachable)
-        return ownership.Route(
-            serve=False,
-            epoch=current.epoch,
-            owner_id=owner,
-            owner_endpoint=current.endpoint_of(owner) or "",
-        )
+                self._standin_ring = (self.ring, unreachable, placed)
+        return self._route_to(placed.owner(agent), current, serving_for=unreachable)
 
     # ------------------------------------------------------------------ loops
     async def run(self) -> None:
@@ -117,19 +117,19 @@ class Sharding:
 
     async def _watch_agents(self) -> None:
         """Keep the registered-agent list current: list, then watch; re-list on errors."""
-        prefix = f"{self.desired.root}agents/".encode()
+        prefix = self.desired.agents_prefix
         while True:
             try:
                 # One read gives the list and its revision; the watch resumes right after
                 # it, so no registration falls between the two.
                 items, revision = await self.desired.kv.get_prefix(prefix)
-                self.agents = {item.key.decode().rsplit("/", 1)[-1] for item in items}
+                self.agents = {self.desired.agent_of(item.key) for item in items}
                 self.changed.set()
                 async for event in self.desired.kv.watch_prefix(
                     prefix, start_revision=revision + 1
                 ):
-                    name = event.key.decode().rsplit("/", 1)[-1]
-                    if event.kind.value == "delete":
+                    name = self.desired.agent_of(event.key)
+                    if event.kind is etcd.WatchKind.DELETE:
                         self.agents.discard(name)
                     else:
                         self.agents.add(name)
@@ -150,28 +150,24 @@ class Sharding:
         if current is None:
             return
         self.map = current
-        self.ring = ring.Ring(self.agents, current.replica_ids, epsilon=current.epsilon)
+        self.ring = current.build_ring(self.agents)
         moved = 0
         for agent, session in list(self.sessions.sessions.items()):
             route = self.route(agent)
             if route.serve:
                 continue
             moved += 1
-            redirect = ownership.redirect(
-                owner_id=route.owner_id,
-                endpoint=route.owner_endpoint,
-                epoch=route.epoch,
-                reason="moved",
-            )
             session.close(
-                f"moved to replica {route.owner_id} under epoch {route.epoch}", final=redirect
+                "moved",
+                f"moved to replica {route.owner_id} under epoch {route.epoch}",
+                final=ownership.redirect(route, reason="moved"),
             )
         if moved:
             logger.info("epoch %d: handing %d agent(s) over", current.epoch, moved)
             if self.on_handoff:
                 self.on_handoff(moved)
         if self.on_owned:
-            self.on_owned(self.ring.loads().get(self.replica_id, 0))  # type: ignore[call-overload]
+            self.on_owned(self.ring.loads().get(ring.ReplicaId(self.replica_id), 0))
         if self.on_epoch:
             self.on_epoch(current.epoch)
         self.coordinator.set_applied_epoch(current.epoch)
@@ -187,16 +183,12 @@ class Sharding:
             self.agents | set(self.sessions.sessions), others, epsilon=current.epsilon
         )
         drained = 0
-        for agent, session in list(self.sessions.sessions.items()):
-            owner = without_us.owner(agent)
+        for session in list(self.sessions.sessions.values()):
+            route = self._route_to(without_us.owner(session.agent), current)
             session.close(
-                f"replica leaving: handed to {owner}",
-                final=ownership.redirect(
-                    owner_id=owner,
-                    endpoint=current.endpoint_of(owner) or "",
-                    epoch=current.epoch,
-                    reason="replica leaving",
-                ),
+                "leaving",
+                f"replica leaving: handed to {route.owner_id}",
+                final=ownership.redirect(route, reason="replica leaving"),
             )
             drained += 1
         return drained
@@ -213,13 +205,9 @@ class Sharding:
                 session.standin_for = ""  # we own it now (or nobody can be named)
                 continue
             session.close(
+                "standin_ended",
                 f"stand-in ends: back to owner {route.owner_id}",
-                final=ownership.redirect(
-                    owner_id=route.owner_id,
-                    endpoint=route.owner_endpoint,
-                    epoch=route.epoch,
-                    reason="back to owner",
-                ),
+                final=ownership.redirect(route, reason="back to owner"),
             )
             sent += 1
         return sent
@@ -237,4 +225,4 @@ class Sharding:
                     len(self.sessions.sessions),
                 )
                 for session in list(self.sessions.sessions.values()):
-                    session.close("self-fence: this replica's member record was lost")
+                    session.close("self_fence", "self-fence: this replica's member record was lost")

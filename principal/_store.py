@@ -87,10 +87,18 @@ class DesiredStore:
         self.kv = kv
         self.root = root
         self.apps_prefix = f"{root}apps/".encode()
+        self.agents_prefix = f"{root}agents/".encode()
+        # Registrations this process has seen confirmed. Mooring never deletes or
+        # re-modes an agent, so a reconnect storm needs no etcd round trip to re-check.
+        self._registered: dict[str, Mode] = {}
 
     # --- keys -----------------------------------------------------------------
     def _agent_key(self, agent: str) -> bytes:
-        return f"{self.root}agents/{agent}".encode()
+        return self.agents_prefix + agent.encode()
+
+    def agent_of(self, key: bytes) -> str:
+        """The agent name of a key under `agents_prefix`."""
+        return key[len(self.agents_prefix) :].decode()
 
     def _app_key(self, agent: str, kind: str, name: str) -> bytes:
         return f"{self.root}apps/{agent}/{kind}/{name}".encode()
@@ -112,17 +120,19 @@ class DesiredStore:
         return AgentRecord(name=name, mode=data.get("mode", "managed"))
 
     async def list_agents(self) -> list[AgentRecord]:
-        items, _ = await self.kv.get_prefix(f"{self.root}agents/".encode())
+        items, _ = await self.kv.get_prefix(self.agents_prefix)
         out = []
         for item in items:
-            name = item.key.decode().rsplit("/", 1)[-1]
-            out.append(AgentRecord(name=name, mode=json.loads(item.value).get("mode", "managed")))
+            mode = json.loads(item.value).get("mode", "managed")
+            out.append(AgentRecord(name=self.agent_of(item.key), mode=mode))
         return sorted(out, key=lambda a: a.name)
 
     async def register_agent(self, name: str, *, mode: Mode) -> AgentRecord:
         """Register name with mode; idempotent; ModeConflictError if known with another mode."""
         if mode not in MODES:
             raise StoreError(f"unknown mode {mode!r}: expected managed or autonomous")
+        if self._registered.get(name) == mode:
+            return AgentRecord(name=name, mode=mode)
         key = self._agent_key(name)
         created = await self.kv.create(key, json.dumps({"mode": mode}).encode())
         if created is None:
@@ -131,6 +141,7 @@ class DesiredStore:
                 raise ModeConflictError(
                     f"agent {name} is registered as {existing.mode}, not {mode}"
                 )
+        self._registered[name] = mode
         return AgentRecord(name=name, mode=mode)
 
     # --- resources --------------------------------------------------------------

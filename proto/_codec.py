@@ -16,6 +16,8 @@ __all__ = [
     "KIND_NAMES",
     "PROTOCOL_MAX",
     "PROTOCOL_MIN",
+    "REJECTED_TRAILER",
+    "RETRY_REASONS",
     "SERVICE_NAME",
     "SUBSCRIBE_METHOD",
     "Rejected",
@@ -36,6 +38,12 @@ PROTOCOL_MAX = 1
 SERVICE_NAME = "mooring.v1.AgentStream"
 SUBSCRIBE_METHOD = f"/{SERVICE_NAME}/Subscribe"
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB per envelope
+
+# Every refusal a replica sends carries this trailer with its reason, so an agent can
+# tell "a replica answered no" (it is reachable) from a transport failure.
+REJECTED_TRAILER = "mooring-rejected"
+# Refusal reasons that mean "reachable, retry soon": no cooldown for that replica.
+RETRY_REASONS = frozenset({"held", "not_ready", "store", "registry"})
 
 KIND_NAMES: dict[int, str] = {
     pb.KIND_APPLICATION: "Application",
