@@ -127,6 +127,7 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     victim = next(r for r in state_.load(cluster).replicas if r.id == "p2")
     assert victim.process is not None
     its_agents = {a for a, o in owners(before).items() if o == "p2"}
+    assert its_agents, "p2 owned no agent: nothing would be tested"
     os.kill(victim.process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     CRASHES["p2"] = killed_at
@@ -144,15 +145,19 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     check_history(cluster, crashed=CRASHES)
 
 
+def remote_status(state: state_.ClusterState) -> dict[str, Any]:
+    """`mooring status --json` read from etcd and Redis alone (who holds which agent)."""
+    out = mooring("status", "--json", "--coordination", state.coordination, "--redis", state.redis)
+    got: dict[str, Any] = json.loads(out.stdout)
+    return got
+
+
 def test_status_from_the_stores_alone_agrees(cluster: Path) -> None:
     local = wait_converged(cluster, 3)
     state = state_.load(cluster)
 
     def remote() -> dict[str, Any] | None:
-        out = mooring(
-            "status", "--json", "--coordination", state.coordination, "--redis", state.redis
-        ).stdout
-        got: dict[str, Any] = json.loads(out)
+        got = remote_status(state)
         return got if got["agents_on_owner"] == AGENTS else None
 
     got = wait_for(remote, timeout=15, interval=0.3, what="remote status with every agent held")
@@ -163,7 +168,7 @@ def test_status_from_the_stores_alone_agrees(cluster: Path) -> None:
 
 
 def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
-    wait_converged(cluster, 3)
+    before = wait_converged(cluster, 3)
     state = state_.load(cluster)
     assert state.redis_server is not None and state.redis_server.process is not None
     port = int(state.redis_server.endpoint.rpartition(":")[2])
@@ -172,11 +177,22 @@ def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
     replacement = services.RedisServer(Path(state.dir) / "redis-restarted", port=port).start()
     back_at = time.monotonic()
     try:
-        wait_converged(cluster, 3, timeout=15)
+        # Healed means the new, empty Redis holds an entry for every agent again, each
+        # by the agent's owner (read from Redis itself, not from the agents' view)...
+        def held() -> dict[str, Any] | None:
+            got = remote_status(state)
+            return got if got["agents_on_owner"] == AGENTS else None
+
+        wait_for(
+            held, timeout=15, interval=0.2, what="every agent held by its owner in the new Redis"
+        )
+        # ...and every agent is connected to that owner.
+        after = wait_converged(cluster, 3, timeout=15)
         healed = time.monotonic() - back_at
         assert healed <= 5.0, f"took {healed:.1f}s after Redis returned"
+        assert owners(after) == owners(before)
         print(
-            f"\nredis restart: all {AGENTS} agents back on their owners {healed:.2f}s after Redis returned"
+            f"\nredis restart: all {AGENTS} agents held and on their owners {healed:.2f}s after Redis returned"
         )
         check_history(cluster, crashed=CRASHES)
     finally:

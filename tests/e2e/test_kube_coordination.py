@@ -127,16 +127,23 @@ def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) ->
     try:
         first = wait_for(lambda: leader_of(ports), timeout=20, what="a leader on Kubernetes Leases")
         assert len(first) == 1
-        names = set(server.leases(NS))
+
+        # The leader publishes the shard map right after it takes the lease.
+        def published() -> set[str] | None:
+            got = set(server.leases(NS))
+            return got if any(n.endswith("shardmap") for n in got) else None
+
+        names = wait_for(published, timeout=10, what="the shard map as a Lease")
         assert any(n.endswith("leader") for n in names), names
         assert any("members" in n for n in names), names
-        assert any(n.endswith("shardmap") for n in names), names
         wait_for(
             lambda: sample(agent_metrics, "mooring_agent_connected") == 1.0,
             timeout=20,
             what="agent connected",
         )
 
+        on_victim = sample(ports[first[0]], "mooring_sessions_open") == 1.0
+        sessions_before = sample(agent_metrics, "mooring_sessions_total")
         replicas[first[0]].kill(signal.SIGKILL)
         survivor = next(r for r in replicas if r != first[0])
         wait_for(
@@ -144,14 +151,17 @@ def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) ->
             timeout=15,
             what="takeover",
         )
+        # The only live replica must now be serving the agent.
         wait_for(
             lambda: (
-                procs.scrape(agent_metrics).get("mooring_agent_connected") == 1.0
-                and procs.scrape(agent_metrics).get("mooring_sessions_total", 0) >= 1
+                sample(ports[survivor], "mooring_sessions_open") == 1.0
+                and sample(agent_metrics, "mooring_agent_connected") == 1.0
             ),
             timeout=20,
-            what="agent connected after the takeover",
+            what="the agent served by the surviving replica",
         )
+        sessions_after = sample(agent_metrics, "mooring_sessions_total")
+        assert sessions_after == sessions_before + (1 if on_victim else 0)
     finally:
         agent.stop()
         for proc in replicas.values():
