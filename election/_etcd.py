@@ -86,14 +86,15 @@ class EtcdKV:
             raise ValueError("at least one etcd endpoint is required")
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        # aetcd builds its gRPC target as f"{host}:{port}"; an `ipv4:`/`dns:` target with
-        # several addresses lets gRPC itself skip a dead member.
-        first_host, _, last_port = self.endpoints[-1].rpartition(":")
+        # aetcd builds its gRPC target as f"{host}:{port}". Several members become one
+        # `ipv4:` target listing every address (names resolved here), so gRPC itself
+        # skips a dead member.
         if len(self.endpoints) > 1:
-            head = ",".join(self.endpoints[:-1])
-            host = f"ipv4:{head},{first_host}" if _all_ipv4(self.endpoints) else first_host
+            addresses = _ipv4_addresses(self.endpoints)
+            head, _, last_port = ",".join(addresses).rpartition(":")
+            host = f"ipv4:{head}"
         else:
-            host = first_host
+            host, _, last_port = self.endpoints[0].rpartition(":")
         options = {
             "grpc.lb_policy_name": "round_robin",
             "grpc.keepalive_time_ms": 5_000,
@@ -223,13 +224,16 @@ class EtcdKV:
                 pass
 
 
-def _all_ipv4(endpoints: Sequence[str]) -> bool:
-    import ipaddress
+def _ipv4_addresses(endpoints: Sequence[str]) -> list[str]:
+    """HOST:PORT endpoints as IPv4 ADDRESS:PORT, resolving names; ValueError if one fails."""
+    import socket
 
+    out: list[str] = []
     for endpoint in endpoints:
-        host = endpoint.rpartition(":")[0]
+        host, _, port = endpoint.rpartition(":")
         try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-    return True
+            infos = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as err:
+            raise ValueError(f"cannot resolve etcd endpoint {endpoint!r}: {err}") from None
+        out.extend(f"{info[4][0]}:{port}" for info in infos)
+    return list(dict.fromkeys(out))

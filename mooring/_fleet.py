@@ -143,11 +143,18 @@ def read_status(path: Path) -> dict[str, dict[str, Any]] | None:
     return {a["name"]: a for a in data.get("agents", [])}
 
 
-def _add_new_endpoints(cluster_file: Path, agents: list[agent_client.Agent]) -> None:
+def _add_new_endpoints(
+    cluster_file: Path, agents: list[agent_client.Agent], *, seen: dict[str, float]
+) -> None:
+    """Sync every agent's endpoints with the cluster file, when the file changed."""
     try:
+        mtime = cluster_file.stat().st_mtime
+        if seen.get("mtime") == mtime:
+            return
         endpoints = json.loads(cluster_file.read_text()).get("endpoints") or []
     except (OSError, ValueError):
         return
+    seen["mtime"] = mtime
     if not endpoints:
         return
     listed = set(endpoints)
@@ -170,6 +177,7 @@ async def run(spec_path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     logger.info("fleet: %d agents", len(agents))
+    cluster_seen: dict[str, float] = {}
     try:
         async with asyncio.TaskGroup() as group:
             for agent in agents:
@@ -177,7 +185,7 @@ async def run(spec_path: Path) -> None:
             while not stop.is_set():
                 _write_status(status_file, agents)
                 if cluster_file is not None:
-                    _add_new_endpoints(cluster_file, agents)
+                    _add_new_endpoints(cluster_file, agents, seen=cluster_seen)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(STATUS_INTERVAL):
                         await stop.wait()

@@ -14,10 +14,10 @@ import datetime
 from typing import Any
 
 from election import _electing as electing
+from election import _etcd as etcd
+from election import _etcdrecords as etcdrecords
 from election import _membership as membership
-from election import _ring as ring
 from election import _shardmap as shardmap
-from election import _stores as stores
 from principal import _registry as registry
 from principal import _store as principal_store
 
@@ -38,23 +38,18 @@ def _age(stamp: Any, now: datetime.datetime) -> float | None:
 
 async def _collect(coordination: str, redis_url: str | None, store_root: str) -> dict[str, Any]:
     now = datetime.datetime.now(datetime.UTC)
-    records = stores.open_store(coordination, prefix=f"{store_root}election/", timeout=3.0)
+    # One etcd connection serves both the election records and the principal store.
+    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=3.0)
+    records = etcdrecords.EtcdRecordStore(kv, prefix=f"{store_root}election/")
     try:
+        await kv.connect()
         lease = await records.get(electing.LEASE_RECORD)
         map_record = await records.get(shardmap.MAP_RECORD)
         member_records = await records.list(membership.MEMBER_PREFIX)
-    finally:
-        await records.close()
-    current = shardmap.ShardMap.from_data(map_record.data) if map_record else None
-
-    from election import _etcd as etcd  # the principal store lives on etcd only
-
-    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=3.0)
-    try:
-        await kv.connect()
         agents = await principal_store.DesiredStore(kv, root=store_root).list_agents()
     finally:
-        await kv.close()
+        await records.close()  # closes kv too
+    current = shardmap.ShardMap.from_data(map_record.data) if map_record else None
 
     entries: dict[str, registry.Entry] = {}
     seen: dict[str, int | None] = {}
@@ -77,7 +72,7 @@ async def _collect(coordination: str, redis_url: str | None, store_root: str) ->
     names = {a.name for a in agents}
     owners: dict[str, str] = {}
     if current is not None and current.members:
-        placed = ring.Ring(names, current.replica_ids, epsilon=current.epsilon)
+        placed = current.build_ring(names)
         owners = {a: str(placed.owner(a)) for a in names}
 
     replicas = []
