@@ -6,7 +6,7 @@ wall-clock seconds: a peer's lease is judged by when we saw it change.
 Defaults favour fast failover. client-go's conservative reference is lease 15 s, renew
 deadline 10 s, retry 2 s and no request timeout; ours (4 / 3 / 0.5 s, 1 s per store call)
 hand leadership over between lease_duration - retry_period and lease_duration + 2 x 1.2 x
-retry_period (3 .. 5.2 s; measured p50 4.3 s, see bench/bench_election.py) after a holder dies,
+retry_period (3 .. 5.2 s; measured on etcd p50 4.0 s, p99 4.5 s, see bench/bench_election.py) after a holder dies,
 and at once (~retry_period) after a graceful release.
 """
 
