@@ -131,8 +131,7 @@ async def test_application_level_rejections(
     err = await _send_raw(replica, creds_a, welcome_from_agent)
     assert _one_line(err) == "unexpected message type 'welcome' from an agent"
 
-    bad_version = _hello("agent-a").replace(b"", b"")
-    env = pb.Envelope.FromString(bad_version)
+    env = pb.Envelope.FromString(_hello("agent-a"))
     env.hello.min_protocol, env.hello.max_protocol = 7, 9
     err = await _send_raw(replica, creds_a, env.SerializeToString())
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
