@@ -20,6 +20,12 @@ __all__ = ["HeldElsewhere", "LocalHolds", "RedisHolds"]
 logger = logging.getLogger(__name__)
 
 
+POLL_SECONDS = 0.1
+"""How often a live holder's entry is asked for again while it hands the agent over."""
+EXPIRY_MARGIN = 0.002
+"""Seconds past a dead holder's liveness expiry before asking again (Redis expires on read)."""
+
+
 class HeldElsewhere(Exception):
     def __init__(self, agent: str, holder: str) -> None:
         super().__init__(f"agent {agent} is still held by replica {holder}; retry shortly")
@@ -35,7 +41,7 @@ class LocalHolds:
         self.replica = replica
         self._token = 0
 
-    async def acquire(self, agent: str, *, session: str, epoch: int) -> int:
+    async def acquire(self, agent: str, *, session: str, epoch: int, unreachable: str = "") -> int:
         self._token += 1
         return self._token
 
@@ -96,22 +102,32 @@ class RedisHolds:
         except registry.RegistryError as err:
             logger.warning("session registry unreachable at start (agents wait): %s", err)
 
-    async def acquire(self, agent: str, *, session: str, epoch: int) -> int:
+    async def acquire(self, agent: str, *, session: str, epoch: int, unreachable: str = "") -> int:
+        """Take the agent's entry, waiting up to handoff_wait for its holder to let go.
+
+        A live holder releases as its session ends: poll every 0.1 s. A holder the agent
+        cannot reach (`unreachable`) is dead or cut off: wait once for the moment its
+        liveness key expires, which Redis tells us to the millisecond.
+        """
         if self.is_fenced():
             raise registry.RegistryError(
                 "this replica's liveness is unconfirmed (Redis unreachable?)"
             )
         deadline = time.monotonic() + self.handoff_wait
         while True:
-            ok, holder, token = await self.registry.acquire(
+            ok, holder, token, alive = await self.registry.acquire(
                 agent, replica=self.replica, epoch=epoch, session=session
             )
             if ok:
                 self.held[agent] = token
                 return token
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise HeldElsewhere(agent, holder)
-            await asyncio.sleep(0.1)
+            wait = POLL_SECONDS
+            if holder == unreachable and alive > 0:
+                wait = alive + EXPIRY_MARGIN
+            await asyncio.sleep(min(wait, left))
 
     async def release(self, agent: str, *, token: int) -> None:
         if self.held.get(agent) == token:

@@ -32,12 +32,15 @@ __all__ = ["Entry", "RegistryError", "SessionRegistry"]
 # KEYS[1]=entry KEYS[2]=token counter KEYS[3]=agent name; ARGV: replica, epoch, session,
 # ttl_ms, now_ms, prefix. Taking the entry also records the agent as seen now.
 # Another replica's entry is taken over only when that replica's liveness key is gone:
-# it stopped beating, and a replica fences itself before its key can expire.
+# it stopped beating, and a replica fences itself before its key can expire. A refusal
+# says how many ms that key still lives, so a stand-in for a dead holder waits exactly
+# that long instead of polling.
 _ACQUIRE = """
 local holder = redis.call('HGET', KEYS[1], 'replica')
 if holder and holder ~= ARGV[1] then
-  if redis.call('EXISTS', ARGV[6] .. 'alive:' .. holder) == 1 then
-    return {0, holder, redis.call('HGET', KEYS[1], 'token') or '0'}
+  local alive_ms = redis.call('PTTL', ARGV[6] .. 'alive:' .. holder)
+  if alive_ms ~= -2 then
+    return {0, holder, redis.call('HGET', KEYS[1], 'token') or '0', alive_ms}
   end
 end
 local token = redis.call('INCR', KEYS[2])
@@ -45,7 +48,7 @@ redis.call('HSET', KEYS[1], 'replica', ARGV[1], 'epoch', ARGV[2], 'token', token
            'session', ARGV[3], 'since_ms', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('SET', ARGV[6] .. 'seen:' .. KEYS[3], ARGV[5], 'EX', 86400)
-return {1, ARGV[1], tostring(token)}
+return {1, ARGV[1], tostring(token), 0}
 """
 
 # KEYS=entries; ARGV: replica, ttl_ms, token per key -> list of 1 renewed / 0 lost
@@ -140,16 +143,18 @@ class SessionRegistry:
 
     async def acquire(
         self, agent: str, *, replica: str, epoch: int, session: str
-    ) -> tuple[bool, str, int]:
-        """(acquired, holder, token): take the entry unless another replica holds it."""
+    ) -> tuple[bool, str, int, float]:
+        """(acquired, holder, token, holder_alive): take the entry unless another live
+        replica holds it; when refused, holder_alive is how many seconds the holder's
+        liveness key still lives (-0.001 if it has no expiry)."""
         now_ms = int(time.time() * 1000)
-        ok, holder, token = await self._call(
+        ok, holder, token, alive_ms = await self._call(
             self._acquire(
                 keys=[self._entry_key(agent), f"{self.prefix}token:{agent}", agent],
                 args=[replica, epoch, session, int(self.ttl * 1000), now_ms, self.prefix],
             )
         )
-        return bool(int(ok)), str(holder), int(token)
+        return bool(int(ok)), str(holder), int(token), int(alive_ms) / 1000
 
     async def renew_many(self, held: dict[str, int], *, replica: str) -> dict[str, bool]:
         """Renew several entries in one round trip; agent -> still ours."""

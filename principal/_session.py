@@ -328,7 +328,9 @@ class StreamHandler:
 
         session_id = uuid.uuid4().hex
         try:
-            token = await self.holder.acquire(agent, session=session_id, epoch=route.epoch)
+            token = await self.holder.acquire(
+                agent, session=session_id, epoch=route.epoch, unreachable=standin_for
+            )
         except holds.HeldElsewhere as err:
             raise Rejection(grpc.StatusCode.UNAVAILABLE, str(err), reason="held") from None
         except registry.RegistryError as err:

@@ -1,0 +1,113 @@
+"""Session entries on a real Redis: who may take an agent's entry, and when."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from mooring import _services as services
+from principal import _holds as holds
+from principal import _registry as registry
+
+ALIVE_TTL = 1.0
+
+
+@pytest.fixture
+async def pair(
+    redis_server: services.RedisServer,
+) -> AsyncIterator[tuple[holds.RedisHolds, holds.RedisHolds]]:
+    """Replicas a and b on one registry prefix; a has beaten once and then stops (dead)."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}:"
+    made = [
+        holds.RedisHolds(
+            registry.SessionRegistry(redis_server.url, prefix=prefix),
+            replica=name,
+            handoff_wait=2.0,
+            alive_ttl=ALIVE_TTL,
+        )
+        for name in ("a", "b")
+    ]
+    for one in made:
+        await one.start()
+    try:
+        yield made[0], made[1]
+    finally:
+        for one in made:
+            await one.close()
+
+
+async def test_a_dead_holders_entry_is_taken_when_its_liveness_expires(
+    pair: tuple[holds.RedisHolds, holds.RedisHolds],
+) -> None:
+    a, b = pair
+    token_a = await a.acquire("x", session="s1", epoch=1)
+    ok, holder, _, alive = await b.registry.acquire("x", replica="b", epoch=1, session="probe")
+    assert (ok, holder) == (False, "a")
+    assert 0 < alive <= ALIVE_TTL
+    expires = time.monotonic() + alive
+    asked = 0
+    real_acquire = b.registry.acquire
+
+    async def counted(*args: Any, **kwargs: Any) -> tuple[bool, str, int, float]:
+        nonlocal asked
+        asked += 1
+        return await real_acquire(*args, **kwargs)
+
+    b.registry.acquire = counted  # type: ignore[method-assign]
+    token_b = await b.acquire("x", session="s2", epoch=1, unreachable="a")
+    taken = time.monotonic()
+    assert asked == 2, f"asked Redis {asked} times: one refusal, then one take at expiry"
+
+    assert token_b > token_a
+    # Not before a's liveness key is gone (I1), and at once after it: one wait, no polling.
+    assert taken >= expires - 0.01
+    assert taken - expires < 0.05, f"took the entry {taken - expires:.3f}s after expiry"
+    assert (await b.registry.entries())["x"].replica == "b"
+    # a's stale token can neither renew nor release b's entry.
+    assert await a.registry.renew_many({"x": token_a}, replica="a") == {"x": False}
+    assert not await a.registry.release("x", replica="a", token=token_a)
+
+
+async def test_a_live_holder_is_never_overtaken_even_when_called_unreachable(
+    pair: tuple[holds.RedisHolds, holds.RedisHolds],
+) -> None:
+    a, b = pair
+    await a.acquire("y", session="s1", epoch=1)
+    beating = asyncio.create_task(a.run(lambda agent, token: None))
+    try:
+        started = time.monotonic()
+        with pytest.raises(holds.HeldElsewhere, match="still held by replica a"):
+            await b.acquire("y", session="s2", epoch=1, unreachable="a")
+        assert time.monotonic() - started >= b.handoff_wait - 0.05
+        assert (await b.registry.entries())["y"].replica == "a"
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+
+
+async def test_a_live_holder_that_lets_go_hands_over_within_a_poll(
+    pair: tuple[holds.RedisHolds, holds.RedisHolds],
+) -> None:
+    a, b = pair
+    token_a = await a.acquire("z", session="s1", epoch=1)
+    beating = asyncio.create_task(a.run(lambda agent, token: None))
+    try:
+
+        async def release_soon() -> float:
+            await asyncio.sleep(0.3)
+            await a.release("z", token=token_a)
+            return time.monotonic()
+
+        releasing = asyncio.create_task(release_soon())
+        await b.acquire("z", session="s2", epoch=1)
+        taken = time.monotonic()
+        released = await releasing
+        assert 0 <= taken - released <= holds.POLL_SECONDS + 0.05
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
