@@ -216,6 +216,29 @@ class Sampler(threading.Thread):
         return peak, samples[-1][1] - samples[0][1], (len(samples) - 1) / span if span else 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def storm_processes(directory: Path, survivors: Sequence[str]) -> dict[str, int]:
+    """name -> pid of every process that works during a storm: fleet, survivors, stores."""
+    state = state_.load(directory)
+    out = {r.id: r.process.pid for r in state.replicas if r.id in survivors and r.process}
+    if state.fleet is not None and state.fleet.process is not None:
+        out["fleet"] = state.fleet.process.pid
+    if state.redis_server is not None and state.redis_server.process is not None:
+        out["redis"] = state.redis_server.process.pid
+    for member in state.etcd:
+        if member.process is not None:
+            out[member.name] = member.process.pid
+    return out
+
+
 # ----------------------------------------------------------------------------- trials
 @dataclasses.dataclass
 class Trial:
@@ -232,6 +255,7 @@ class Trial:
     recover: float  # restart -> every agent back on its owner
     peaks: dict[str, tuple[float, float, float]]
     new_leader: str | None
+    cpu: dict[str, float]  # process -> CPU seconds used from the kill to convergence
 
 
 def run_trial(directory: Path, *, kind: str, index: int) -> Trial:
@@ -252,6 +276,8 @@ def run_trial(directory: Path, *, kind: str, index: int) -> Trial:
     sampler = Sampler(survivors)
     sampler.start()
     time.sleep(0.3)  # a baseline before the kill
+    working = storm_processes(directory, list(survivors))
+    cpu_before = {name: cpu_seconds(pid) for name, pid in working.items()}
     killed_at = now()
     os.kill(int(victim["pid"]), signal.SIGKILL)
     try:
@@ -261,6 +287,7 @@ def run_trial(directory: Path, *, kind: str, index: int) -> Trial:
             directory, replicas=len(live) - 1, timeout=STORM_TIMEOUT, dead=victim["id"]
         )
         storm = now() - killed_at
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in working.items()}
     finally:
         time.sleep(0.3)
         sampler.halt.set()
@@ -299,6 +326,7 @@ def run_trial(directory: Path, *, kind: str, index: int) -> Trial:
         recover=recover,
         peaks={r: sampler.peak_per_second(r) for r in survivors},
         new_leader=after["leader"],
+        cpu=cpu,
     )
 
 
@@ -340,6 +368,15 @@ def report(trials: list[Trial], *, agents: int, managed: int, lease: float, ttl:
             f"{max(t.failover, default=float('nan')):>7.2f}"
             f"{max(t.from_kill, default=float('nan')):>10.2f}{t.hops:>5}{t.missing:>5}"
             f"{t.collateral:>6}{t.storm:>8.2f}{t.recover:>7.2f}  {peaks}"
+        )
+    print()
+    print("CPU seconds used from the kill until every agent was on its owner (the storm):")
+    for t in trials:
+        used = "  ".join(f"{name}={sec:.2f}" for name, sec in sorted(t.cpu.items()))
+        total = sum(t.cpu.values())
+        print(
+            f"  {t.kind + ' ' + str(t.index):<13} {used}  total {total:.2f} of "
+            f"{t.storm * (os.cpu_count() or 1):.2f} available ({os.cpu_count()} CPUs x {t.storm:.2f} s)"
         )
     print()
     print("per kind, over all trials (failover = session loss -> resynced on the new owner):")
