@@ -160,6 +160,7 @@ class Agent:
         self.replica_id = ""
         self.epoch = 0
         self._lost_at: float | None = None
+        self.sessions_opened = 0  # welcomes received (the fleet reports it without a scrape)
         self.failovers: list[tuple[float, float]] = []  # (lost at, seconds to resynced), monotonic
         self._stop = asyncio.Event()
         self._sweeps_failed = 0
@@ -374,6 +375,7 @@ class Agent:
                 welcome.replica_id,
                 welcome.epoch,
             )
+            self.sessions_opened += 1
             self.metrics.sessions.inc()
             self.metrics.events_received.labels("welcome").inc()
             logger.info(

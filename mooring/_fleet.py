@@ -106,14 +106,13 @@ def load_spec(path: Path) -> tuple[Path, Path | None, list[agent_settings.AgentS
 
 def _agent_status(agent: agent_client.Agent, *, stopped: bool) -> dict[str, Any]:
     connected = agent.welcomed.is_set() and not stopped
-    sessions = agent.registry.get_sample_value("mooring_sessions_total") or 0.0
     return {
         "name": agent.settings.name,
         "mode": agent.settings.mode,
         "connected": connected,
         "replica_id": agent.replica_id if connected else None,
         "epoch": agent.epoch,
-        "sessions": int(sessions),
+        "sessions": agent.sessions_opened,
         # (lost at, seconds to resynced) per failover; monotonic clock, comparable
         # across processes on one host (bench/bench_failover.py reads them)
         "failovers": [[round(lost, 4), round(took, 4)] for lost, took in agent.failovers],
