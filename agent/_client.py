@@ -166,6 +166,7 @@ class Agent:
         self._sweeps_failed = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._last_endpoint = ""  # where the last session was welcomed
+        self.standby = ""  # where that replica said to go first if it stops answering
 
     def stop(self) -> None:
         self._stop.set()
@@ -226,7 +227,9 @@ class Agent:
         if self.endpoints.refresh_due() or (self.endpoints.names and self._sweeps_failed):
             await self.endpoints.refresh()
         suspect = ""  # our last replica, once it has refused a redial: say so to the others
-        for address in self.endpoints.sweep():
+        if self._last_endpoint and self.replica_id and self.endpoints.cooling(self._last_endpoint):
+            suspect = self.replica_id  # it just failed us: no redial, say so at once
+        for address in self._order():
             target, hops = address, 0
             via, owner_id, unreachable = "", "", suspect
             while True:
@@ -280,6 +283,17 @@ class Agent:
                 return  # a real session ended: reconnect at once
         self._sweeps_failed += 1
         raise SweepFailed("; ".join(failures) or "no endpoint")
+
+    def _order(self) -> list[str]:
+        """This sweep's endpoints: the last owner, then the standby it named, then the rest."""
+        order = self.endpoints.sweep()
+        standby = self.standby
+        if standby and not self.endpoints.cooling(standby):
+            if standby in order:
+                order.remove(standby)
+            first = 1 if order and order[0] == self._last_endpoint else 0
+            order.insert(first, standby)
+        return order
 
     # ------------------------------------------------------------------ one session
     def _hello(self, hops: int, unreachable: str = "") -> pb.Envelope:
@@ -370,6 +384,7 @@ class Agent:
             self.endpoints.succeeded(target)
             self.endpoints.prefer(target)
             self._last_endpoint = target
+            self.standby = welcome.standby_endpoint
             self.session_id, self.replica_id, self.epoch = (
                 welcome.session_id,
                 welcome.replica_id,
@@ -552,6 +567,8 @@ class _Live:
                 self._apply(envelope)
             elif body == "ack":
                 self._acked(envelope.ack)
+            elif body == "heartbeat":
+                self.agent.standby = envelope.heartbeat.standby_endpoint
             elif body == "resync_done":
                 self.resyncing = False
                 self.agent._resynced(self.started)

@@ -113,6 +113,7 @@ def _agent_status(agent: agent_client.Agent, *, stopped: bool) -> dict[str, Any]
         "replica_id": agent.replica_id if connected else None,
         "epoch": agent.epoch,
         "sessions": agent.sessions_opened,
+        "standby": agent.standby,  # the endpoint its replica named for when it fails
         # (lost at, seconds to resynced) per failover; monotonic clock, comparable
         # across processes on one host (bench/bench_failover.py reads them)
         "failovers": [[round(lost, 4), round(took, 4)] for lost, took in agent.failovers],

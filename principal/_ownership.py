@@ -29,6 +29,10 @@ class Ownership(Protocol):
         """Where an agent that cannot reach `unreachable` (its owner) should be served."""
         ...
 
+    def successor(self, agent: str) -> Route:
+        """Where `agent`, served here, should go first if this replica stops answering."""
+        ...
+
 
 def redirect(route: Route, *, reason: str) -> pb.Envelope:
     """The envelope that sends an agent where `route` points."""

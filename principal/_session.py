@@ -84,6 +84,7 @@ class Session:
         self.agent = agent
         self.token = token
         self.standin_for = standin_for  # the unreachable owner this session stands in for
+        self.standby = ""  # the endpoint the agent was told to try first if we fail
         self.opened_at = time.monotonic()
         self.mode = mode
         self.session_id = session_id
@@ -99,6 +100,19 @@ class Session:
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    def heartbeat(self) -> pb.Envelope:
+        return pb.Envelope(
+            heartbeat=pb.Heartbeat(
+                sent_unix_ms=int(time.time() * 1000), standby_endpoint=self.standby
+            )
+        )
+
+    def advise_standby(self, endpoint: str) -> None:
+        """Tell the agent a new standby at once (a map change moved it)."""
+        if endpoint != self.standby and not self.closed.is_set():
+            self.standby = endpoint
+            self.outbox.put_nowait(self.heartbeat())
 
     def close(self, label: str, reason: str, *, final: pb.Envelope | None = None) -> None:
         """Ask the session to end: send `final` if given, then finish the stream.
@@ -326,6 +340,8 @@ class StreamHandler:
                 grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store"
             ) from None
 
+        # Whom the agent should try first if we fail; stand-ins need shared holds.
+        standby = self.routing.successor(agent).owner_endpoint if self.holder.shared else ""
         session_id = uuid.uuid4().hex
         try:
             token = await self.holder.acquire(
@@ -348,6 +364,7 @@ class StreamHandler:
             token=token,
             standin_for=standin_for,
         )
+        session.standby = standby
         self.sessions.open(session)
         # The map may have changed while we registered and acquired: from here on the
         # handoff loop sees this session; before, only this re-check does.
@@ -382,6 +399,7 @@ class StreamHandler:
                         protocol=protocol,
                         heartbeat_interval_ms=int(self.settings.heartbeat_interval * 1000),
                         max_message_bytes=self.settings.max_message_bytes,
+                        standby_endpoint=session.standby,
                     )
                 ),
             )
@@ -477,9 +495,7 @@ class StreamHandler:
             if silent > self.settings.heartbeat_timeout:
                 session.close("heartbeat_timeout", f"no message from the agent for {silent:.1f}s")
                 return
-            self._send(
-                session, pb.Envelope(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000)))
-            )
+            self._send(session, session.heartbeat())
 
     async def _reader(self, context: grpc.aio.ServicerContext, session: Session) -> None:
         while True:

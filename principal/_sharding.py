@@ -57,7 +57,10 @@ class Sharding:
         self.ring: ring.Ring | None = None
         self.changed = asyncio.Event()
         self.applied = asyncio.Event()  # set once a first map is applied
-        self._standin_ring: tuple[ring.Ring | None, str, ring.Ring] | None = None
+        # Rings without one replica, for stand-ins and successors: built once per applied
+        # ring and lost replica (a storm of one dead replica's agents builds one).
+        self._without: dict[str, ring.Ring] = {}
+        self._without_of: ring.Ring | None = None
 
     # ------------------------------------------------------------------ routing
     def route(self, agent: str) -> ownership.Route:
@@ -91,16 +94,24 @@ class Sharding:
         others = tuple(r for r in (current.replica_ids if current else ()) if r != unreachable)
         if current is None or not others:
             return ownership.Route(serve=False, epoch=current.epoch if current else 0)
-        # One ring per (applied ring, lost owner): a storm of agents of one dead replica
-        # builds it once. Keyed by the ring object itself, which is rebuilt on each change.
-        cached = self._standin_ring
-        if agent in self.agents and cached and cached[0] is self.ring and cached[1] == unreachable:
-            placed = cached[2]
-        else:
+        if self._without_of is not self.ring:  # the ring object is rebuilt on each change
+            self._without, self._without_of = {}, self.ring
+        placed = self._without.get(unreachable)
+        if placed is None or agent not in placed:
+            # Registered since the last apply (or a first contact): place it as if it were.
             placed = ring.Ring(self.agents | {agent}, others, epsilon=current.epsilon)
             if agent in self.agents:
-                self._standin_ring = (self.ring, unreachable, placed)
+                self._without[unreachable] = placed
         return self._route_to(placed.owner(agent), current, serving_for=unreachable)
+
+    def successor(self, agent: str) -> ownership.Route:
+        """Where `agent` should go if this replica stops answering (a welcome's hint).
+
+        Only for registered agents: a first contact would cost a ring of its own, and
+        the hint is optional (the agent sweeps without it)."""
+        if agent not in self.agents:
+            return ownership.Route(serve=False, epoch=self.map.epoch if self.map else 0)
+        return self.standin(agent, unreachable=self.replica_id)
 
     # ------------------------------------------------------------------ loops
     async def run(self) -> None:
@@ -155,6 +166,8 @@ class Sharding:
         for agent, session in list(self.sessions.sessions.items()):
             route = self.route(agent)
             if route.serve:
+                # Who would take over may have changed (or been unknown at the welcome).
+                session.advise_standby(self.successor(agent).owner_endpoint)
                 continue
             moved += 1
             session.close(

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proto/v1/mooring.proto\x12\nmooring.v1\"\xc5\x03\n\x08\x45nvelope\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\"\n\x05hello\x18\n \x01(\x0b\x32\x11.mooring.v1.HelloH\x00\x12&\n\x07welcome\x18\x0b \x01(\x0b\x32\x13.mooring.v1.WelcomeH\x00\x12(\n\x08redirect\x18\x0c \x01(\x0b\x32\x14.mooring.v1.RedirectH\x00\x12*\n\x05\x65vent\x18\r \x01(\x0b\x32\x19.mooring.v1.ResourceEventH\x00\x12*\n\x06status\x18\x0e \x01(\x0b\x32\x18.mooring.v1.StatusUpdateH\x00\x12\x1e\n\x03\x61\x63k\x18\x0f \x01(\x0b\x32\x0f.mooring.v1.AckH\x00\x12\x33\n\x0eresync_request\x18\x10 \x01(\x0b\x32\x19.mooring.v1.ResyncRequestH\x00\x12-\n\x0bresync_done\x18\x11 \x01(\x0b\x32\x16.mooring.v1.ResyncDoneH\x00\x12*\n\theartbeat\x18\x12 \x01(\x0b\x32\x15.mooring.v1.HeartbeatH\x00\x12&\n\x07goodbye\x18\x13 \x01(\x0b\x32\x13.mooring.v1.GoodbyeH\x00\x42\x06\n\x04\x62ody\";\n\x0bResourceKey\x12\x1e\n\x04kind\x18\x01 \x01(\x0e\x32\x10.mooring.v1.Kind\x12\x0c\n\x04name\x18\x02 \x01(\t\"q\n\rInventoryItem\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.mooring.v1.ResourceKey\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\t\x12\x17\n\x0fstatus_checksum\x18\x04 \x01(\t\"\xf3\x01\n\x05Hello\x12\x12\n\nagent_name\x18\x01 \x01(\t\x12\x1e\n\x04mode\x18\x02 \x01(\x0e\x32\x10.mooring.v1.Mode\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x14\n\x0cmin_protocol\x18\x04 \x01(\r\x12\x14\n\x0cmax_protocol\x18\x05 \x01(\r\x12,\n\tinventory\x18\x06 \x03(\x0b\x32\x19.mooring.v1.InventoryItem\x12\x13\n\x0bknown_epoch\x18\x07 \x01(\x04\x12\x15\n\rredirect_hops\x18\x08 \x01(\r\x12\x19\n\x11unreachable_owner\x18\t \x01(\t\"\x8c\x01\n\x07Welcome\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\r\"[\n\x08Redirect\x12\x16\n\x0eowner_endpoint\x18\x01 \x01(\t\x12\x18\n\x10owner_replica_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x97\x01\n\rResourceEvent\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.mooring.v1.ResourceKey\x12(\n\toperation\x18\x02 \x01(\x0e\x32\x15.mooring.v1.Operation\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\t\x12\x13\n\x0bobject_json\x18\x05 \x01(\t\"s\n\x0cStatusUpdate\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.mooring.v1.ResourceKey\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0bstatus_json\x18\x03 \x01(\t\x12\x17\n\x0fstatus_checksum\x18\x04 \x01(\t\"-\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"=\n\rResyncRequest\x12,\n\tinventory\x18\x01 \x03(\x0b\x32\x19.mooring.v1.InventoryItem\"\x1a\n\nResyncDone\x12\x0c\n\x04sent\x18\x01 \x01(\x04\"!\n\tHeartbeat\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x04\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t*C\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x10\n\x0cMODE_MANAGED\x10\x01\x12\x13\n\x0fMODE_AUTONOMOUS\x10\x02*H\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KIND_APPLICATION\x10\x01\x12\x14\n\x10KIND_APP_PROJECT\x10\x02*R\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n\x10OPERATION_UPSERT\x10\x01\x12\x14\n\x10OPERATION_DELETE\x10\x02\x32J\n\x0b\x41gentStream\x12;\n\tSubscribe\x12\x14.mooring.v1.Envelope\x1a\x14.mooring.v1.Envelope(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proto/v1/mooring.proto\x12\nmooring.v1\"\xc5\x03\n\x08\x45nvelope\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\"\n\x05hello\x18\n \x01(\x0b\x32\x11.mooring.v1.HelloH\x00\x12&\n\x07welcome\x18\x0b \x01(\x0b\x32\x13.mooring.v1.WelcomeH\x00\x12(\n\x08redirect\x18\x0c \x01(\x0b\x32\x14.mooring.v1.RedirectH\x00\x12*\n\x05\x65vent\x18\r \x01(\x0b\x32\x19.mooring.v1.ResourceEventH\x00\x12*\n\x06status\x18\x0e \x01(\x0b\x32\x18.mooring.v1.StatusUpdateH\x00\x12\x1e\n\x03\x61\x63k\x18\x0f \x01(\x0b\x32\x0f.mooring.v1.AckH\x00\x12\x33\n\x0eresync_request\x18\x10 \x01(\x0b\x32\x19.mooring.v1.ResyncRequestH\x00\x12-\n\x0bresync_done\x18\x11 \x01(\x0b\x32\x16.mooring.v1.ResyncDoneH\x00\x12*\n\theartbeat\x18\x12 \x01(\x0b\x32\x15.mooring.v1.HeartbeatH\x00\x12&\n\x07goodbye\x18\x13 \x01(\x0b\x32\x13.mooring.v1.GoodbyeH\x00\x42\x06\n\x04\x62ody\";\n\x0bResourceKey\x12\x1e\n\x04kind\x18\x01 \x01(\x0e\x32\x10.mooring.v1.Kind\x12\x0c\n\x04name\x18\x02 \x01(\t\"q\n\rInventoryItem\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.mooring.v1.ResourceKey\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\t\x12\x17\n\x0fstatus_checksum\x18\x04 \x01(\t\"\xf3\x01\n\x05Hello\x12\x12\n\nagent_name\x18\x01 \x01(\t\x12\x1e\n\x04mode\x18\x02 \x01(\x0e\x32\x10.mooring.v1.Mode\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x14\n\x0cmin_protocol\x18\x04 \x01(\r\x12\x14\n\x0cmax_protocol\x18\x05 \x01(\r\x12,\n\tinventory\x18\x06 \x03(\x0b\x32\x19.mooring.v1.InventoryItem\x12\x13\n\x0bknown_epoch\x18\x07 \x01(\x04\x12\x15\n\rredirect_hops\x18\x08 \x01(\r\x12\x19\n\x11unreachable_owner\x18\t \x01(\t\"\xa6\x01\n\x07Welcome\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\r\x12\x18\n\x10standby_endpoint\x18\x07 \x01(\t\"[\n\x08Redirect\x12\x16\n\x0eowner_endpoint\x18\x01 \x01(\t\x12\x18\n\x10owner_replica_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x97\x01\n\rResourceEvent\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.mooring.v1.ResourceKey\x12(\n\toperation\x18\x02 \x01(\x0e\x32\x15.mooring.v1.Operation\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\t\x12\x13\n\x0bobject_json\x18\x05 \x01(\t\"s\n\x0cStatusUpdate\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.mooring.v1.ResourceKey\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0bstatus_json\x18\x03 \x01(\t\x12\x17\n\x0fstatus_checksum\x18\x04 \x01(\t\"-\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"=\n\rResyncRequest\x12,\n\tinventory\x18\x01 \x03(\x0b\x32\x19.mooring.v1.InventoryItem\"\x1a\n\nResyncDone\x12\x0c\n\x04sent\x18\x01 \x01(\x04\";\n\tHeartbeat\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x04\x12\x18\n\x10standby_endpoint\x18\x02 \x01(\t\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t*C\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x10\n\x0cMODE_MANAGED\x10\x01\x12\x13\n\x0fMODE_AUTONOMOUS\x10\x02*H\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KIND_APPLICATION\x10\x01\x12\x14\n\x10KIND_APP_PROJECT\x10\x02*R\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n\x10OPERATION_UPSERT\x10\x01\x12\x14\n\x10OPERATION_DELETE\x10\x02\x32J\n\x0b\x41gentStream\x12;\n\tSubscribe\x12\x14.mooring.v1.Envelope\x1a\x14.mooring.v1.Envelope(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.v1.mooring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=1623
-  _globals['_MODE']._serialized_end=1690
-  _globals['_KIND']._serialized_start=1692
-  _globals['_KIND']._serialized_end=1764
-  _globals['_OPERATION']._serialized_start=1766
-  _globals['_OPERATION']._serialized_end=1848
+  _globals['_MODE']._serialized_start=1675
+  _globals['_MODE']._serialized_end=1742
+  _globals['_KIND']._serialized_start=1744
+  _globals['_KIND']._serialized_end=1816
+  _globals['_OPERATION']._serialized_start=1818
+  _globals['_OPERATION']._serialized_end=1900
   _globals['_ENVELOPE']._serialized_start=39
   _globals['_ENVELOPE']._serialized_end=492
   _globals['_RESOURCEKEY']._serialized_start=494
@@ -46,23 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=671
   _globals['_HELLO']._serialized_end=914
   _globals['_WELCOME']._serialized_start=917
-  _globals['_WELCOME']._serialized_end=1057
-  _globals['_REDIRECT']._serialized_start=1059
-  _globals['_REDIRECT']._serialized_end=1150
-  _globals['_RESOURCEEVENT']._serialized_start=1153
-  _globals['_RESOURCEEVENT']._serialized_end=1304
-  _globals['_STATUSUPDATE']._serialized_start=1306
-  _globals['_STATUSUPDATE']._serialized_end=1421
-  _globals['_ACK']._serialized_start=1423
-  _globals['_ACK']._serialized_end=1468
-  _globals['_RESYNCREQUEST']._serialized_start=1470
-  _globals['_RESYNCREQUEST']._serialized_end=1531
-  _globals['_RESYNCDONE']._serialized_start=1533
-  _globals['_RESYNCDONE']._serialized_end=1559
-  _globals['_HEARTBEAT']._serialized_start=1561
-  _globals['_HEARTBEAT']._serialized_end=1594
-  _globals['_GOODBYE']._serialized_start=1596
-  _globals['_GOODBYE']._serialized_end=1621
-  _globals['_AGENTSTREAM']._serialized_start=1850
-  _globals['_AGENTSTREAM']._serialized_end=1924
+  _globals['_WELCOME']._serialized_end=1083
+  _globals['_REDIRECT']._serialized_start=1085
+  _globals['_REDIRECT']._serialized_end=1176
+  _globals['_RESOURCEEVENT']._serialized_start=1179
+  _globals['_RESOURCEEVENT']._serialized_end=1330
+  _globals['_STATUSUPDATE']._serialized_start=1332
+  _globals['_STATUSUPDATE']._serialized_end=1447
+  _globals['_ACK']._serialized_start=1449
+  _globals['_ACK']._serialized_end=1494
+  _globals['_RESYNCREQUEST']._serialized_start=1496
+  _globals['_RESYNCREQUEST']._serialized_end=1557
+  _globals['_RESYNCDONE']._serialized_start=1559
+  _globals['_RESYNCDONE']._serialized_end=1585
+  _globals['_HEARTBEAT']._serialized_start=1587
+  _globals['_HEARTBEAT']._serialized_end=1646
+  _globals['_GOODBYE']._serialized_start=1648
+  _globals['_GOODBYE']._serialized_end=1673
+  _globals['_AGENTSTREAM']._serialized_start=1902
+  _globals['_AGENTSTREAM']._serialized_end=1976
 # @@protoc_insertion_point(module_scope)

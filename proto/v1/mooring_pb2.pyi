@@ -103,20 +103,22 @@ class Hello(_message.Message):
     def __init__(self, agent_name: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., agent_version: _Optional[str] = ..., min_protocol: _Optional[int] = ..., max_protocol: _Optional[int] = ..., inventory: _Optional[_Iterable[_Union[InventoryItem, _Mapping]]] = ..., known_epoch: _Optional[int] = ..., redirect_hops: _Optional[int] = ..., unreachable_owner: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("replica_id", "epoch", "session_id", "protocol", "heartbeat_interval_ms", "max_message_bytes")
+    __slots__ = ("replica_id", "epoch", "session_id", "protocol", "heartbeat_interval_ms", "max_message_bytes", "standby_endpoint")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     epoch: int
     session_id: str
     protocol: int
     heartbeat_interval_ms: int
     max_message_bytes: int
-    def __init__(self, replica_id: _Optional[str] = ..., epoch: _Optional[int] = ..., session_id: _Optional[str] = ..., protocol: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    standby_endpoint: str
+    def __init__(self, replica_id: _Optional[str] = ..., epoch: _Optional[int] = ..., session_id: _Optional[str] = ..., protocol: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., standby_endpoint: _Optional[str] = ...) -> None: ...
 
 class Redirect(_message.Message):
     __slots__ = ("owner_endpoint", "owner_replica_id", "epoch", "reason")
@@ -179,10 +181,12 @@ class ResyncDone(_message.Message):
     def __init__(self, sent: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_unix_ms",)
+    __slots__ = ("sent_unix_ms", "standby_endpoint")
     SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     sent_unix_ms: int
-    def __init__(self, sent_unix_ms: _Optional[int] = ...) -> None: ...
+    standby_endpoint: str
+    def __init__(self, sent_unix_ms: _Optional[int] = ..., standby_endpoint: _Optional[str] = ...) -> None: ...
 
 class Goodbye(_message.Message):
     __slots__ = ("reason",)

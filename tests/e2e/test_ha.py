@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from mooring import _fleet as fleet
 from mooring import _processes as processes
 from mooring import _services as services
 from mooring import _state as state_
@@ -64,6 +65,15 @@ def wait_converged(
         return wait_for(ready, timeout=timeout, interval=0.3, what=f"converged on {replicas}")
     except AssertionError as err:
         raise AssertionError(f"{err}; off their owner: {LAST.get('off')!r:.1500}") from None
+
+
+def fleet_status(directory: Path) -> dict[str, dict[str, Any]]:
+    """Agent name -> what the fleet process reports about it (its status file)."""
+    record = state_.load(directory).fleet
+    assert record is not None
+    got = fleet.read_status(Path(record.status_file))
+    assert got is not None, "the fleet's status file is missing or stale"
+    return got
 
 
 def sessions(got: dict[str, Any]) -> dict[str, int]:
@@ -128,6 +138,7 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     assert victim.process is not None
     its_agents = {a for a, o in owners(before).items() if o == "p2"}
     assert its_agents, "p2 owned no agent: nothing would be tested"
+    standbys = {a: s["standby"] for a, s in fleet_status(cluster).items()}
     os.kill(victim.process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     CRASHES["p2"] = killed_at
@@ -137,6 +148,15 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     )
     moved = {a for a, o in owners(after).items() if owners(before)[a] != o}
     assert its_agents <= moved
+    # Each welcome named the replica that would own the agent without p2; the agents
+    # went there first, and that is where the new map put them.
+    endpoints = {r.id: r.endpoint for r in state_.load(cluster).replicas}
+    wrong = {
+        a: (standbys[a], endpoints[owners(after)[a]])
+        for a in its_agents
+        if standbys[a] != endpoints[owners(after)[a]]
+    }
+    assert not wrong, f"agent: (standby named, where it went): {wrong}"
     unaffected = {a for a in owners(before) if a not in moved}
     assert all(sessions(after)[a] == sessions(before)[a] for a in unaffected)
     check_history(cluster, crashed=CRASHES)
