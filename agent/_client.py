@@ -334,8 +334,12 @@ class Agent:
                 response_deserializer=pb.Envelope.FromString,
             )()
             try:
-                async with self._dial_gate, asyncio.timeout(self.settings.connect_timeout):
-                    await call.write(self._hello(hops, unreachable))
+                async with asyncio.timeout(self.settings.connect_timeout):
+                    # The gate bounds concurrent handshakes (the write completes once the
+                    # connection is up), not the wait for the principal's answer, which
+                    # may be a stand-in waiting for a dead owner's liveness to lapse.
+                    async with self._dial_gate:
+                        await call.write(self._hello(hops, unreachable))
                     first = await call.read()
             except TimeoutError:
                 call.cancel()
@@ -691,13 +695,16 @@ class _Live:
         """Push local changes; the poll backs off while the store is quiet (many agents
         may share a process) and snaps back to `poll_interval` on the next change."""
         seen = -1
-        interval = self.agent.settings.poll_interval
+        # A session's first pass is no sign of activity: start slow, so a reconnect storm
+        # of many agents in one process does not poll at the full rate.
+        interval = self.agent.settings.poll_interval_max
         while True:
             version = self.store.data_version()
             if version != seen and not self.resyncing:
+                if seen != -1:
+                    interval = self.agent.settings.poll_interval  # a change: look again soon
                 seen = version
                 self._push_local()
-                interval = self.agent.settings.poll_interval
             else:
                 interval = min(interval * 1.5, self.agent.settings.poll_interval_max)
             self.wake.clear()
