@@ -254,6 +254,9 @@ class Agent:
                     break
                 if isinstance(outcome, _Redirected):
                     self.metrics.redirects.inc()
+                    if not outcome.endpoint:  # nowhere named: sweep on instead of dialing ""
+                        failures.append(f"{target}: redirected without an endpoint")
+                        break
                     hops += 1
                     if hops > self.settings.max_redirects:
                         failures.append(
@@ -334,12 +337,8 @@ class Agent:
                 response_deserializer=pb.Envelope.FromString,
             )()
             try:
-                async with asyncio.timeout(self.settings.connect_timeout):
-                    # The gate bounds concurrent handshakes (the write completes once the
-                    # connection is up), not the wait for the principal's answer, which
-                    # may be a stand-in waiting for a dead owner's liveness to lapse.
-                    async with self._dial_gate:
-                        await call.write(self._hello(hops, unreachable))
+                async with self._dial_gate, asyncio.timeout(self.settings.connect_timeout):
+                    await call.write(self._hello(hops, unreachable))
                     first = await call.read()
             except TimeoutError:
                 call.cancel()

@@ -169,6 +169,8 @@ class Sharding:
                 # Who would take over may have changed (or been unknown at the welcome).
                 session.advise_standby(self.successor(agent).owner_endpoint)
                 continue
+            if not route.owner_endpoint:
+                continue  # no owner to name (we are not a member): the fence loop closes it
             moved += 1
             session.close(
                 "moved",
