@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--session-ttl", type=float, default=6.0, help="seconds a Redis session entry lives"
     )
+    p.add_argument(
+        "--liveness-ttl",
+        type=float,
+        default=1.0,
+        help="seconds this replica's Redis liveness key lives without a beat: a dead "
+        "replica's agents are served elsewhere about this long after it stopped",
+    )
     p.add_argument("--history", type=Path, help="append session opens/closes (JSON lines) here")
     p.add_argument(
         "--store-root", default="/mooring/", help="etcd key prefix of everything Mooring writes"
@@ -260,6 +267,7 @@ def cmd_principal(args: argparse.Namespace) -> int:
             request_timeout=args.request_timeout,
         ),
         session_ttl=args.session_ttl,
+        liveness_ttl=args.liveness_ttl,
         history=args.history,
         store_root=args.store_root,
     )

@@ -20,6 +20,9 @@ __all__ = ["HeldElsewhere", "LocalHolds", "RedisHolds"]
 logger = logging.getLogger(__name__)
 
 
+BEAT_FRACTION = 0.2
+"""A replica beats its liveness key every this fraction of its TTL; a beat call may take
+as long, so one failed beat is followed by another before the fence (75 %)."""
 POLL_SECONDS = 0.1
 """How often a live holder's entry is asked for again while it hands the agent over."""
 EXPIRY_MARGIN = 0.002
@@ -70,7 +73,7 @@ class RedisHolds:
         *,
         replica: str,
         handoff_wait: float = 2.0,  # seconds to wait for a previous holder to release
-        alive_ttl: float = 1.5,  # seconds our liveness key lives without a beat
+        alive_ttl: float = 1.0,  # seconds our liveness key lives without a beat
         fence_at: float = 0.75,  # fraction of alive_ttl after an unconfirmed beat we fence at
     ) -> None:
         if not 0 < fence_at < 1:
@@ -80,7 +83,7 @@ class RedisHolds:
         self.handoff_wait = handoff_wait
         self.alive_ttl = alive_ttl
         self.fence_after = alive_ttl * fence_at  # seconds since the last confirmed beat
-        self.beat_every = alive_ttl / 4
+        self.beat_every = alive_ttl * BEAT_FRACTION
         self.held: dict[str, int] = {}  # agent -> token
         self.confirmed_at: float | None = None  # monotonic start of the last confirmed beat
         self.errors = 0

@@ -8,11 +8,12 @@ only grow, so a stale holder's renew or release is refused.
 
 Presence: `<prefix>seen:<agent>` keeps the last time any replica heard from the agent.
 
-Liveness: every replica keeps `<prefix>alive:<replica>` with a short TTL (1.5 s). An
-entry whose holder's liveness key is gone may be taken over at once, so the agents of a
-crashed replica are served again within about that TTL instead of the entry's. A
-replica that cannot confirm its liveness key within 75 % of that TTL closes every
-session it holds (self-fence) before anyone could take them over.
+Liveness: every replica keeps `<prefix>alive:<replica>` with a short TTL (1 s by
+default, `--liveness-ttl`), beaten every fifth of it. An entry whose holder's liveness
+key is gone may be taken over at once, so the agents of a crashed replica are served
+again within about that TTL instead of the entry's. A replica that cannot confirm its
+liveness key within 75 % of that TTL closes every session it holds (self-fence) before
+anyone could take them over.
 
 While Redis is unreachable nobody can acquire, so no handoff happens; holders fence
 themselves as above and agents retry until Redis is back.
@@ -91,7 +92,13 @@ class Entry:
 
 class SessionRegistry:
     def __init__(
-        self, url: str, *, prefix: str = "mooring:", ttl: float = 6.0, timeout: float = 1.0
+        self,
+        url: str,
+        *,
+        prefix: str = "mooring:",
+        ttl: float = 6.0,
+        timeout: float = 1.0,
+        beat_timeout: float | None = None,  # seconds per liveness call (default: timeout)
     ) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"bad --redis {url!r}: expected redis://HOST:PORT")
@@ -101,23 +108,24 @@ class SessionRegistry:
         self.prefix = prefix
         self.ttl = ttl  # seconds an entry lives without renewal
         self.timeout = timeout  # seconds per Redis call
-        self.client: Any = self._client(size=64)
+        self.client: Any = self._client(size=64, timeout=timeout)
         # Liveness and renewals get a pool of their own: a storm of acquires must never
-        # starve the beat, or the whole replica would fence itself.
-        self.beat_client: Any = self._client(size=2)
+        # starve the beat, or the whole replica would fence itself. A beat must fail fast
+        # enough for the next one to land before the replica fences.
+        self.beat_client: Any = self._client(size=2, timeout=beat_timeout or timeout)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._release = self.client.register_script(_RELEASE)
         self._renew_many = self.beat_client.register_script(_RENEW_MANY)
 
-    def _client(self, *, size: int) -> Any:
+    def _client(self, *, size: int, timeout: float) -> Any:
         # A blocking pool: during a reconnect storm calls queue for a connection (up to
         # `timeout`) instead of failing with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
             max_connections=size,
-            timeout=self.timeout,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
             decode_responses=True,
             retry_on_timeout=False,
         )

@@ -103,8 +103,14 @@ class Replica:
         self.holder: holds.LocalHolds | holds.RedisHolds
         if settings.redis:
             self.holder = holds.RedisHolds(
-                registry_.SessionRegistry(settings.redis, ttl=settings.session_ttl, timeout=0.5),
+                registry_.SessionRegistry(
+                    settings.redis,
+                    ttl=settings.session_ttl,
+                    timeout=0.5,
+                    beat_timeout=settings.liveness_ttl * holds.BEAT_FRACTION,
+                ),
                 replica=settings.replica_id,
+                alive_ttl=settings.liveness_ttl,
             )
         else:
             self.holder = holds.LocalHolds(settings.replica_id)

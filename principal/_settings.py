@@ -40,6 +40,7 @@ class PrincipalSettings:
         default_factory=election_settings.ElectionSettings
     )
     session_ttl: float = 6.0  # seconds a Redis session entry lives without renewal
+    liveness_ttl: float = 1.0  # seconds our Redis liveness key lives without a beat
     history: Path | None = None  # JSON-lines file of session opens/closes (for the I1 checker)
 
     @property
@@ -72,3 +73,8 @@ class PrincipalSettings:
             raise ValueError(f"bad --redis {self.redis!r}: expected redis://HOST:PORT")
         if self.store_timeout <= 0:
             raise ValueError("store timeout must be positive")
+        if not 0.5 <= self.liveness_ttl <= self.session_ttl / 2:
+            raise ValueError(
+                f"--liveness-ttl {self.liveness_ttl:g} must be between 0.5 s and half the "
+                f"--session-ttl ({self.session_ttl / 2:g} s)"
+            )
