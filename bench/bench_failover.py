@@ -1,12 +1,13 @@
 """Failover benchmark: how long the agents of a SIGKILLed replica take to resync elsewhere.
 
-Run: `python bench/bench_failover.py [--trials 5]` (about 4-5 minutes on 2 cores). Prints a
-table; it is not a test.
+Run: `python bench/bench_failover.py [--trials 5] [--fleets 4]` (about 4-5 minutes on 2
+cores). Prints a table; it is not a test.
 
 Setup, all real and on loopback, in one temp dir removed at the end: `mooring up --detach
---replicas 3 --agents 1000` (in-process `mooring._launcher.up`): one real etcd member, one
-Redis, 3 `mooring principal serve` processes, ONE `mooring fleet run` process hosting the
-1,000 in-process `agent.Agent`s (every 4th autonomous, the rest managed). `up` gives every
+--replicas 3 --agents 1000 --fleets 4` (in-process `mooring._launcher.up`): one real etcd
+member, one Redis, 3 `mooring principal serve` processes, 4 `mooring fleet run` processes
+hosting 250 in-process `agent.Agent`s each (every 4th agent autonomous, the rest managed;
+`--fleets 1` puts all 1,000 in one process, the pessimistic bound). `up` gives every
 agent one Application; this bench adds a second (managed: in the principal store;
 autonomous: in the agent's local store), so each reconnect's resync compares a real
 inventory.
@@ -60,7 +61,6 @@ sys.path.insert(0, str(REPO))
 from agent import _store as agent_store  # noqa: E402
 from election import _etcd as etcd  # noqa: E402
 from mooring import _cli as cli  # noqa: E402
-from mooring import _fleet as fleet  # noqa: E402
 from mooring import _launcher as launcher  # noqa: E402
 from mooring import _processes as processes  # noqa: E402
 from mooring import _state as state_  # noqa: E402
@@ -68,6 +68,10 @@ from mooring import _status as status_  # noqa: E402
 from principal import _store as principal_store  # noqa: E402
 
 WELCOME = 'mooring_events_sent_total{type="welcome"}'
+FLEETS = 4
+"""Fleet processes hosting the agents by default. Real agents run one per cluster, each
+on its own CPU; one process for all 1,000 serializes their work on one core (the
+`--fleets 1` run shows that bound), 4 let the agent side use both cores here."""
 SAMPLE_HZ = 20.0
 STORM_TIMEOUT = 40.0
 """Seconds a storm may take before the trial is recorded as incomplete."""
@@ -121,10 +125,8 @@ def wait_converged(
 
 
 def fleet_status(directory: Path) -> dict[str, dict[str, Any]]:
-    state = state_.load(directory)
-    assert state.fleet is not None
-    got = fleet.read_status(Path(state.fleet.status_file))
-    if got is None:
+    got = status_.fleet_agents(state_.load(directory))
+    if not got:
         raise RuntimeError("the fleet's status file is missing or stale")
     return got
 
@@ -229,8 +231,9 @@ def storm_processes(directory: Path, survivors: Sequence[str]) -> dict[str, int]
     """name -> pid of every process that works during a storm: fleet, survivors, stores."""
     state = state_.load(directory)
     out = {r.id: r.process.pid for r in state.replicas if r.id in survivors and r.process}
-    if state.fleet is not None and state.fleet.process is not None:
-        out["fleet"] = state.fleet.process.pid
+    for i, record in enumerate(state.fleets, start=1):
+        if record.process is not None:
+            out["fleet" if len(state.fleets) == 1 else f"fleet{i}"] = record.process.pid
     if state.redis_server is not None and state.redis_server.process is not None:
         out["redis"] = state.redis_server.process.pid
     for member in state.etcd:
@@ -342,11 +345,13 @@ def verdict(value: float, limit: float) -> str:
     return f"{value:6.2f} s  <= {limit:4.1f} s  {value / limit:5.2f}x  {'ok' if value <= limit else 'MISSED'}"
 
 
-def report(trials: list[Trial], *, agents: int, managed: int, lease: float, ttl: str) -> None:
+def report(
+    trials: list[Trial], *, agents: int, managed: int, fleets: int, lease: float, ttl: str
+) -> None:
     print(
         f"Mooring failover: 3 replicas, {agents} agents ({managed} managed, {agents - managed} "
-        f"autonomous; 2 Applications each) in 1 fleet process; real etcd + Redis, mTLS; "
-        f"{os.cpu_count()} CPUs"
+        f"autonomous; 2 Applications each) in {fleets} fleet process(es); real etcd + Redis, "
+        f"mTLS; {os.cpu_count()} CPUs shared by every process"
     )
     print(f"replicas' lease_duration {lease:g} s (from their flags/defaults), session TTL {ttl}")
     print()
@@ -406,7 +411,9 @@ def report(trials: list[Trial], *, agents: int, managed: int, lease: float, ttl:
 def bench(args: argparse.Namespace, directory: Path) -> None:
     started = now()
     launcher.up(
-        launcher.UpOptions(directory=directory, replicas=3, agents=args.agents, detach=True),
+        launcher.UpOptions(
+            directory=directory, replicas=3, agents=args.agents, fleets=args.fleets, detach=True
+        ),
         out=io.StringIO(),
     )
     state = state_.load(directory)
@@ -434,7 +441,14 @@ def bench(args: argparse.Namespace, directory: Path) -> None:
                 file=sys.stderr,
             )
     managed = sum(1 for a in state.agents if a.mode == "managed")
-    report(trials, agents=args.agents, managed=managed, lease=leases.pop(), ttl="6 s (default)")
+    report(
+        trials,
+        agents=args.agents,
+        managed=managed,
+        fleets=len(state.fleets),
+        lease=leases.pop(),
+        ttl="6 s (default)",
+    )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -445,6 +459,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--trials", type=int, default=5, help="trials per kind of victim")
+    parser.add_argument(
+        "--fleets",
+        type=int,
+        default=FLEETS,
+        help=f"fleet processes sharing the agents (default {FLEETS}; 1 = all in one process)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the state dir (logs)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)

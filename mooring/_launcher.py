@@ -63,6 +63,7 @@ class UpOptions:
     agents: int = 20  # agents
     etcd_members: int = 1  # 1 or 3
     agent_processes: bool = False  # one `mooring agent run` process per agent
+    fleets: int = 1  # fleet processes sharing the agents (without agent_processes)
     base_port: int | None = None  # fixed replica ports instead of free ones
     detach: bool = False  # return once the cluster is up
 
@@ -71,6 +72,8 @@ class UpOptions:
             raise ValueError(f"--replicas must be at least 1, got {self.replicas}")
         if self.agents < 0:
             raise ValueError(f"--agents must not be negative, got {self.agents}")
+        if self.fleets < 1:
+            raise ValueError(f"--fleets must be at least 1, got {self.fleets}")
         if self.etcd_members not in (1, 3):
             raise ValueError(f"--etcd-members must be 1 or 3, got {self.etcd_members}")
         if self.base_port is not None and not 1024 <= self.base_port <= 65535 - 2 * METRICS_OFFSET:
@@ -389,14 +392,13 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
         agent_started = _start_agents(state, options, directory)
         state_.save(directory, state)
         _wait_ready(agent_started)
-        if state.fleet is not None:
-            status_file = Path(state.fleet.status_file)
-            fleet_proc = agent_started[0][1]
-            deadline = time.monotonic() + READY_TIMEOUT
-            while not status_file.exists():
+        deadline = time.monotonic() + READY_TIMEOUT
+        fleets_started = agent_started[: len(state.fleets)]
+        for fleet_record, (_, fleet_proc, _, _) in zip(state.fleets, fleets_started, strict=True):
+            while not Path(fleet_record.status_file).exists():
                 if fleet_proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"the agent fleet did not start; {state.fleet.log}: {_last_line(Path(state.fleet.log))}"
+                        f"the agent fleet did not start; {fleet_record.log}: {_last_line(Path(fleet_record.log))}"
                     )
                 time.sleep(0.05)
         return state
@@ -418,31 +420,36 @@ def _start_agents(
     if not state.agents:
         return started
     if not options.agent_processes:
-        spec = fleet.write_spec(
-            directory / "fleet" / "spec.json",
-            status_file=directory / "fleet" / "status.json",
-            cluster_file=state_.state_path(directory),
-            agents=[
-                {
-                    "name": a.name,
-                    "mode": a.mode,
-                    "endpoints": _endpoints_for(state, i),
-                    "tls_dir": a.tls_dir,
-                    "state": a.state,
-                }
-                for i, a in enumerate(state.agents)
-            ],
-        )
-        record = state_.FleetRecord(
-            spec=str(spec),
-            status_file=str(directory / "fleet" / "status.json"),
-            log=str(logs / "fleet.log"),
-        )
-        proc, record.process = processes.spawn_mooring(
-            ["fleet", "run", "--spec", str(spec)], log=Path(record.log)
-        )
-        state.fleet = record
-        return [("agent fleet", proc, Path(record.log), None)]
+        count = min(options.fleets, len(state.agents))
+        for k in range(count):
+            # fleet k hosts every count-th agent; one fleet keeps the plain file names
+            suffix = "" if count == 1 else f"-{k + 1}"
+            status_file = directory / "fleet" / f"status{suffix}.json"
+            spec = fleet.write_spec(
+                directory / "fleet" / f"spec{suffix}.json",
+                status_file=status_file,
+                cluster_file=state_.state_path(directory),
+                agents=[
+                    {
+                        "name": a.name,
+                        "mode": a.mode,
+                        "endpoints": _endpoints_for(state, i),
+                        "tls_dir": a.tls_dir,
+                        "state": a.state,
+                    }
+                    for i, a in enumerate(state.agents)
+                    if i % count == k
+                ],
+            )
+            record = state_.FleetRecord(
+                spec=str(spec), status_file=str(status_file), log=str(logs / f"fleet{suffix}.log")
+            )
+            proc, record.process = processes.spawn_mooring(
+                ["fleet", "run", "--spec", str(spec)], log=Path(record.log)
+            )
+            state.fleets.append(record)
+            started.append((f"agent fleet{suffix}", proc, Path(record.log), None))
+        return started
     for i, agent in enumerate(state.agents):
         agent.metrics = f"{HOST}:{services.free_port(HOST)}"
         agent.log = str(logs / f"agent-{agent.name}.log")
@@ -471,7 +478,8 @@ def _start_agents(
 
 def _summary(state: state_.ClusterState) -> str:
     managed = sum(1 for a in state.agents if a.mode == "managed")
-    where = "1 fleet process" if state.fleet else "one process each"
+    count = len(state.fleets)
+    where = f"{count} fleet process{'es' if count > 1 else ''}" if count else "one process each"
     lines = [
         f"mooring: cluster up in {state.dir}",
         f"  replicas: {', '.join(f'{r.id}={r.endpoint}' for r in state.replicas)}",
@@ -512,7 +520,7 @@ def _watch(directory: Path, signals: _Signals, *, out: TextIO) -> None:
 # ----------------------------------------------------------------------------- down / scale
 def _tiers(state: state_.ClusterState) -> Iterator[list[processes.Handle | None]]:
     """Shutdown order: agents (they say goodbye), replicas, Redis, etcd."""
-    yield [state.fleet.process if state.fleet else None] + [a.process for a in state.agents]
+    yield [f.process for f in state.fleets] + [a.process for a in state.agents]
     yield [r.process for r in state.replicas]
     yield [state.redis_server.process if state.redis_server else None]
     yield [m.process for m in state.etcd]

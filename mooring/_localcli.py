@@ -32,6 +32,12 @@ def add_parsers(top: Any) -> None:
         "--agent-processes", action="store_true", help="one `mooring agent run` process per agent"
     )
     p.add_argument(
+        "--fleets",
+        type=int,
+        default=1,
+        help="fleet processes sharing the agents (default 1; agents are spread evenly)",
+    )
+    p.add_argument(
         "--base-port",
         type=int,
         help="replica pN listens on P+N-1, its /metrics on P+100+N-1 (default: free ports)",
@@ -68,6 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         agents=args.agents,
         etcd_members=args.etcd_members,
         agent_processes=args.agent_processes,
+        fleets=args.fleets,
         base_port=args.base_port,
         detach=args.detach,
     )

@@ -93,13 +93,13 @@ class ClusterState:
     redis_server: ServiceRecord | None = None
     replicas: list[ReplicaRecord] = dataclasses.field(default_factory=list)
     agents: list[AgentRecord] = dataclasses.field(default_factory=list)
-    fleet: FleetRecord | None = None
+    fleets: list[FleetRecord] = dataclasses.field(default_factory=list)  # in-process agents
     started: float = 0.0  # unix seconds
 
     def handles(self) -> list[processes.Handle | None]:
         """Every recorded process, in shutdown order (supervisor first, etcd last)."""
         out: list[processes.Handle | None] = [self.supervisor]
-        out += [self.fleet.process if self.fleet else None]
+        out += [f.process for f in self.fleets]
         out += [a.process for a in self.agents]
         out += [r.process for r in self.replicas]
         out += [self.redis_server.process if self.redis_server else None]
@@ -131,8 +131,8 @@ class ClusterState:
         if self.redis_server:
             out["redis"] = self.redis_server.log
         out.update({r.id: r.log for r in self.replicas})
-        if self.fleet:
-            out["fleet"] = self.fleet.log
+        for i, record in enumerate(self.fleets, start=1):
+            out["fleet" if len(self.fleets) == 1 else f"fleet{i}"] = record.log
         out.update({a.name: a.log for a in self.agents if a.log})
         return out
 
@@ -145,7 +145,8 @@ class ClusterState:
             return ServiceRecord(item["name"], item["endpoint"], item["log"], handle(item))
 
         redis_server = data.get("redis_server")
-        fleet = data.get("fleet")
+        # version 1 files written before several fleets existed hold one "fleet"
+        fleets = data.get("fleets") or ([data["fleet"]] if data.get("fleet") else [])
         return cls(
             dir=data["dir"],
             coordination=data["coordination"],
@@ -173,11 +174,7 @@ class ClusterState:
                 )
                 for a in data.get("agents", [])
             ],
-            fleet=(
-                FleetRecord(fleet["spec"], fleet["status_file"], fleet["log"], handle(fleet))
-                if fleet
-                else None
-            ),
+            fleets=[FleetRecord(f["spec"], f["status_file"], f["log"], handle(f)) for f in fleets],
             started=float(data.get("started", 0.0)),
         )
 

@@ -102,11 +102,23 @@ def _replica(record: state_.ReplicaRecord, samples: dict[str, float] | None) -> 
     }
 
 
+def fleet_agents(state: state_.ClusterState) -> dict[str, dict[str, Any]] | None:
+    """Agent name -> what its fleet reports, over every fleet; None if a live fleet's
+    status file is missing or stale (a dead fleet's agents are simply absent)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for record in state.fleets:
+        if not processes.alive(record.process):
+            continue
+        got = fleet.read_status(Path(record.status_file))
+        if got is None:
+            return None
+        seen.update(got)
+    return seen
+
+
 def _agents(state: state_.ClusterState) -> list[dict[str, Any]]:
     owned = owners(state)
-    seen: dict[str, dict[str, Any]] = {}
-    if state.fleet is not None and processes.alive(state.fleet.process):
-        seen = fleet.read_status(Path(state.fleet.status_file)) or {}
+    seen = fleet_agents(state) or {}
     out = []
     for record in state.agents:
         row: dict[str, Any] = {
@@ -150,7 +162,7 @@ def collect(state: state_.ClusterState) -> dict[str, Any]:
     for agent in agents:
         if agent["connected"] and agent["connected_to"] in by_id:
             by_id[agent["connected_to"]]["agents"] += 1
-    if state.fleet is None:
+    if not state.fleets:
         # Agents in their own processes do not say where they are: use the replicas' count.
         for replica in replicas:
             open_ = replica["metrics"]["mooring_sessions_open"]
@@ -182,7 +194,9 @@ def collect(state: state_.ClusterState) -> dict[str, Any]:
         ),
         "etcd": etcd,
         "redis_live": processes.alive(redis.process) if redis else False,
-        "fleet_live": processes.alive(state.fleet.process) if state.fleet else None,
+        "fleet_live": (
+            all(processes.alive(f.process) for f in state.fleets) if state.fleets else None
+        ),
         "running": bool(state.running()),
     }
 

@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from mooring import _fleet as fleet
+from election import _ring as ring
+from election import _shardmap as shardmap
 from mooring import _processes as processes
 from mooring import _services as services
 from mooring import _state as state_
+from mooring import _status as status_
 from principal import _history as history
 from tests._procs import mooring, wait_for
 
@@ -69,10 +71,8 @@ def wait_converged(
 
 def fleet_status(directory: Path) -> dict[str, dict[str, Any]]:
     """Agent name -> what the fleet process reports about it (its status file)."""
-    record = state_.load(directory).fleet
-    assert record is not None
-    got = fleet.read_status(Path(record.status_file))
-    assert got is not None, "the fleet's status file is missing or stale"
+    got = status_.fleet_agents(state_.load(directory))
+    assert got, "the fleet's status file is missing or stale"
     return got
 
 
@@ -138,7 +138,17 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     assert victim.process is not None
     its_agents = {a for a, o in owners(before).items() if o == "p2"}
     assert its_agents, "p2 owned no agent: nothing would be tested"
-    standbys = {a: s["standby"] for a, s in fleet_status(cluster).items()}
+    # Each of p2's agents was told where to go if p2 fails: the owner it has in the ring
+    # without p2 (the hint follows map changes, so wait for the last one to arrive).
+    endpoints = {r.id: r.endpoint for r in state_.load(cluster).replicas}
+    without_p2 = ring.Ring(owners(before), ["p1", "p3"], epsilon=shardmap.DEFAULT_EPSILON)
+    expected = {a: endpoints[without_p2.owner(a)] for a in its_agents}
+
+    def hinted() -> bool:
+        got = fleet_status(cluster)
+        return all(got[a]["standby"] == expected[a] for a in its_agents)
+
+    wait_for(hinted, timeout=5, interval=0.2, what="every agent of p2 told its standby")
     os.kill(victim.process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     CRASHES["p2"] = killed_at
@@ -148,15 +158,9 @@ def test_sigkill_of_a_replica_moves_its_agents(cluster: Path) -> None:
     )
     moved = {a for a, o in owners(after).items() if owners(before)[a] != o}
     assert its_agents <= moved
-    # Each welcome named the replica that would own the agent without p2; the agents
-    # went there first, and that is where the new map put them.
-    endpoints = {r.id: r.endpoint for r in state_.load(cluster).replicas}
-    wrong = {
-        a: (standbys[a], endpoints[owners(after)[a]])
-        for a in its_agents
-        if standbys[a] != endpoints[owners(after)[a]]
-    }
-    assert not wrong, f"agent: (standby named, where it went): {wrong}"
+    # ...and that is where the new map put them: nobody moved twice.
+    assert {a: endpoints[owners(after)[a]] for a in its_agents} == expected
+    assert all(sessions(after)[a] == sessions(before)[a] + 1 for a in its_agents)
     unaffected = {a for a in owners(before) if a not in moved}
     assert all(sessions(after)[a] == sessions(before)[a] for a in unaffected)
     check_history(cluster, crashed=CRASHES)
