@@ -13,6 +13,7 @@ autonomous:  principal sends ResyncRequest(mirror inventory); the agent sends wh
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -70,7 +71,61 @@ class Rejection(Exception):
         self.reason = reason
 
 
+class _Outbox:
+    """A session's send queue: `asyncio.Queue` without its four always-allocated deques.
+
+    One consumer (the writer). The deque exists only while something is queued, so an
+    idle session holds none; an idle `asyncio.Queue` holds about 3 KB."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[pb.Envelope | None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items is not None else 0
+
+    def put_nowait(self, item: pb.Envelope | None) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> pb.Envelope | None:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+
 class Session:
+    __slots__ = (
+        "_closed",
+        "_seq",
+        "agent",
+        "close_label",
+        "close_reason",
+        "epoch",
+        "last_received",
+        "mode",
+        "opened_at",
+        "outbox",
+        "pending",
+        "session_id",
+        "standby",
+        "standin_for",
+        "token",
+    )
+
     def __init__(
         self,
         *,
@@ -89,13 +144,17 @@ class Session:
         self.mode = mode
         self.session_id = session_id
         self.epoch = epoch
-        self.outbox: asyncio.Queue[pb.Envelope | None] = asyncio.Queue()
-        self.closed = asyncio.Event()
+        self.outbox = _Outbox()
+        self._closed = False
         self.close_reason = ""
         self.close_label = "stream_ended"
         self.pending: dict[int, float] = {}
         self._seq = 0
         self.last_received = time.monotonic()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -110,7 +169,7 @@ class Session:
 
     def advise_standby(self, endpoint: str) -> None:
         """Tell the agent a new standby at once (a map change moved it)."""
-        if endpoint != self.standby and not self.closed.is_set():
+        if endpoint != self.standby and not self._closed:
             self.standby = endpoint
             self.outbox.put_nowait(self.heartbeat())
 
@@ -119,13 +178,13 @@ class Session:
 
         `label` is the metric label (`mooring_sessions_closed_total{reason}`), `reason`
         the sentence for logs."""
-        if self.closed.is_set():
+        if self._closed:
             return
         self.close_label, self.close_reason = label, reason
         if final is not None:
             self.outbox.put_nowait(final)
         self.outbox.put_nowait(None)
-        self.closed.set()
+        self._closed = True
 
 
 class SessionManager:
@@ -441,8 +500,10 @@ class StreamHandler:
         tasks = {
             asyncio.create_task(self._reader(context, session), name=f"read:{session.agent}"),
             asyncio.create_task(self._writer(context, session), name=f"write:{session.agent}"),
-            asyncio.create_task(self._heartbeats(session), name=f"beat:{session.agent}"),
         }
+        # Heartbeats are a timer callback, not a task: a task and its coroutine frame
+        # cost a few KB per session, a timer handle a few hundred bytes.
+        beat = _Heartbeats(self, session)
         if session.mode == "managed":
             tasks.add(
                 asyncio.create_task(
@@ -464,6 +525,7 @@ class StreamHandler:
                 if err is not None and not isinstance(err, _Closed):
                     raise err
         finally:
+            beat.cancel()
             for task in tasks:
                 task.cancel()
             with contextlib.suppress(BaseException):
@@ -488,14 +550,15 @@ class StreamHandler:
             return
         session.outbox.put_nowait(envelope)
 
-    async def _heartbeats(self, session: Session) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            silent = time.monotonic() - session.last_received
-            if silent > self.settings.heartbeat_timeout:
-                session.close("heartbeat_timeout", f"no message from the agent for {silent:.1f}s")
-                return
-            self._send(session, session.heartbeat())
+    def _heartbeat(self, session: Session) -> bool:
+        """Every heartbeat_interval: drop a silent session, else send it a heartbeat.
+        False once the session is closed for silence (no more heartbeats)."""
+        silent = time.monotonic() - session.last_received
+        if silent > self.settings.heartbeat_timeout:
+            session.close("heartbeat_timeout", f"no message from the agent for {silent:.1f}s")
+            return False
+        self._send(session, session.heartbeat())
+        return True
 
     async def _reader(self, context: grpc.aio.ServicerContext, session: Session) -> None:
         while True:
@@ -619,32 +682,38 @@ class StreamHandler:
         ]
         self._send(session, pb.Envelope(resync_request=pb.ResyncRequest(inventory=inventory)))
 
+    async def _resync_managed(self, session: Session, hello: pb.Hello, started: float) -> int:
+        """Send what differs from the agent's inventory, then ResyncDone; the snapshot's
+        revision. Its own frame, so the snapshot is freed once sent, not kept per session."""
+        resources, revision = await self._store_call(self.desired.list_resources(session.agent))
+        held = {(codec.KIND_NAMES.get(i.key.kind, ""), i.key.name): i for i in hello.inventory}
+        sent = 0
+        for resource in resources:
+            item = held.pop((resource.kind, resource.name), None)
+            if item is None or item.checksum != resource.checksum:
+                self._send(session, pb.Envelope(event=_upsert_event(resource)))
+                sent += 1
+        for kind, name in held:
+            if not kind:
+                continue
+            self._send(
+                session,
+                pb.Envelope(
+                    event=pb.ResourceEvent(
+                        key=_key(kind, name), operation=pb.OPERATION_DELETE, version=revision
+                    )
+                ),
+            )
+            sent += 1
+        self._send(session, pb.Envelope(resync_done=pb.ResyncDone(sent=sent)))
+        self.metrics.resync_events.inc(sent)
+        self.metrics.resync_seconds.observe(time.monotonic() - started)
+        return int(revision)
+
     async def _push_managed(self, session: Session, hello: pb.Hello, started: float) -> None:
         queue = self.dispatcher.subscribe(session.agent)
         try:
-            resources, revision = await self._store_call(self.desired.list_resources(session.agent))
-            held = {(codec.KIND_NAMES.get(i.key.kind, ""), i.key.name): i for i in hello.inventory}
-            sent = 0
-            for resource in resources:
-                item = held.pop((resource.kind, resource.name), None)
-                if item is None or item.checksum != resource.checksum:
-                    self._send(session, pb.Envelope(event=_upsert_event(resource)))
-                    sent += 1
-            for kind, name in held:
-                if not kind:
-                    continue
-                self._send(
-                    session,
-                    pb.Envelope(
-                        event=pb.ResourceEvent(
-                            key=_key(kind, name), operation=pb.OPERATION_DELETE, version=revision
-                        )
-                    ),
-                )
-                sent += 1
-            self._send(session, pb.Envelope(resync_done=pb.ResyncDone(sent=sent)))
-            self.metrics.resync_events.inc(sent)
-            self.metrics.resync_seconds.observe(time.monotonic() - started)
+            revision = await self._resync_managed(session, hello, started)
             while True:
                 change = await queue.get()
                 if change is dispatch.RESYNC:
@@ -666,6 +735,34 @@ class StreamHandler:
                 self._send(session, pb.Envelope(event=event))
         finally:
             self.dispatcher.unsubscribe(session.agent, queue)
+
+
+class _Heartbeats:
+    """One session's heartbeat timer: `StreamHandler._heartbeat` every heartbeat_interval
+    from the start of the session, re-armed after each run, as a sleep loop would be."""
+
+    __slots__ = ("_handle", "_handler", "_session")
+
+    def __init__(self, handler: StreamHandler, session: Session) -> None:
+        self._handler = handler
+        self._session = session
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(
+            self._handler.settings.heartbeat_interval, self._fire
+        )
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._handler._heartbeat(self._session):
+            self._arm()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class _Closed(Exception):
