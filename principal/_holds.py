@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -87,23 +88,41 @@ class RedisHolds:
         self.held: dict[str, int] = {}  # agent -> token
         self.confirmed_at: float | None = None  # monotonic start of the last confirmed beat
         self.errors = 0
-        self._renewed_at = time.monotonic()
+        self._beating: threading.Thread | None = None
+        self._halt = threading.Event()
 
     def is_fenced(self) -> bool:
         """True once our liveness is unconfirmed for too long: serve nobody."""
         return self.confirmed_at is None or time.monotonic() - self.confirmed_at > self.fence_after
 
-    async def _beat(self) -> None:
+    def _beat(self) -> None:
         started = time.monotonic()
-        await self.registry.beat(self.replica, ttl=self.alive_ttl)
-        self.confirmed_at = started
+        self.registry.beat_blocking(self.replica, ttl=self.alive_ttl)
+        self.confirmed_at = started  # one float store: read by the loop without a lock
+
+    def _beat_forever(self) -> None:
+        """The beat thread. It shares nothing with the event loop but `confirmed_at`, so
+        a loop busy with a reconnect storm (or a long GC pause of its tasks) cannot let
+        the key lapse while the process is alive and reaches Redis. A stopped process or
+        a lost Redis stops the beats, and then the key expires and the watchdog fences."""
+        while not self._halt.wait(self.beat_every):
+            try:
+                self._beat()
+            except registry.RegistryError as err:
+                self.errors += 1
+                logger.warning("session registry beat failed: %s", err)
 
     async def start(self) -> None:
-        """Beat once before serving: without our liveness key, others may take our entries."""
+        """Beat once before serving (without our liveness key, others may take our
+        entries), then keep beating on a thread of our own."""
         try:
-            await self._beat()
+            await asyncio.to_thread(self._beat)
         except registry.RegistryError as err:
             logger.warning("session registry unreachable at start (agents wait): %s", err)
+        self._beating = threading.Thread(
+            target=self._beat_forever, name=f"liveness:{self.replica}", daemon=True
+        )
+        self._beating.start()
 
     async def acquire(self, agent: str, *, session: str, epoch: int, unreachable: str = "") -> int:
         """Take the agent's entry, waiting up to handoff_wait for its holder to let go.
@@ -142,21 +161,16 @@ class RedisHolds:
             logger.warning("could not release agent %s (expires by TTL): %s", agent, err)
 
     async def run(self, on_lost: Callable[[str, int], None]) -> None:
-        """Beat, renew held entries every ttl/3, and fence the moment liveness lapses."""
+        """Renew held entries every ttl/3 and fence the moment liveness lapses (the
+        liveness beat itself runs on its own thread, started by `start`)."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._beats(on_lost), name=f"holds:{self.replica}:beat")
+            group.create_task(self._renewals(on_lost), name=f"holds:{self.replica}:renew")
             group.create_task(self._watchdog(on_lost), name=f"holds:{self.replica}:fence")
 
-    async def _beats(self, on_lost: Callable[[str, int], None]) -> None:
+    async def _renewals(self, on_lost: Callable[[str, int], None]) -> None:
         while True:
-            await asyncio.sleep(self.beat_every)
-            try:
-                await self._beat()
-            except registry.RegistryError as err:
-                self.errors += 1
-                logger.warning("session registry beat failed: %s", err)
-                continue
-            if time.monotonic() - self._renewed_at >= self.registry.ttl / 3:
+            await asyncio.sleep(self.registry.ttl / 3)
+            if not self.is_fenced():
                 await self._renew(on_lost)
 
     async def _renew(self, on_lost: Callable[[str, int], None]) -> None:
@@ -167,7 +181,6 @@ class RedisHolds:
             self.errors += 1
             logger.warning("session registry renew failed: %s", err)
             return
-        self._renewed_at = time.monotonic()
         for agent, still in results.items():
             if not still and self.held.get(agent) == snapshot[agent]:
                 logger.warning("lost the session entry of agent %s", agent)
@@ -189,6 +202,10 @@ class RedisHolds:
                 await asyncio.sleep(self.beat_every)
 
     async def close(self) -> None:
+        self._halt.set()
+        if self._beating is not None:
+            await asyncio.to_thread(self._beating.join)
+        self.registry.close_blocking()
         try:
             await self.registry.forget(self.replica)
         except registry.RegistryError:

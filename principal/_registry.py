@@ -21,10 +21,12 @@ themselves as above and agents retry until Redis is back.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 
@@ -76,6 +78,12 @@ return 0
 """
 
 
+def _discard_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so asyncio does not log it as unretrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 class RegistryError(Exception):
     """Redis did not answer (or answered garbage); retryable."""
 
@@ -116,6 +124,10 @@ class SessionRegistry:
         self._acquire = self.client.register_script(_ACQUIRE)
         self._release = self.client.register_script(_RELEASE)
         self._renew_many = self.beat_client.register_script(_RENEW_MANY)
+        # The liveness beat runs on a thread of its own (see principal._holds), with a
+        # blocking client: a busy event loop must not let the key lapse.
+        self._beat_timeout = beat_timeout or timeout
+        self._blocking: Any = None
 
     def _client(self, *, size: int, timeout: float) -> Any:
         # A blocking pool: during a reconnect storm calls queue for a connection (up to
@@ -143,11 +155,21 @@ class SessionRegistry:
             pass
 
     async def _call(self, coro: Any) -> Any:
+        # The call runs as a task of its own and we wait for it through a shield:
+        # redis-py 8.1's asyncio client can swallow a cancellation that lands while a
+        # command is in flight (measured: a cancelled renew loop kept running), which
+        # would leave our caller un-cancellable (a TaskGroup that never ends). Through
+        # the shield our caller is cancelled at once; the command finishes or times out
+        # in the background and gives its connection back.
+        task = asyncio.ensure_future(coro)
         try:
-            return await coro
+            return await asyncio.shield(task)
         except (redis.exceptions.RedisError, OSError, TimeoutError) as err:
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise RegistryError(f"redis: {detail}") from err
+        except asyncio.CancelledError:
+            task.add_done_callback(_discard_outcome)
+            raise
 
     async def acquire(
         self, agent: str, *, replica: str, epoch: int, session: str
@@ -177,11 +199,29 @@ class SessionRegistry:
         )
         return {agent: bool(int(r)) for agent, r in zip(agents, results, strict=True)}
 
-    async def beat(self, replica: str, *, ttl: float) -> None:
-        """Keep this replica's liveness key for `ttl` seconds more."""
-        await self._call(
-            self.beat_client.set(f"{self.prefix}alive:{replica}", "1", px=int(ttl * 1000))
-        )
+    def beat_blocking(self, replica: str, *, ttl: float) -> None:
+        """Keep this replica's liveness key for `ttl` seconds more (blocking; one thread)."""
+        if self._blocking is None:
+            self._blocking = redis.Redis.from_url(
+                self.url,
+                socket_timeout=self._beat_timeout,
+                socket_connect_timeout=self._beat_timeout,
+                retry_on_timeout=False,
+            )
+        try:
+            self._blocking.set(f"{self.prefix}alive:{replica}", "1", px=int(ttl * 1000))
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as err:
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise RegistryError(f"redis: {detail}") from err
+
+    def close_blocking(self) -> None:
+        """Close the beat thread's client (call once that thread has ended)."""
+        if self._blocking is not None:
+            try:
+                self._blocking.close()
+            except Exception:  # closing never raises
+                pass
+            self._blocking = None
 
     async def forget(self, replica: str) -> None:
         """Drop the liveness key at a graceful stop, so entries left behind free at once."""

@@ -21,7 +21,7 @@ ALIVE_TTL = 1.0
 async def pair(
     redis_server: services.RedisServer,
 ) -> AsyncIterator[tuple[holds.RedisHolds, holds.RedisHolds]]:
-    """Replicas a and b on one registry prefix; a has beaten once and then stops (dead)."""
+    """Live replicas a and b on one registry prefix (each beating on its own thread)."""
     prefix = f"t-{uuid.uuid4().hex[:8]}:"
     made = [
         holds.RedisHolds(
@@ -44,10 +44,13 @@ async def pair(
 async def test_a_dead_holders_entry_is_taken_when_its_liveness_expires(
     pair: tuple[holds.RedisHolds, holds.RedisHolds],
 ) -> None:
-    a, b = pair
-    token_a = await a.acquire("x", session="s1", epoch=1)
+    _, b = pair
+    # Replica "dead" beat once, took the entry, and died: what a SIGKILL leaves in Redis.
+    a = registry.SessionRegistry(b.registry.url, prefix=b.registry.prefix)
+    a.beat_blocking("dead", ttl=ALIVE_TTL)
+    _, _, token_a, _ = await a.acquire("x", replica="dead", epoch=1, session="s1")
     ok, holder, _, alive = await b.registry.acquire("x", replica="b", epoch=1, session="probe")
-    assert (ok, holder) == (False, "a")
+    assert (ok, holder) == (False, "dead")
     assert 0 < alive <= ALIVE_TTL
     expires = time.monotonic() + alive
     asked = 0
@@ -59,7 +62,7 @@ async def test_a_dead_holders_entry_is_taken_when_its_liveness_expires(
         return await real_acquire(*args, **kwargs)
 
     b.registry.acquire = counted  # type: ignore[method-assign]
-    token_b = await b.acquire("x", session="s2", epoch=1, unreachable="a")
+    token_b = await b.acquire("x", session="s2", epoch=1, unreachable="dead")
     taken = time.monotonic()
     assert asked == 2, f"asked Redis {asked} times: one refusal, then one take at expiry"
 
@@ -68,9 +71,48 @@ async def test_a_dead_holders_entry_is_taken_when_its_liveness_expires(
     assert taken >= expires - 0.01
     assert taken - expires < 0.05, f"took the entry {taken - expires:.3f}s after expiry"
     assert (await b.registry.entries())["x"].replica == "b"
-    # a's stale token can neither renew nor release b's entry.
-    assert await a.registry.renew_many({"x": token_a}, replica="a") == {"x": False}
-    assert not await a.registry.release("x", replica="a", token=token_a)
+    # The dead replica's stale token can neither renew nor release b's entry.
+    assert await a.renew_many({"x": token_a}, replica="dead") == {"x": False}
+    assert not await a.release("x", replica="dead", token=token_a)
+    await a.close()
+
+
+async def test_a_busy_event_loop_does_not_let_liveness_lapse(
+    pair: tuple[holds.RedisHolds, holds.RedisHolds],
+) -> None:
+    a, b = pair
+    lost: list[str] = []
+    running = asyncio.create_task(a.run(lambda agent, token: lost.append(agent)))
+    try:
+        await a.acquire("w", session="s1", epoch=1)
+        await asyncio.sleep(0.1)
+        time.sleep(3 * ALIVE_TTL)  # noqa: ASYNC251 - the loop is stuck, on purpose
+        assert not a.is_fenced()
+        await asyncio.sleep(0.1)  # the watchdog runs now: nothing to fence
+        assert lost == []
+        ok, holder, _, alive = await b.registry.acquire("w", replica="b", epoch=1, session="s2")
+        assert (ok, holder) == (False, "a") and alive > 0
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_replica_that_cannot_reach_redis_is_fenced_from_the_start() -> None:
+    port = services.free_port()  # nothing listens there
+    lone = holds.RedisHolds(
+        registry.SessionRegistry(f"redis://127.0.0.1:{port}", prefix="t:"),
+        replica="lone",
+        alive_ttl=ALIVE_TTL,
+    )
+    await lone.start()
+    try:
+        assert lone.is_fenced()
+        with pytest.raises(registry.RegistryError, match="liveness is unconfirmed"):
+            await lone.acquire("v", session="s1", epoch=1)
+        await asyncio.sleep(2 * lone.beat_every)
+        assert lone.errors >= 1  # the beat thread keeps trying, and says so
+    finally:
+        await lone.close()
 
 
 async def test_a_live_holder_is_never_overtaken_even_when_called_unreachable(
@@ -111,3 +153,29 @@ async def test_a_live_holder_that_lets_go_hands_over_within_a_poll(
     finally:
         beating.cancel()
         await asyncio.gather(beating, return_exceptions=True)
+
+
+async def test_a_redis_call_in_flight_never_swallows_a_cancellation(
+    redis_server: services.RedisServer,
+) -> None:
+    """redis-py 8.1 can swallow a cancel that lands mid-command; ours must not."""
+    reg = registry.SessionRegistry(redis_server.url, prefix=f"t-{uuid.uuid4().hex[:8]}:")
+    await reg.acquire("c", replica="r", epoch=1, session="s")
+    try:
+        for i in range(40):
+            calls = 0
+
+            async def renewing() -> None:
+                nonlocal calls
+                while True:
+                    calls += 1
+                    await reg.renew_many({"c": 1}, replica="r")
+
+            task = asyncio.create_task(renewing())
+            await asyncio.sleep(0.001 * (i % 7))
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=1.0)
+            assert done, f"round {i}: a renew loop ignored its cancellation ({calls} calls)"
+            assert task.cancelled()
+    finally:
+        await reg.close()
