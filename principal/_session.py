@@ -462,7 +462,11 @@ class StreamHandler:
                     )
                 ),
             )
-            await self._run(context, session, hello=hello, started=started)
+            # Only the managed resync reads the hello (its inventory): hand it over in a
+            # box that it empties, so no frame keeps it (~1.5 KB) for the whole session.
+            box = [hello]
+            del first, hello
+            await self._run(context, session, hello=box, started=started)
         finally:
             self.sessions.release(session)
             self.recorder.record(
@@ -494,36 +498,53 @@ class StreamHandler:
         context: grpc.aio.ServicerContext,
         session: Session,
         *,
-        hello: pb.Hello,
+        hello: list[pb.Hello],
         started: float,
     ) -> None:
-        tasks = {
-            asyncio.create_task(self._reader(context, session), name=f"read:{session.agent}"),
-            asyncio.create_task(self._writer(context, session), name=f"write:{session.agent}"),
-        }
+        me = asyncio.current_task()
+        assert me is not None
+        failure: list[BaseException] = []
+        writing = True
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # The first task to raise ends the session (as asyncio.wait FIRST_EXCEPTION
+            # did): interrupt the writer, which runs in this coroutine, not a task.
+            if writing and not task.cancelled() and task.exception() is not None:
+                failure.append(task.exception())  # type: ignore[arg-type]
+                if len(failure) == 1:
+                    me.cancel()
+
+        tasks = [asyncio.create_task(self._reader(context, session), name=f"read:{session.agent}")]
         # Heartbeats are a timer callback, not a task: a task and its coroutine frame
         # cost a few KB per session, a timer handle a few hundred bytes.
         beat = _Heartbeats(self, session)
         if session.mode == "managed":
-            tasks.add(
+            tasks.append(
                 asyncio.create_task(
                     self._push_managed(session, hello, started), name=f"push:{session.agent}"
                 )
             )
         else:
-            tasks.add(
+            hello.clear()
+            tasks.append(
                 asyncio.create_task(
                     self._request_autonomous(session), name=f"resync:{session.agent}"
                 )
             )
+        for task in tasks:
+            task.add_done_callback(ended)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.cancelled():
-                    continue
-                err = task.exception()
-                if err is not None and not isinstance(err, _Closed):
-                    raise err
+            try:
+                await self._writer(context, session)
+            except _Closed:
+                pass
+            except asyncio.CancelledError:
+                if not failure or me.uncancel() > 0:
+                    raise  # cancelled from outside (the RPC ended), not by `ended`
+            finally:
+                writing = False
+            if failure and not isinstance(failure[0], _Closed):
+                raise failure[0]
         finally:
             beat.cancel()
             for task in tasks:
@@ -532,7 +553,8 @@ class StreamHandler:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _writer(self, context: grpc.aio.ServicerContext, session: Session) -> None:
-        """The only task that writes to the stream; returns after a close."""
+        """The only writer to the stream (run by the handler itself); raises _Closed after a
+        close."""
         while True:
             envelope = await session.outbox.get()
             if envelope is None:
@@ -710,10 +732,10 @@ class StreamHandler:
         self.metrics.resync_seconds.observe(time.monotonic() - started)
         return int(revision)
 
-    async def _push_managed(self, session: Session, hello: pb.Hello, started: float) -> None:
+    async def _push_managed(self, session: Session, hello: list[pb.Hello], started: float) -> None:
         queue = self.dispatcher.subscribe(session.agent)
         try:
-            revision = await self._resync_managed(session, hello, started)
+            revision = await self._resync_managed(session, hello.pop(), started)
             while True:
                 change = await queue.get()
                 if change is dispatch.RESYNC:
