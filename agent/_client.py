@@ -33,8 +33,6 @@ __all__ = ["Agent", "AgentError", "channel_options"]
 logger = logging.getLogger(__name__)
 
 MODES = {"managed": pb.MODE_MANAGED, "autonomous": pb.MODE_AUTONOMOUS}
-GATE_HOLD = 0.3
-"""Seconds an agent keeps its dial-gate slot waiting for the first answer after its hello."""
 REJECTING_CODES = {
     grpc.StatusCode.PERMISSION_DENIED: "rejected",
     grpc.StatusCode.UNAUTHENTICATED: "rejected",
@@ -339,8 +337,9 @@ class Agent:
                 response_deserializer=pb.Envelope.FromString,
             )()
             try:
-                async with asyncio.timeout(self.settings.connect_timeout):
-                    first = await self._dial(call, self._hello(hops, unreachable))
+                async with self._dial_gate, asyncio.timeout(self.settings.connect_timeout):
+                    await call.write(self._hello(hops, unreachable))
+                    first = await call.read()
             except TimeoutError:
                 call.cancel()
                 raise ConnectFailed(
@@ -417,20 +416,6 @@ class Agent:
             if live.silent or reason.startswith(("UNAVAILABLE", "stream ended")):
                 await self._drop_channel(target)  # the connection itself is gone
             return _Ended(reason, time.monotonic() - started, silent=live.silent)
-
-    async def _dial(self, call: Any, hello: pb.Envelope) -> Any:
-        """Send the hello and return the first answer, inside the dial gate (a fleet's
-        bound on concurrent handshakes and hellos). An answer slower than GATE_HOLD (a
-        stand-in waiting out a dead owner's liveness) is awaited outside the gate, so such
-        waits do not hold back other agents' handshakes."""
-        answer = asyncio.ensure_future(call.read())
-        try:
-            async with self._dial_gate:
-                await call.write(hello)
-                await asyncio.wait([answer], timeout=GATE_HOLD)
-            return await answer
-        finally:
-            answer.cancel()  # no-op once it is done
 
     @contextlib.asynccontextmanager
     async def _channel(self, target: str) -> AsyncIterator[Any]:
