@@ -44,6 +44,11 @@ def grpc_server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     a client is never answered with GOAWAY too_many_pings. gRPC's own receive
     limit sits well above ours so oversized messages reach our decoder, which
     rejects them with a clear error and counts them.
+
+    TLS frames of at most 4 KB (C-core's default is 16 KB): the frame protector's
+    buffer is per connection, and this saves about 5 KB per agent session (90 -> 85 KB
+    for a bare mTLS stream in bench_memory) with no measurable change in bench_sync
+    throughput (our messages are a few hundred bytes).
     """
     return [
         ("grpc.keepalive_time_ms", 10_000),
@@ -54,6 +59,7 @@ def grpc_server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", max_message_bytes * 8),
         ("grpc.max_send_message_length", max_message_bytes * 8),
         ("grpc.so_reuseport", 0),
+        ("grpc.tsi.max_frame_size", 4096),
     ]
 
 
