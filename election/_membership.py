@@ -183,10 +183,14 @@ class Membership:
                 await self._write()
             except errors.CoordinationError as err:
                 logger.warning("membership: heartbeat of %s failed: %s", self.replica_id, err)
+                # Retry soon, not a whole heartbeat later: a failed write (often a whole
+                # request timeout) plus a full interval would leave too little of the
+                # renew deadline for the next one, and the replica would fence itself.
+                wait = self.settings.retry_period * self._rng.uniform(0.5, 1.0)
             else:
                 self._registered_until = started + self.settings.renew_deadline
+                wait = self.settings.member_heartbeat * self._rng.uniform(0.8, 1.0)
             self._first_beat.set()
-            wait = self.settings.member_heartbeat * self._rng.uniform(0.8, 1.0)
             await self._sleep(wait, wake_on_dirty=True)
 
     async def _write(self) -> None:

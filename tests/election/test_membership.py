@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import prometheus_client
 import pytest
@@ -13,6 +14,7 @@ from election import _electing as electing
 from election import _etcd as etcd
 from election import _etcdrecords as etcdrecords
 from election import _membership as membership
+from election import _settings as settings_
 from tests.election import _helpers as helpers
 
 FAST = helpers.FAST
@@ -165,3 +167,32 @@ async def test_membership_on_real_etcd(etcd, prefix: str) -> None:  # type: igno
 
 def etcd_kv(cluster) -> etcd.EtcdKV:  # type: ignore[no-untyped-def]
     return etcd.EtcdKV(cluster.endpoints, timeout=FAST.request_timeout)
+
+
+async def test_a_failed_heartbeat_is_retried_within_the_retry_period() -> None:
+    # Heartbeats 1 s apart, retries 0.1 s: a failed write must not wait a whole heartbeat.
+    slow = settings_.ElectionSettings(
+        lease_duration=4.0, renew_deadline=3.0, retry_period=0.1, request_timeout=1.0
+    )
+    store = helpers.stores(1)[0]
+    writes: list[tuple[float, bool]] = []  # (when, failed)
+    real_update = store.update
+
+    async def update(*args: Any, **kwargs: Any) -> Any:
+        failed = store.fail
+        writes.append((asyncio.get_running_loop().time(), failed))
+        return await real_update(*args, **kwargs)
+
+    store.update = update  # type: ignore[method-assign]
+    member = membership.Membership(
+        store, replica_id=electing.ReplicaId("r0"), endpoint="r0.local:8443", settings=slow
+    )
+    async with running([member]):
+        await helpers.until(lambda: len(writes) >= 1, within=5, what="a first update")
+        store.fail = True
+        await helpers.until(lambda: writes[-1][1], within=5, what="a failed update")
+        store.fail = False
+        failed_at = writes[-1][0]
+        await helpers.until(lambda: not writes[-1][1], within=5, what="the retry")
+        assert writes[-1][0] - failed_at <= slow.retry_period + 0.05
+        assert member.is_registered()
