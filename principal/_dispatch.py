@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 
 from election import _errors as cerrors
+from principal import _queue as queue_
 from principal import _store as store
 
 __all__ = ["RESYNC", "Dispatcher"]
@@ -27,7 +28,7 @@ RESYNC = object()
 class Dispatcher:
     def __init__(self, desired: store.DesiredStore, *, on_error: object = None) -> None:
         self.desired = desired
-        self._subscribers: dict[str, set[asyncio.Queue[object]]] = defaultdict(set)
+        self._subscribers: dict[str, set[queue_.LightQueue[object]]] = defaultdict(set)
         self._next_revision = 0
         self._ready = asyncio.Event()
         self._retry_delay = 0.05
@@ -36,12 +37,12 @@ class Dispatcher:
     def revision(self) -> int:
         return self._next_revision - 1
 
-    def subscribe(self, agent: str) -> asyncio.Queue[object]:
-        queue: asyncio.Queue[object] = asyncio.Queue()
+    def subscribe(self, agent: str) -> queue_.LightQueue[object]:
+        queue: queue_.LightQueue[object] = queue_.LightQueue()
         self._subscribers[agent].add(queue)
         return queue
 
-    def unsubscribe(self, agent: str, queue: asyncio.Queue[object]) -> None:
+    def unsubscribe(self, agent: str, queue: queue_.LightQueue[object]) -> None:
         queues = self._subscribers.get(agent)
         if queues is not None:
             queues.discard(queue)

@@ -13,7 +13,6 @@ autonomous:  principal sends ResyncRequest(mirror inventory); the agent sends wh
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import json
@@ -31,6 +30,7 @@ from principal import _history as history
 from principal import _holds as holds
 from principal import _metrics as metrics
 from principal import _ownership as ownership
+from principal import _queue as queue_
 from principal import _registry as registry
 from principal import _store as store
 from proto import _credentials as credentials
@@ -71,42 +71,6 @@ class Rejection(Exception):
         self.reason = reason
 
 
-class _Outbox:
-    """A session's send queue: `asyncio.Queue` without its four always-allocated deques.
-
-    One consumer (the writer). The deque exists only while something is queued, so an
-    idle session holds none; an idle `asyncio.Queue` holds about 3 KB."""
-
-    __slots__ = ("_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: collections.deque[pb.Envelope | None] | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def qsize(self) -> int:
-        return len(self._items) if self._items is not None else 0
-
-    def put_nowait(self, item: pb.Envelope | None) -> None:
-        if self._items is None:
-            self._items = collections.deque()
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def get(self) -> pb.Envelope | None:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None
-        return item
-
-
 class Session:
     __slots__ = (
         "_closed",
@@ -144,7 +108,7 @@ class Session:
         self.mode = mode
         self.session_id = session_id
         self.epoch = epoch
-        self.outbox = _Outbox()
+        self.outbox: queue_.LightQueue[pb.Envelope | None] = queue_.LightQueue()
         self._closed = False
         self.close_reason = ""
         self.close_label = "stream_ended"
