@@ -363,8 +363,6 @@ class StreamHandler:
                 grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}", reason="store"
             ) from None
 
-        # Whom the agent should try first if we fail; stand-ins need shared holds.
-        standby = self.routing.successor(agent).owner_endpoint if self.holder.shared else ""
         session_id = uuid.uuid4().hex
         try:
             token = await self.holder.acquire(
@@ -387,7 +385,6 @@ class StreamHandler:
             token=token,
             standin_for=standin_for,
         )
-        session.standby = standby
         self.sessions.open(session)
         # The map may have changed while we registered and acquired: from here on the
         # handoff loop sees this session; before, only this re-check does.
@@ -411,6 +408,11 @@ class StreamHandler:
             token,
         )
         try:
+            # Whom the agent should try first if we fail (stand-ins need shared holds).
+            # Named under the map we hold now, after any wait for the entry: from here
+            # on every map change re-advises it (the session is registered above).
+            if self.holder.shared:
+                session.standby = self.routing.successor(agent).owner_endpoint
             await self._write(
                 context,
                 session,
