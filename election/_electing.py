@@ -83,9 +83,7 @@ def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def format_time(moment: datetime.datetime) -> str:
-    """RFC 3339 with microseconds (Kubernetes MicroTime)."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+format_time = records.format_time  # RFC 3339 with microseconds (Kubernetes MicroTime)
 
 
 async def bounded(what: str, call: Awaitable[T], *, within: float) -> T:

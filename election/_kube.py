@@ -102,12 +102,7 @@ class _MicroTime(datetime.datetime):
     """
 
     def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
-        return format_micro_time(self)
-
-
-def format_micro_time(value: datetime.datetime) -> str:
-    """UTC RFC 3339 with microseconds: `2024-05-01T12:00:00.000000Z`."""
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return records.format_time(self)
 
 
 def _micro_time(key: str, value: object) -> _MicroTime:
@@ -181,7 +176,7 @@ def _data(lease: Any) -> dict[str, Any]:
         for key, attr in _TIME_FIELDS.items():
             value = getattr(spec, attr, None)
             if value is not None:
-                data[key] = format_micro_time(value)
+                data[key] = records.format_time(value)
     for key, text in (lease.metadata.annotations or {}).items():
         if not key.startswith(ANNOTATION_PREFIX):
             continue

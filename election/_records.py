@@ -11,10 +11,11 @@ create finds the name taken, `StoreUnavailableError` when the store does not ans
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-__all__ = ["Record", "RecordStore"]
+__all__ = ["Record", "RecordStore", "format_time"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,3 +39,8 @@ class RecordStore(Protocol):
     async def list(self, prefix: str = "") -> list[Record]: ...
 
     async def close(self) -> None: ...
+
+
+def format_time(moment: datetime.datetime) -> str:
+    """RFC 3339 in UTC with microseconds (Kubernetes MicroTime): how records stamp times."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
