@@ -73,7 +73,7 @@ class RedisHolds:
         reg: registry.SessionRegistry,
         *,
         replica: str,
-        handoff_wait: float = 2.0,  # seconds to wait for a previous holder to release
+        handoff_wait: float | None = None,  # seconds to wait for a previous holder to let go
         alive_ttl: float = 1.0,  # seconds our liveness key lives without a beat
         fence_at: float = 0.75,  # fraction of alive_ttl after an unconfirmed beat we fence at
     ) -> None:
@@ -81,7 +81,8 @@ class RedisHolds:
             raise ValueError("fence_at must be a fraction between 0 and 1")
         self.registry = reg
         self.replica = replica
-        self.handoff_wait = handoff_wait
+        # Long enough to outwait a dead holder's liveness key (the TTL every replica uses).
+        self.handoff_wait = handoff_wait if handoff_wait is not None else max(2.0, 2 * alive_ttl)
         self.alive_ttl = alive_ttl
         self.fence_after = alive_ttl * fence_at  # seconds since the last confirmed beat
         self.beat_every = alive_ttl * BEAT_FRACTION
@@ -105,10 +106,14 @@ class RedisHolds:
         a loop busy with a reconnect storm (or a long GC pause of its tasks) cannot let
         the key lapse while the process is alive and reaches Redis. A stopped process or
         a lost Redis stops the beats, and then the key expires and the watchdog fences."""
-        while not self._halt.wait(self.beat_every):
+        # A fixed rate from each beat's start (not a pause after it), so a failed beat
+        # that took its whole timeout is still retried well before the fence.
+        next_at = time.monotonic() + self.beat_every
+        while not self._halt.wait(max(0.0, next_at - time.monotonic())):
+            next_at = max(next_at + self.beat_every, time.monotonic())
             try:
                 self._beat()
-            except registry.RegistryError as err:
+            except Exception as err:
                 self.errors += 1
                 logger.warning("session registry beat failed: %s", err)
 
@@ -142,6 +147,11 @@ class RedisHolds:
             )
             if ok:
                 self.held[agent] = token
+                if self.is_fenced():  # our liveness lapsed while we waited: hand it back
+                    await self.release(agent, token=token)
+                    raise registry.RegistryError(
+                        "this replica's liveness lapsed while it waited for the entry"
+                    )
                 return token
             left = deadline - time.monotonic()
             if left <= 0:

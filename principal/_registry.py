@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -37,8 +38,12 @@ __all__ = ["Entry", "RegistryError", "SessionRegistry"]
 # Another replica's entry is taken over only when that replica's liveness key is gone:
 # it stopped beating, and a replica fences itself before its key can expire. A refusal
 # says how many ms that key still lives, so a stand-in for a dead holder waits exactly
-# that long instead of polling.
+# that long instead of polling. A replica whose own liveness key is gone (it is fenced,
+# or about to be) takes nothing: -3.
 _ACQUIRE = """
+if redis.call('EXISTS', ARGV[6] .. 'alive:' .. ARGV[1]) == 0 then
+  return {0, '', '0', -3}
+end
 local holder = redis.call('HGET', KEYS[1], 'replica')
 if holder and holder ~= ARGV[1] then
   local alive_ms = redis.call('PTTL', ARGV[6] .. 'alive:' .. holder)
@@ -128,6 +133,7 @@ class SessionRegistry:
         # blocking client: a busy event loop must not let the key lapse.
         self._beat_timeout = beat_timeout or timeout
         self._blocking: Any = None
+        self._background: set[asyncio.Future[Any]] = set()  # releases of abandoned takes
 
     def _client(self, *, size: int, timeout: float) -> Any:
         # A blocking pool: during a reconnect storm calls queue for a connection (up to
@@ -154,7 +160,7 @@ class SessionRegistry:
         except Exception:  # closing never raises
             pass
 
-    async def _call(self, coro: Any) -> Any:
+    async def _call(self, coro: Any, *, abandoned: Callable[[Any], None] | None = None) -> Any:
         # The call runs as a task of its own and we wait for it through a shield:
         # redis-py 8.1's asyncio client can swallow a cancellation that lands while a
         # command is in flight (measured: a cancelled renew loop kept running), which
@@ -169,6 +175,14 @@ class SessionRegistry:
             raise RegistryError(f"redis: {detail}") from err
         except asyncio.CancelledError:
             task.add_done_callback(_discard_outcome)
+            if abandoned is not None:
+                task.add_done_callback(
+                    lambda done: (
+                        abandoned(done.result())
+                        if not done.cancelled() and done.exception() is None
+                        else None
+                    )
+                )
             raise
 
     async def acquire(
@@ -178,13 +192,29 @@ class SessionRegistry:
         replica holds it; when refused, holder_alive is how many seconds the holder's
         liveness key still lives (-0.001 if it has no expiry)."""
         now_ms = int(time.time() * 1000)
+
+        def abandoned(result: Any) -> None:
+            # Our caller was cancelled but the script ran: give back what it took, or
+            # the entry would lock the agent out of every other replica for a TTL.
+            if int(result[0]):
+                self._spawn(self.release(agent, replica=replica, token=int(result[2])))
+
         ok, holder, token, alive_ms = await self._call(
             self._acquire(
                 keys=[self._entry_key(agent), f"{self.prefix}token:{agent}", agent],
                 args=[replica, epoch, session, int(self.ttl * 1000), now_ms, self.prefix],
-            )
+            ),
+            abandoned=abandoned,
         )
+        if int(alive_ms) == -3:
+            raise RegistryError(f"replica {replica} has no liveness key: it takes no entry")
         return bool(int(ok)), str(holder), int(token), int(alive_ms) / 1000
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_discard_outcome)
 
     async def renew_many(self, held: dict[str, int], *, replica: str) -> dict[str, bool]:
         """Renew several entries in one round trip; agent -> still ours."""

@@ -160,6 +160,7 @@ async def test_a_redis_call_in_flight_never_swallows_a_cancellation(
 ) -> None:
     """redis-py 8.1 can swallow a cancel that lands mid-command; ours must not."""
     reg = registry.SessionRegistry(redis_server.url, prefix=f"t-{uuid.uuid4().hex[:8]}:")
+    reg.beat_blocking("r", ttl=60)
     await reg.acquire("c", replica="r", epoch=1, session="s")
     try:
         for i in range(40):
@@ -179,3 +180,40 @@ async def test_a_redis_call_in_flight_never_swallows_a_cancellation(
             assert task.cancelled()
     finally:
         await reg.close()
+
+
+async def test_a_replica_without_its_liveness_key_takes_nothing(
+    redis_server: services.RedisServer,
+) -> None:
+    reg = registry.SessionRegistry(redis_server.url, prefix=f"t-{uuid.uuid4().hex[:8]}:")
+    try:
+        with pytest.raises(registry.RegistryError, match="no liveness key"):
+            await reg.acquire("q", replica="fenced", epoch=1, session="s")
+        assert "q" not in await reg.entries()
+    finally:
+        await reg.close()
+
+
+async def test_a_cancelled_acquire_gives_back_what_redis_gave_it(
+    redis_server: services.RedisServer,
+) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}:"
+    reg = registry.SessionRegistry(redis_server.url, prefix=prefix)
+    other = registry.SessionRegistry(redis_server.url, prefix=prefix)
+    try:
+        reg.beat_blocking("a", ttl=60)
+        other.beat_blocking("b", ttl=60)
+        # Redis holds every command for 0.3 s: the acquire is in flight when cancelled.
+        await reg.client.execute_command("CLIENT", "PAUSE", "300", "ALL")
+        taking = asyncio.create_task(reg.acquire("p", replica="a", epoch=1, session="s"))
+        await asyncio.sleep(0.05)
+        taking.cancel()
+        await asyncio.gather(taking, return_exceptions=True)
+        assert taking.cancelled()
+        await asyncio.sleep(0.6)  # the pause ends, the script runs, its take is given back
+        assert "p" not in await other.entries()
+        ok, _, _, _ = await other.acquire("p", replica="b", epoch=1, session="s2")
+        assert ok, "the abandoned take still locks the agent out"
+    finally:
+        await reg.close()
+        await other.close()
