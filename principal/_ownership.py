@@ -29,8 +29,9 @@ class Ownership(Protocol):
         """Where an agent that cannot reach `unreachable` (its owner) should be served."""
         ...
 
-    def successor(self, agent: str) -> Route:
-        """Where `agent`, served here, should go first if this replica stops answering."""
+    def successor(self, agent: str, *, standin_for: str = "") -> str:
+        """The endpoint `agent`, served here, should try first if this replica stops
+        answering ("" when there is none to name)."""
         ...
 
 

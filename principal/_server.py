@@ -104,6 +104,7 @@ class Replica:
             on_handoff=self.metrics.handoffs.inc,
             on_owned=self.metrics.agents_owned.set,
             on_epoch=self.metrics.shard_epoch_applied.set,
+            standbys=bool(settings.redis),  # stand-ins need the shared Redis entries
         )
         self.routing: ownership.Ownership = self.sharding
         self.holder: holds.LocalHolds | holds.RedisHolds

@@ -412,7 +412,7 @@ class StreamHandler:
             # Named under the map we hold now, after any wait for the entry: from here
             # on every map change re-advises it (the session is registered above).
             if self.holder.shared:
-                session.standby = self.routing.successor(agent).owner_endpoint
+                session.standby = self.routing.successor(agent, standin_for=standin_for)
             await self._write(
                 context,
                 session,
@@ -744,8 +744,12 @@ class _Heartbeats:
 
     def _fire(self) -> None:
         self._handle = None
-        if self._handler._heartbeat(self._session):
-            self._arm()
+        again = True
+        try:
+            again = self._handler._heartbeat(self._session)
+        finally:  # an error must not end the silence checks: keep beating
+            if again:
+                self._arm()
 
     def cancel(self) -> None:
         if self._handle is not None:

@@ -44,6 +44,7 @@ class Sharding:
         on_handoff: Callable[[int], None] | None = None,
         on_owned: Callable[[int], None] | None = None,
         on_epoch: Callable[[int], None] | None = None,
+        standbys: bool = True,  # name standbys (only where stand-ins are possible)
     ) -> None:
         self.replica_id = replica_id
         self.coordinator = coordinator
@@ -52,6 +53,7 @@ class Sharding:
         self.on_handoff = on_handoff
         self.on_owned = on_owned
         self.on_epoch = on_epoch
+        self.standbys = standbys
         self.agents: set[str] = set()
         self.map: shardmap.ShardMap | None = None
         self.ring: ring.Ring | None = None
@@ -104,14 +106,30 @@ class Sharding:
                 self._without[unreachable] = placed
         return self._route_to(placed.owner(agent), current, serving_for=unreachable)
 
-    def successor(self, agent: str) -> ownership.Route:
-        """Where `agent` should go if this replica stops answering (a welcome's hint).
+    def successor(self, agent: str, *, standin_for: str = "") -> str:
+        """The endpoint `agent` should try first if this replica stops answering (the
+        standby hint): its owner without us (and without the owner we stand in for).
 
-        Only for registered agents: a first contact would cost a ring of its own, and
-        the hint is optional (the agent sweeps without it)."""
-        if agent not in self.agents:
-            return ownership.Route(serve=False, epoch=self.map.epoch if self.map else 0)
-        return self.standin(agent, unreachable=self.replica_id)
+        "" when standbys are off, or the agent is not in the rings built at the last
+        apply (a new registration): building a ring per new agent in a start-up storm
+        costs too much, and the apply that follows the registration names it."""
+        current = self.map
+        if not self.standbys or current is None or self.ring is None or agent not in self.ring:
+            return ""
+        gone = tuple(sorted({self.replica_id, standin_for} - {""}))
+        others = tuple(r for r in current.replica_ids if r not in gone)
+        if not others:
+            return ""
+        if self._without_of is not self.ring:
+            self._without, self._without_of = {}, self.ring
+        key = ",".join(gone)
+        placed = self._without.get(key)
+        if placed is None:
+            placed = ring.Ring(self.agents, others, epsilon=current.epsilon)
+            self._without[key] = placed
+        if agent not in placed:
+            return ""
+        return current.endpoint_of(placed.owner(agent)) or ""
 
     # ------------------------------------------------------------------ loops
     async def run(self) -> None:
@@ -167,8 +185,10 @@ class Sharding:
             route = self.route(agent)
             if route.serve:
                 # Who would take over may have changed (or been unknown at the welcome).
-                session.advise_standby(self.successor(agent).owner_endpoint)
+                session.advise_standby(self.successor(agent, standin_for=session.standin_for))
                 continue
+            if session.standin_for and route.owner_id == session.standin_for:
+                continue  # still standing in for an owner the agent cannot reach: repatriate()
             if not route.owner_endpoint:
                 continue  # no owner to name (we are not a member): the fence loop closes it
             moved += 1
