@@ -90,20 +90,30 @@ class Sharding:
             owner_endpoint=current.endpoint_of(owner) or "",
         )
 
+    def _ring_without(self, gone: set[str]) -> ring.Ring | None:
+        """The registered agents placed on the map's replicas minus `gone` (None if
+        none is left), built once per applied ring: a storm of one dead replica's
+        agents, and every welcome's standby, share it."""
+        current = self.map
+        others = tuple(r for r in (current.replica_ids if current else ()) if r not in gone)
+        if current is None or not others:
+            return None
+        if self._without_of is not self.ring:  # the ring object is rebuilt on each change
+            self._without, self._without_of = {}, self.ring
+        key = ",".join(sorted(gone))
+        placed = self._without.get(key)
+        if placed is None:
+            placed = self._without[key] = ring.Ring(self.agents, others, epsilon=current.epsilon)
+        return placed
+
     def standin(self, agent: str, *, unreachable: str) -> ownership.Route:
         """The owner `agent` would have without `unreachable`: serve, or redirect there."""
         current = self.map
-        others = tuple(r for r in (current.replica_ids if current else ()) if r != unreachable)
-        if current is None or not others:
+        placed = self._ring_without({unreachable})
+        if current is None or placed is None:
             return ownership.Route(serve=False, epoch=current.epoch if current else 0)
-        if self._without_of is not self.ring:  # the ring object is rebuilt on each change
-            self._without, self._without_of = {}, self.ring
-        placed = self._without.get(unreachable)
-        if placed is None or agent not in placed:
-            # Registered since the last apply (or a first contact): place it as if it were.
-            placed = ring.Ring(self.agents | {agent}, others, epsilon=current.epsilon)
-            if agent in self.agents:
-                self._without[unreachable] = placed
+        if agent not in placed:  # registered since the last apply, or a first contact
+            placed = ring.Ring(self.agents | {agent}, placed.replicas, epsilon=current.epsilon)
         return self._route_to(placed.owner(agent), current, serving_for=unreachable)
 
     def successor(self, agent: str, *, standin_for: str = "") -> str:
@@ -116,18 +126,8 @@ class Sharding:
         current = self.map
         if not self.standbys or current is None or self.ring is None or agent not in self.ring:
             return ""
-        gone = tuple(sorted({self.replica_id, standin_for} - {""}))
-        others = tuple(r for r in current.replica_ids if r not in gone)
-        if not others:
-            return ""
-        if self._without_of is not self.ring:
-            self._without, self._without_of = {}, self.ring
-        key = ",".join(gone)
-        placed = self._without.get(key)
-        if placed is None:
-            placed = ring.Ring(self.agents, others, epsilon=current.epsilon)
-            self._without[key] = placed
-        if agent not in placed:
+        placed = self._ring_without({self.replica_id, standin_for} - {""})
+        if placed is None or agent not in placed:
             return ""
         return current.endpoint_of(placed.owner(agent)) or ""
 
