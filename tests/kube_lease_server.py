@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -435,3 +436,23 @@ def make_api_client(url: str) -> Any:
     configuration = kubernetes.client.Configuration(host=url)
     configuration.retries = False
     return kubernetes.client.ApiClient(configuration)
+
+
+def write_kubeconfig(path: Path, url: str, *, namespace: str) -> Path:
+    """A kubeconfig whose current context points at the test server `url` in `namespace`."""
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {{server: "{url}"}}
+users:
+- name: test
+  user: {{token: not-a-secret}}
+contexts:
+- name: test
+  context: {{cluster: test, user: test, namespace: {namespace}}}
+current-context: test
+"""
+    )
+    return path

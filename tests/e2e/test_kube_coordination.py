@@ -26,22 +26,7 @@ NS = "mooring-test"
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[tuple[kube_lease_server.KubeLeaseServer, Path]]:
     server = kube_lease_server.KubeLeaseServer().start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster: {{server: "{server.url}"}}
-users:
-- name: test
-  user: {{token: not-a-secret}}
-contexts:
-- name: test
-  context: {{cluster: test, user: test, namespace: {NS}}}
-current-context: test
-"""
-    )
+    config = kube_lease_server.write_kubeconfig(tmp_path / "kubeconfig", server.url, namespace=NS)
     try:
         yield server, config
     finally:

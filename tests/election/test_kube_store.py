@@ -185,21 +185,8 @@ async def test_a_lease_holding_another_record_is_a_conflict_not_a_record(
 async def test_load_kube_store_reads_a_kubeconfig(
     kube_server: kube_lease_server.KubeLeaseServer, tmp_path: Path
 ) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster: {{server: "{kube_server.url}"}}
-users:
-- name: test
-  user: {{token: not-a-secret}}
-contexts:
-- name: test
-  context: {{cluster: test, user: test, namespace: {NS}}}
-current-context: test
-"""
+    kubeconfig = kube_lease_server.write_kubeconfig(
+        tmp_path / "kubeconfig", kube_server.url, namespace=NS
     )
     store = kube.load_kube_store(namespace=NS, env={"KUBECONFIG": str(kubeconfig)}, timeout=1.0)
     try:
