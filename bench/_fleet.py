@@ -19,6 +19,13 @@ python bench/_fleet.py echo --tls-dir DIR --port P
     The peer: a bare grpc.aio bidirectional-stream echo server with the principal's
     mTLS setup (same certificate, client certificates required) and the principal's
     server channel arguments. Prints {"ready": true}; serves until SIGTERM.
+
+python bench/_fleet.py echo-client --pki DIR --endpoint H:P --connections N --prefix P
+    For `bench/bench_memory.py`'s floor: opens N client connections to the echo server
+    (one channel each, with agent P-i's certificate, the way N hosted agents dial), each
+    with one open stream that sends one ECHO_BYTES message and reads its echo. Prints
+    {"ready": true, "open": N}, then holds them open until stdin says {"cmd": "stop"}
+    or closes.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ WRITTEN_AT = "mooring.bench/written-at"
 ROUND = "mooring.bench/round"
 ECHO_SERVICE = "mooring.bench.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
+ECHO_BYTES = 400
+"""About one Hello with a small inventory, the first thing an agent sends."""
+ECHO_DIAL_CONCURRENCY = 32
 
 Recorder = Callable[[str, str, str, int, int], None]
 
@@ -168,6 +178,35 @@ async def run_echo(args: argparse.Namespace) -> None:
         await server.stop(0.5)
 
 
+async def run_echo_client(args: argparse.Namespace) -> None:
+    gate = asyncio.Semaphore(ECHO_DIAL_CONCURRENCY)
+    payload = b"x" * ECHO_BYTES
+    held: list[tuple[grpc.aio.Channel, Any]] = []
+
+    async def one(i: int) -> None:
+        creds = credentials.channel_credentials(args.pki / "agents" / f"{args.prefix}-{i:03d}")
+        async with gate:
+            channel = grpc.aio.secure_channel(
+                args.endpoint, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+            )
+            call = channel.stream_stream(ECHO_METHOD)()
+            await call.write(payload)
+            answer = await call.read()
+            if answer != payload:
+                raise RuntimeError(f"connection {i}: no echo")
+            held.append((channel, call))
+
+    await asyncio.gather(*(one(i) for i in range(args.connections)))
+    emit({"ready": True, "open": len(held)})
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or json.loads(line).get("cmd") == "stop":
+            break
+    for channel, _ in held:
+        await channel.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench/_fleet.py")
     roles = parser.add_subparsers(dest="role", required=True)
@@ -181,11 +220,17 @@ def main() -> None:
     echo = roles.add_parser("echo")
     echo.add_argument("--tls-dir", type=Path, required=True)
     echo.add_argument("--port", type=int, required=True)
+    client = roles.add_parser("echo-client")
+    client.add_argument("--pki", type=Path, required=True)
+    client.add_argument("--endpoint", required=True)
+    client.add_argument("--connections", type=int, required=True)
+    client.add_argument("--prefix", default="mem")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(run_fleet(args) if args.role == "fleet" else run_echo(args))
+    roles_run = {"fleet": run_fleet, "echo": run_echo, "echo-client": run_echo_client}
+    asyncio.run(roles_run[args.role](args))
 
 
 if __name__ == "__main__":

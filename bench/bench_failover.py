@@ -58,14 +58,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent import _store as agent_store  # noqa: E402
-from election import _etcd as etcd  # noqa: E402
 from mooring import _cli as cli  # noqa: E402
 from mooring import _launcher as launcher  # noqa: E402
 from mooring import _processes as processes  # noqa: E402
 from mooring import _state as state_  # noqa: E402
 from mooring import _status as status_  # noqa: E402
-from principal import _store as principal_store  # noqa: E402
 
 WELCOME = 'mooring_events_sent_total{type="welcome"}'
 FLEETS = 4
@@ -141,34 +138,12 @@ def lease_duration(pid: int) -> float:
     return float(parser.parse_args(args).lease_duration)
 
 
-async def _seed_second_app(coordination: str, managed: Sequence[str]) -> None:
-    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=10.0)
-    await kv.connect()
-    try:
-        desired = principal_store.DesiredStore(kv)
-        gate = asyncio.Semaphore(8)
-
-        async def one(name: str) -> None:
-            async with gate:
-                await desired.apply_desired(name, launcher.sample_app("bench-second"))
-
-        await asyncio.gather(*(one(n) for n in managed))
-    finally:
-        await kv.close()
-
-
 def seed_second_app(state: state_.ClusterState) -> None:
     managed = [a.name for a in state.agents if a.mode == "managed"]
-    asyncio.run(_seed_second_app(state.coordination, managed))
+    asyncio.run(launcher.seed_managed(state.coordination, managed, apps=("bench-second",)))
     for record in state.agents:
         if record.mode == "autonomous":
-            local = agent_store.AgentStore(Path(record.state), mode="autonomous")
-            try:
-                doc = launcher.sample_app("local-second")
-                doc["status"] = {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
-                local.apply_local(doc)
-            finally:
-                local.close()
+            launcher.seed_autonomous(Path(record.state), app="local-second")
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -15,10 +15,10 @@ replica), every agent with APPS Applications in the principal store (managed mod
   principal      the same principal before any agent connected (0 sessions) and with each
                  fleet connected; per session = (RSS at 1,000 - RSS at 0) / 1,000, and the
                  marginal slope over 100..1,000 sessions
-  session floor  what grpcio + mTLS alone costs per connection: `bench/_echo.py server`, a
+  session floor  what grpcio + mTLS alone costs per connection: `bench/_fleet.py echo`, a
                  bare grpc.aio server with the principal's TLS credentials and server
                  options and a generic stream-stream echo handler, before and with 1,000
-                 client connections (`bench/_echo.py client`, another process, one agent
+                 client connections (`bench/_fleet.py echo-client`, another process, one agent
                  certificate and one channel each), each with one open stream that sent one
                  400-byte message; per connection = (RSS at 1,000 - RSS at 0) / 1,000.
                  The principal's figure is printed beside it as a ratio and as our own
@@ -42,21 +42,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from election import _etcd as etcd  # noqa: E402
 from mooring import _launcher as launcher  # noqa: E402
 from mooring import _services as services  # noqa: E402
+from mooring import _status as status_  # noqa: E402
 from principal import _pki as pki  # noqa: E402
-from principal import _store as store  # noqa: E402
 
 FLEET = Path(__file__).resolve().parent / "_fleet.py"
-ECHO = Path(__file__).resolve().parent / "_echo.py"
 PREFIX = "mem"
 APPS = 3
 SETTLE = 3.0
@@ -75,17 +72,8 @@ def rss_kb(pid: int) -> int:
 
 
 def scrape(address: str) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    """Sample name -> value from a /metrics endpoint ({} while it does not answer)."""
+    return status_.scrape(address) or {}
 
 
 def wait_for(what: str, check: object, *, timeout: float) -> None:
@@ -122,23 +110,6 @@ def stop(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
         proc.wait()
 
 
-async def _seed(coordination: str, agents: Sequence[str]) -> None:
-    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=10.0)
-    await kv.connect()
-    try:
-        desired = store.DesiredStore(kv)
-        gate = asyncio.Semaphore(16)
-
-        async def one(agent: str) -> None:
-            async with gate:
-                for i in range(APPS):
-                    await desired.apply_desired(agent, launcher.sample_app(f"app-{i}"))
-
-        await asyncio.gather(*(one(a) for a in agents))
-    finally:
-        await kv.close()
-
-
 def slope(points: Sequence[tuple[int, float]]) -> float:
     """Least-squares slope of y over x."""
     n = len(points)
@@ -164,7 +135,14 @@ def bench(tmp: Path, children: list[subprocess.Popen[bytes]]) -> None:
         names = [f"{PREFIX}-{i:03d}" for i in range(biggest)]
         for name in [*names, "solo"]:
             pki.issue_agent(pki_dir, name=name)
-        asyncio.run(_seed(cluster.url, [*names, "solo"]))
+        asyncio.run(
+            launcher.seed_managed(
+                cluster.url,
+                [*names, "solo"],
+                apps=[f"app-{i}" for i in range(APPS)],
+                concurrency=16,
+            )
+        )
 
         port, mport = services.free_port(), services.free_port()
         principal = spawn(
@@ -321,7 +299,7 @@ def session_floor(
     """RSS of a bare grpc.aio mTLS echo server idle, then with `connections` open streams."""
     port = services.free_port()
     server = spawn(
-        [str(ECHO), "server", "--tls-dir", str(server_tls), "--port", str(port)],
+        [str(FLEET), "echo", "--tls-dir", str(server_tls), "--port", str(port)],
         log=tmp / "echo-server.log",
         pipes=True,
     )
@@ -334,8 +312,8 @@ def session_floor(
         idle = rss_kb(server.pid)
         client = spawn(
             [
-                str(ECHO),
-                "client",
+                str(FLEET),
+                "echo-client",
                 "--pki",
                 str(pki_dir),
                 "--endpoint",

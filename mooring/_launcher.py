@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -38,7 +38,7 @@ from mooring import _status as status_
 from principal import _pki as pki
 from principal import _store as principal_store
 
-__all__ = ["UpOptions", "agent_mode", "down", "scale", "up"]
+__all__ = ["UpOptions", "agent_mode", "down", "scale", "seed_autonomous", "seed_managed", "up"]
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
@@ -236,21 +236,35 @@ def _wait_ready(
             time.sleep(0.05)
 
 
-async def _seed_managed(coordination: str, agents: list[str]) -> None:
-    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=5.0)
+async def seed_managed(
+    coordination: str,
+    agents: Sequence[str],
+    *,
+    apps: Sequence[str] = ("guestbook",),
+    concurrency: int = 8,
+) -> None:
+    """Give every managed agent the sample Applications named `apps` in the store."""
+    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=10.0)
     try:
         await kv.connect()
         desired = principal_store.DesiredStore(kv)
-        for name in agents:
-            await desired.apply_desired(name, sample_app("guestbook"))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(agent: str) -> None:
+            async with gate:
+                for app in apps:
+                    await desired.apply_desired(agent, sample_app(app))
+
+        await asyncio.gather(*(one(a) for a in agents))
     finally:
         await kv.close()
 
 
-def _seed_autonomous(state_file: Path) -> None:
+def seed_autonomous(state_file: Path, *, app: str = "local-guestbook") -> None:
+    """Give an autonomous agent's local store one synced, healthy sample Application."""
     local = agent_store.AgentStore(state_file, mode="autonomous")
     try:
-        doc = sample_app("local-guestbook")
+        doc = sample_app(app)
         doc["status"] = {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
         local.apply_local(doc)
     finally:
@@ -383,10 +397,10 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
                     tls_dir=str(tls_dir),
                 )
             )
-        asyncio.run(_seed_managed(state.coordination, [n for n in names if modes[n] == "managed"]))
+        asyncio.run(seed_managed(state.coordination, [n for n in names if modes[n] == "managed"]))
         for record_ in state.agents:
             if record_.mode == "autonomous":
-                _seed_autonomous(Path(record_.state))
+                seed_autonomous(Path(record_.state))
         _wait_ready(started)
 
         agent_started = _start_agents(state, options, directory)
