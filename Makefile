@@ -1,11 +1,15 @@
 PYTHON ?= python3
 
-.PHONY: setup test lint proto bench up
+.PHONY: setup testbed test lint proto bench up
 
 setup:  ## install system packages (Debian) and the project with its dev extras
 	bash scripts/setup.sh
 
-test:   ## every test tier these machines can run
+testbed:  ## build kube-apiserver, etcd 3.6, helm and Argo CD's CRDs from the Go module proxy (cached)
+	bash scripts/testbed.sh
+
+test:   ## every test tier these machines can run (builds the test bed first when it is missing)
+	bash scripts/testbed.sh --if-possible >/dev/null
 	$(PYTHON) -m pytest -q
 
 lint:

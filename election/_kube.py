@@ -3,7 +3,9 @@
 The one module that imports `kubernetes`. Each record is one Lease in one
 namespace; its version token is the Lease's `metadata.resourceVersion`, and every
 replace and delete sends that version back, so the API server does the
-compare-and-swap (409 Conflict -> `ConflictError`).
+compare-and-swap (409 Conflict -> `ConflictError`). Updates are JSON Patches that set
+the resourceVersion, never PUTs: the Lease API creates on update, so a PUT could
+resurrect a Lease deleted meanwhile (found on a real apiserver).
 
 Record data <-> Lease:
 
@@ -24,7 +26,7 @@ a 10-hex-digit SHA-256 suffix of the full name keeps names apart. A Lease whose
 name annotation disagrees with the record asked for is reported as a conflict,
 never returned as that record.
 
-The store owns its Lease objects: a replace writes the whole object, so foreign
+The store owns its Lease objects: an update writes labels, annotations and spec whole, so foreign
 labels or annotations on them do not survive our next write.
 
 The official client is synchronous: each call runs in a worker thread with
@@ -296,16 +298,31 @@ class KubeLeaseStore:
         return self._record(lease, expect=full)
 
     async def update(self, record: records.Record, data: Mapping[str, Any]) -> records.Record:
+        # A JSON Patch, not a replace: Leases allow create-on-update, so a PUT carrying
+        # the resourceVersion of a Lease deleted meanwhile would bring it back to life.
+        # A patch never creates (404), and the resourceVersion it sets makes the write
+        # conditional (409 when it moved). Labels, annotations and spec are written whole.
         full = self.prefix + record.name
-        body = self._lease(full, data, resource_version=_version(record))
-        lease = await self._call(
+        lease = self.api_client.sanitize_for_serialization(  # type: ignore[no-untyped-call]
+            self._lease(full, data, resource_version=_version(record))
+        )
+        patch = [
+            {"op": "add", "path": f"/{path}", "value": value}
+            for path, value in (
+                ("metadata/resourceVersion", lease["metadata"]["resourceVersion"]),
+                ("metadata/labels", lease["metadata"]["labels"]),
+                ("metadata/annotations", lease["metadata"]["annotations"]),
+                ("spec", lease.get("spec", {})),
+            )
+        ]
+        patched = await self._call(
             f"update {record.name!r}",
-            self._api.replace_namespaced_lease,
+            self._api.patch_namespaced_lease,
             lease_name(full),
             self.namespace,
-            body,
+            patch,
         )
-        return self._record(lease, expect=full)
+        return self._record(patched, expect=full)
 
     async def update_fenced(
         self,

@@ -23,6 +23,7 @@ __all__ = [
     "RedisServer",
     "free_port",
     "require_binary",
+    "stop_process",
     "wait_tcp",
 ]
 
@@ -64,7 +65,7 @@ def wait_tcp(host: str, port: int, *, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, *, grace: float = 5.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, *, grace: float = 5.0) -> None:
     if proc is None or proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -93,9 +94,18 @@ class _EtcdMember:
 class EtcdCluster:
     """One or more etcd members on loopback, each a real `etcd` process."""
 
-    def __init__(self, root: Path, *, members: int = 1, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        members: int = 1,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
+    ) -> None:
+        """`binary`: the etcd to run (default: `etcd` on PATH, Debian's 3.4)."""
         self.root = Path(root)
         self.host = host
+        self.binary = binary
         self.token = f"mooring-{os.getpid()}-{int(time.time() * 1000)}"
         self.members = [
             _EtcdMember(
@@ -121,7 +131,7 @@ class EtcdCluster:
 
     def start_member(self, index: int) -> None:
         member = self.members[index]
-        binary = require_binary("etcd")
+        binary = self.binary or require_binary("etcd")
         member.data_dir.mkdir(parents=True, exist_ok=True)
         state = "existing" if (member.data_dir / "member").exists() else "new"
         cmd = [
@@ -200,7 +210,7 @@ class EtcdCluster:
 
     def stop(self) -> None:
         for member in self.members:
-            _stop(member.proc)
+            stop_process(member.proc)
             member.proc = None
 
 
@@ -254,5 +264,5 @@ class RedisServer:
             self.proc.wait()
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.proc = None

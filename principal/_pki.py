@@ -148,6 +148,12 @@ def certificate_pem(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
+def public_key_pem(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -175,6 +181,7 @@ def issue_certificate(
     dns_names: Iterable[str] = (),
     ip_addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
     uris: Iterable[str] = (),
+    organization: str = ORGANIZATION,
     server_auth: bool = False,
     client_auth: bool = False,
     days: int = 365,
@@ -187,6 +194,8 @@ def issue_certificate(
     Validity runs from `not_before` (default: now - BACKDATE) to `not_after` (default:
     now + `days`); pass a `not_after` in the past to get an expired certificate.
     Returns the certificate and its private key (`key`, or a fresh P-256 key).
+    `organization` is the subject's O, left out when empty (Kubernetes reads it as the
+    client's group).
     """
     if days <= 0:
         raise ValueError(f"days must be positive, got {days}")
@@ -196,12 +205,10 @@ def issue_certificate(
     if end <= start:
         raise ValueError(f"not_after ({end.isoformat()}) must be after not_before")
     key = key if key is not None else generate_key()
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    subject = x509.Name(attributes)
     signer_key = issuer.key if issuer is not None else key
     issuer_name = issuer.certificate.subject if issuer is not None else subject
     public_key = key.public_key()

@@ -1,4 +1,5 @@
-"""Shared fixtures: real etcd and Redis processes on free loopback ports."""
+"""Shared fixtures: real etcd (Debian's 3.4 and the test bed's 3.6), Redis and
+kube-apiserver processes on free loopback ports."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from mooring import _kubeapi as kubeapi
 from mooring import _services as services
+from tests import _testbed as testbed
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +47,43 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.
 def prefix() -> str:
     """A key prefix unique to one test, so tests can share one etcd."""
     return f"/t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def etcd36(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.EtcdCluster]:
+    """One real single-member etcd 3.6 (built by the test bed) shared by the session."""
+    testbed.require("etcd")
+    cluster = services.EtcdCluster(
+        tmp_path_factory.mktemp("etcd36"), members=1, binary=str(testbed.binary("etcd"))
+    ).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kubeapi.KubeAPIServer]:
+    """One real kube-apiserver on its own etcd 3.6, with Argo CD's CRDs, for the session.
+
+    Tests isolate themselves by namespace or name prefix; `kubeconfig` is the admin's.
+    """
+    testbed.require("kube-apiserver", "etcd", crds=True)
+    server = kubeapi.KubeAPIServer(
+        tmp_path_factory.mktemp("kube"),
+        binary=str(testbed.binary("kube-apiserver")),
+        etcd_binary=str(testbed.binary("etcd")),
+        crds=testbed.argocd_crds(),
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs on the test bed's kube-apiserver `kubernetes`."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "kube_apiserver" in getattr(item, "fixturenames", ()) or "kubernetes" in params.values():
+            item.add_marker(pytest.mark.kubernetes)

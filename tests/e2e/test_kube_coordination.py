@@ -1,8 +1,9 @@
-"""Principal replicas coordinating on Kubernetes Lease objects over real HTTP.
+"""Principal replicas coordinating on Kubernetes Lease objects of a real kube-apiserver.
 
 Two `mooring principal serve --coordination kubernetes` processes elect a leader and
-publish a shard map through the official client against the Lease API test server,
-keep desired state on etcd (`--store`), and serve a real agent.
+publish a shard map through the official client against the test bed's apiserver,
+keep desired state on etcd (`--store`), and serve a real agent. (Three replicas with
+SIGKILL and SIGSTOP of the leader on real Leases: tests/e2e/test_leader.py.)
 """
 
 from __future__ import annotations
@@ -11,26 +12,29 @@ import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import kubernetes.client
+import kubernetes.config
 import pytest
 
+from mooring import _kubeapi as kubeapi
 from tests import _procs as procs
-from tests import kube_lease_server
 from tests._procs import mooring, wait_for
 
 pytestmark = pytest.mark.e2e
 
-NS = "mooring-test"
-
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[tuple[kube_lease_server.KubeLeaseServer, Path]]:
-    server = kube_lease_server.KubeLeaseServer().start()
-    config = kube_lease_server.write_kubeconfig(tmp_path / "kubeconfig", server.url, namespace=NS)
+def kube(kube_apiserver: kubeapi.KubeAPIServer) -> Iterator[tuple[str, Path, Any]]:
+    """A namespace of this test's own, the admin kubeconfig, and a Lease API client."""
+    namespace = f"coord-{uuid.uuid4().hex[:8]}"
+    kube_apiserver.create_namespace(namespace)
+    client = kubernetes.config.new_client_from_config(str(kube_apiserver.kubeconfig))
     try:
-        yield server, config
+        yield namespace, kube_apiserver.kubeconfig, kubernetes.client.CoordinationV1Api(client)
     finally:
-        server.stop()
+        client.close()
 
 
 def leader_of(metrics_ports: dict[str, int]) -> list[str]:
@@ -52,7 +56,7 @@ def sample(port: int, name: str) -> float:
 
 
 def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) -> None:
-    server, kubeconfig = kube
+    namespace, kubeconfig, leases = kube
     root = f"/k-{uuid.uuid4().hex[:8]}/"
     pki = tmp_path / "pki"
     mooring("pki", "init", "--dir", str(pki))
@@ -75,7 +79,7 @@ def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) ->
                 "--coordination",
                 "kubernetes",
                 "--namespace",
-                NS,
+                namespace,
                 "--store",
                 etcd.url,
                 "--store-root",
@@ -115,7 +119,7 @@ def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) ->
 
         # The leader publishes the shard map right after it takes the lease.
         def published() -> set[str] | None:
-            got = set(server.leases(NS))
+            got = {lease.metadata.name for lease in leases.list_namespaced_lease(namespace).items}
             return got if any(n.endswith("shardmap") for n in got) else None
 
         names = wait_for(published, timeout=10, what="the shard map as a Lease")

@@ -1,4 +1,5 @@
-"""Leader election across three real `mooring principal serve` processes on one real etcd.
+"""Leader election across three real `mooring principal serve` processes, coordinating on
+one real etcd, or on Lease objects of the test bed's real kube-apiserver.
 
 A sampler scrapes every replica's `mooring_leader` (computed at scrape time from the
 replica's local renew deadline) at 20 Hz for the whole test. On those samples we check:
@@ -151,7 +152,14 @@ def overlapping_leaders(samples: list[Sample]) -> list[tuple[Sample, Sample]]:
 
 
 class Replicas:
-    def __init__(self, root: Path, *, coordination: str, store_root: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        coordination: list[str],
+        store_root: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.pki = root / "pki"
         mooring("pki", "init", "--dir", str(self.pki))
         self.metrics = {r: procs.free_port() for r in REPLICAS}
@@ -166,7 +174,7 @@ class Replicas:
                     "principal", "serve",
                     "--id", replica,
                     "--listen", f"127.0.0.1:{procs.free_port()}",
-                    "--coordination", coordination,
+                    *coordination,
                     "--tls-dir", str(self.pki / "principals" / replica),
                     "--metrics", f"127.0.0.1:{self.metrics[replica]}",
                     "--lease-duration", str(LEASE_DURATION),
@@ -176,6 +184,7 @@ class Replicas:
                     "--store-root", store_root,
                 ],
                 log=root / f"{replica}.log",
+                env=env,
             )  # fmt: skip
 
     def start(self) -> None:
@@ -191,9 +200,31 @@ class Replicas:
         return "\n".join(f"--- {r}\n{p.output()[-3000:]}" for r, p in self.procs.items())
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, etcd, prefix: str) -> Iterator[Replicas]:
-    group = Replicas(tmp_path, coordination=etcd.url, store_root=f"{prefix}/")
+@pytest.fixture(params=["etcd", "kubernetes"])
+def replicas(
+    request: pytest.FixtureRequest, tmp_path: Path, etcd, prefix: str
+) -> Iterator[Replicas]:
+    if request.param == "etcd":
+        group = Replicas(
+            tmp_path, coordination=["--coordination", etcd.url], store_root=f"{prefix}/"
+        )
+    else:
+        apiserver = request.getfixturevalue("kube_apiserver")
+        namespace = f"leader{prefix.replace('/t-', '-')}"
+        apiserver.create_namespace(namespace)
+        group = Replicas(
+            tmp_path,
+            coordination=[
+                "--coordination",
+                "kubernetes",
+                "--namespace",
+                namespace,
+                "--store",
+                etcd.url,
+            ],
+            store_root=f"{prefix}/",
+            env={"KUBECONFIG": str(apiserver.kubeconfig)},
+        )
     group.start()
     try:
         yield group

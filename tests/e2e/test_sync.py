@@ -1,4 +1,7 @@
-"""End to end on real processes: etcd, one principal, managed and autonomous agents."""
+"""End to end on real processes: etcd, one principal, managed and autonomous agents.
+
+Every test runs twice: on Debian's etcd 3.4 and on the test bed's etcd 3.6.
+"""
 
 from __future__ import annotations
 
@@ -137,9 +140,9 @@ class Cluster:
         self.principal.stop()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, etcd):
-    c = Cluster(tmp_path, etcd.url)
+@pytest.fixture(params=["etcd", "etcd36"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path):
+    c = Cluster(tmp_path, request.getfixturevalue(request.param).url)
     c.principal.start()
     try:
         yield c

@@ -1,10 +1,13 @@
-"""Fixtures for the coordination stores: the Lease test server and one harness per adapter."""
+"""Fixtures for the coordination stores: one harness per adapter, each on its real backend.
+
+The Lease test server (`kube_server`) is only for faults a real apiserver cannot
+produce on demand (chosen HTTP error statuses, counted requests).
+"""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
 
 import pytest
 
@@ -13,11 +16,12 @@ from election import _etcdrecords as etcdrecords
 from election import _kube as kube
 from election import _memory as memory
 from election import _stores as stores
+from mooring import _kubeapi as kubeapi
 from mooring import _services as services
 from tests import kube_lease_server
 from tests.election.store_harness import StoreHarness
 
-STORE_KINDS = ["memory", "etcd", "etcd3", "kubernetes"]
+STORE_KINDS = ["memory", "etcd", "etcd36", "etcd3", "kubernetes"]
 NAMESPACE = "mooring-test"
 
 
@@ -26,16 +30,6 @@ def kube_server() -> Iterator[kube_lease_server.KubeLeaseServer]:
     """The Lease API test server on a free loopback port."""
     with kube_lease_server.KubeLeaseServer() as server:
         yield server
-
-
-@pytest.fixture
-def kube_api_client(kube_server: kube_lease_server.KubeLeaseServer) -> Iterator[Any]:
-    """A real `kubernetes.client.ApiClient` pointed at `kube_server`."""
-    client = kube_lease_server.make_api_client(kube_server.url)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _stop_etcd(cluster: services.EtcdCluster, stopped: bool) -> None:
@@ -60,6 +54,36 @@ def _etcd_harness(kind: str, cluster: services.EtcdCluster, prefix: str) -> Stor
     )
 
 
+def _kube_harness(server: kubeapi.KubeAPIServer, prefix: str) -> StoreHarness:
+    """Lease stores on the real apiserver; `hanging()` SIGSTOPs the apiserver itself."""
+    server.create_namespace(NAMESPACE)
+
+    def open_kube_via(timeout: float, addresses: Sequence[str]) -> stores.FencedRecordStore:
+        store = kube.load_kube_store(
+            namespace=NAMESPACE,
+            kubeconfig=str(server.kubeconfig),
+            prefix=prefix + "/",
+            timeout=timeout,
+        )
+        store.api_client.configuration.host = f"https://{addresses[0]}"
+        return store
+
+    def hang_kube(value: bool) -> None:
+        if value:
+            server.pause()
+        else:
+            server.resume()
+
+    target = f"{server.host}:{server.port}"
+    return StoreHarness(
+        "kubernetes",
+        opener=lambda timeout: open_kube_via(timeout, [target]),
+        hang=hang_kube,
+        targets=[target],
+        open_via=open_kube_via,
+    )
+
+
 @pytest.fixture(scope="module")
 def etcd3_shared(
     tmp_path_factory: pytest.TempPathFactory,
@@ -77,9 +101,10 @@ def etcd3_shared(
 
 @pytest.fixture(params=STORE_KINDS)
 async def harness(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[StoreHarness]:
-    """One harness per adapter: memory, etcd (1 member), etcd (3 members), Kubernetes.
+    """One harness per adapter: memory, etcd 3.4 (1 member), etcd 3.6 (1 member), etcd 3.4
+    (3 members), Kubernetes Leases on the test bed's kube-apiserver.
 
-    Each test gets its own key prefix (etcd) or Lease server (Kubernetes).
+    Each test gets its own key prefix (etcd) or Lease-name prefix (Kubernetes).
     """
     kind: str = request.param
     if kind == "memory":
@@ -101,25 +126,10 @@ async def harness(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[
         # A test that asks for `etcd3` itself (to kill members) gets a fresh cluster.
         wanted = "etcd3" if "etcd3" in request.fixturenames else "etcd3_shared"
         made = _etcd_harness(kind, request.getfixturevalue(wanted), prefix)
+    elif kind == "etcd36":
+        made = _etcd_harness(kind, request.getfixturevalue("etcd36"), prefix)
     else:
-        server: kube_lease_server.KubeLeaseServer = request.getfixturevalue("kube_server")
-
-        def open_kube_via(timeout: float, addresses: Sequence[str]) -> stores.FencedRecordStore:
-            client = kube_lease_server.make_api_client(f"http://{addresses[0]}")
-            return kube.KubeLeaseStore(
-                client, namespace=NAMESPACE, prefix=prefix + "/", timeout=timeout
-            )
-
-        def hang_kube(value: bool) -> None:
-            server.hang = value
-
-        made = StoreHarness(
-            kind,
-            opener=lambda timeout: open_kube_via(timeout, [f"{server.host}:{server.port}"]),
-            hang=hang_kube,
-            targets=[f"{server.host}:{server.port}"],
-            open_via=open_kube_via,
-        )
+        made = _kube_harness(request.getfixturevalue("kube_apiserver"), prefix)
     try:
         yield made
     finally:

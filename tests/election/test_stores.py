@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+import uuid
 
+import kubernetes.client
+import kubernetes.config
 import pytest
 
 from election import _etcdrecords as etcdrecords
 from election import _kube as kube
 from election import _memory as memory
 from election import _stores as stores
+from mooring import _kubeapi as kubeapi
 from mooring import _services as services
-from tests import kube_lease_server
 
 
 async def test_memory_url() -> None:
@@ -34,26 +37,25 @@ async def test_etcd_url_opens_a_working_store(etcd: services.EtcdCluster, prefix
         await store.close()
 
 
-async def test_kubernetes_url_opens_a_working_store(
-    kube_server: kube_lease_server.KubeLeaseServer, tmp_path: Path
-) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters: [{{name: t, cluster: {{server: '{kube_server.url}'}}}}]\n"
-        "users: [{name: t, user: {}}]\n"
-        "contexts: [{name: t, context: {cluster: t, user: t}}]\n"
-        "current-context: t\n"
-    )
+async def test_kubernetes_url_opens_a_working_store(kube_apiserver: kubeapi.KubeAPIServer) -> None:
+    namespace = f"coord-{uuid.uuid4().hex[:8]}"
+    kube_apiserver.create_namespace(namespace)
     store = stores.open_store(
-        "kubernetes", timeout=1.0, namespace="coord", env={"KUBECONFIG": str(kubeconfig)}
+        "kubernetes",
+        timeout=5.0,
+        namespace=namespace,
+        env={"KUBECONFIG": str(kube_apiserver.kubeconfig)},
     )
     assert isinstance(store, kube.KubeLeaseStore)
+    admin = kubernetes.config.new_client_from_config(str(kube_apiserver.kubeconfig))
     try:
         await store.create("members/r1", {"holderIdentity": "r1"})
-        assert set(kube_server.leases("coord")) == {"mooring-members-r1"}
+        api = kubernetes.client.CoordinationV1Api(admin)
+        leases = await asyncio.to_thread(api.list_namespaced_lease, namespace)
+        assert [lease.metadata.name for lease in leases.items] == ["mooring-members-r1"]
     finally:
         await store.close()
+        admin.close()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,321 @@
+"""A real kube-apiserver on loopback, on an etcd of its own, with CRDs installed.
+
+Used by the test fixtures (and meant for `mooring up --kubernetes`): the
+binaries come from the test bed (`scripts/testbed.sh`), which builds them from
+the Go module proxy. Started the way envtest starts one: secure port on
+127.0.0.1, serving certificate and client CA of our own, service-account keys
+for TokenRequest, RBAC authorization, the ServiceAccount admission plugin off
+(no controller manager creates tokens here), and an admin identity in
+`system:masters` by client certificate.
+
+This module talks plain HTTPS (urllib); only the adapter modules import the
+`kubernetes` client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mooring import _services as services
+from principal import _pki as pki
+
+__all__ = ["KubeAPIError", "KubeAPIServer"]
+
+ADMIN = "mooring-admin"
+ADMIN_GROUP = "system:masters"
+FIELD_MANAGER = "mooring-testbed"
+
+
+class KubeAPIError(RuntimeError):
+    """The apiserver did not start, or refused a request of the launcher."""
+
+
+class KubeAPIServer:
+    """kube-apiserver + etcd, both real processes, under `root`."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        binary: str,
+        etcd_binary: str,
+        crds: Sequence[Path] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.root = Path(root)
+        self.binary = binary
+        self.host = host
+        self.port = services.free_port(host)
+        self.crds = list(crds)
+        self.etcd = services.EtcdCluster(self.root / "etcd", members=1, binary=etcd_binary)
+        self.pki_dir = self.root / "pki"
+        self.log_path = self.root / "kube-apiserver.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._ca: pki.CertificateAuthority | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin's kubeconfig (group system:masters)."""
+        return self.root / "admin.kubeconfig"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, *, timeout: float = 90.0) -> KubeAPIServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_pki()
+        self.etcd.start()
+        try:
+            self._start_apiserver()
+            self._wait_ready(timeout=timeout)
+            self.identity(ADMIN, group=ADMIN_GROUP, path=self.kubeconfig)
+            for crd in self.crds:
+                self.apply_crd(crd)
+            for crd in self.crds:
+                self._wait_established(crd, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _write_pki(self) -> None:
+        pki.init_ca(self.pki_dir, force=True)
+        self._ca = pki.load_ca(self.pki_dir)
+        cert, key = pki.issue_certificate(
+            common_name="kube-apiserver",
+            issuer=self._ca,
+            dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            ip_addresses=[ipaddress.ip_address(self.host)],
+            server_auth=True,
+        )
+        pki.write_tls_dir(
+            self.pki_dir / "serving", certificate=cert, key=key, ca_certificate=self._ca.certificate
+        )
+        signing = pki.generate_key()
+        (self.pki_dir / "sa.key").write_bytes(pki.private_key_pem(signing))
+        (self.pki_dir / "sa.pub").write_bytes(pki.public_key_pem(signing.public_key()))
+
+    def _start_apiserver(self) -> None:
+        serving = self.pki_dir / "serving"
+        cmd = [
+            self.binary,
+            f"--etcd-servers=http://{self.etcd.endpoints[0]}",
+            f"--secure-port={self.port}",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
+            f"--cert-dir={self.root / 'certs'}",
+            f"--tls-cert-file={serving / pki.TLS_CERT}",
+            f"--tls-private-key-file={serving / pki.TLS_KEY}",
+            f"--client-ca-file={self.ca_path}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={self.pki_dir / 'sa.pub'}",
+            f"--service-account-signing-key-file={self.pki_dir / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/24",
+            "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",  # no "kubernetes" Endpoints for a loopback address
+        ]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def _wait_ready(self, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise KubeAPIError(
+                    f"kube-apiserver exited with {self.proc.returncode}: {self._log_tail()}"
+                )
+            try:
+                status, body = self.request("GET", "/readyz", admin_cert=self._admin_files())
+                if status == 200:
+                    return
+                last = f"HTTP {status}: {body[-200:]!r}"
+            except OSError as err:
+                last = str(err)
+            time.sleep(0.2)
+        raise KubeAPIError(f"kube-apiserver not ready after {timeout:.0f}s ({last})")
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(lines[-3:])
+
+    def pause(self) -> None:
+        """SIGSTOP the apiserver: every request hangs until `resume`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()
+        services.stop_process(self.proc)
+        self.proc = None
+        self.etcd.stop()
+
+    # -- identities --------------------------------------------------------------------
+
+    def _admin_files(self) -> tuple[Path, Path]:
+        folder = self.pki_dir / "users" / ADMIN
+        if not (folder / pki.TLS_CERT).exists():
+            self._issue_user(ADMIN, group=ADMIN_GROUP)
+        return folder / pki.TLS_CERT, folder / pki.TLS_KEY
+
+    def _issue_user(self, name: str, *, group: str | None) -> Path:
+        assert self._ca is not None, "start() first"
+        cert, key = pki.issue_certificate(
+            common_name=name,
+            issuer=self._ca,
+            organization=group or "",
+            client_auth=True,
+        )
+        return pki.write_tls_dir(
+            self.pki_dir / "users" / name,
+            certificate=cert,
+            key=key,
+            ca_certificate=self._ca.certificate,
+        )
+
+    def identity(
+        self, name: str, *, group: str | None = None, path: Path | None = None, namespace: str = ""
+    ) -> Path:
+        """Write a kubeconfig for user `name` (client certificate; `group` becomes its O)."""
+        folder = self._issue_user(name, group=group)
+        user = {
+            "client-certificate": str(folder / pki.TLS_CERT),
+            "client-key": str(folder / pki.TLS_KEY),
+        }
+        return self.write_kubeconfig(path or self.root / f"{name}.kubeconfig", user, namespace)
+
+    def token_kubeconfig(self, token: str, *, path: Path, namespace: str = "") -> Path:
+        """A kubeconfig that authenticates with a bearer token (e.g. from TokenRequest)."""
+        return self.write_kubeconfig(path, {"token": token}, namespace)
+
+    def write_kubeconfig(self, path: Path, user: dict[str, str], namespace: str = "") -> Path:
+        context: dict[str, str] = {"cluster": "testbed", "user": "user"}
+        if namespace:
+            context["namespace"] = namespace
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "testbed",
+                    "cluster": {"server": self.url, "certificate-authority": str(self.ca_path)},
+                }
+            ],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [{"name": "testbed", "context": context}],
+            "current-context": "testbed",
+        }
+        path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        path.chmod(0o600)
+        return path
+
+    # -- raw requests (launcher only) --------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        admin_cert: tuple[Path, Path] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, str]:
+        """One HTTPS request as the admin; returns (status, body text)."""
+        context = ssl.create_default_context(cafile=str(self.ca_path))
+        certfile, keyfile = admin_cert or self._admin_files()
+        context.load_cert_chain(str(certfile), str(keyfile))
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        if body is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+                return resp.status, resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode(errors="replace")
+
+    def create_namespace(self, name: str) -> None:
+        """Create namespace `name` unless it exists."""
+        body = json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        status, text = self.request("POST", "/api/v1/namespaces", body=body.encode())
+        if status not in (201, 409):
+            raise KubeAPIError(f"namespace {name} refused: HTTP {status}: {text[:300]}")
+
+    def apply_crd(self, path: Path) -> None:
+        """Server-side apply of one CRD file (they are too large for client-side apply)."""
+        name = _crd_name(path)
+        status, text = self.request(
+            "PATCH",
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            f"?fieldManager={FIELD_MANAGER}&force=true",
+            body=path.read_bytes(),
+            content_type="application/apply-patch+yaml",
+            timeout=60,
+        )
+        if status not in (200, 201):
+            raise KubeAPIError(f"CRD {name} from {path} refused: HTTP {status}: {text[:300]}")
+
+    def _wait_established(self, path: Path, *, timeout: float) -> None:
+        name = _crd_name(path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, text = self.request(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            )
+            if status == 200 and _established(json.loads(text)):
+                return
+            time.sleep(0.1)
+        raise KubeAPIError(f"CRD {name} not Established after {timeout:.0f}s")
+
+
+def _crd_name(path: Path) -> str:
+    import yaml
+
+    with path.open() as handle:
+        doc = yaml.safe_load(handle)
+    try:
+        return str(doc["metadata"]["name"])
+    except (KeyError, TypeError) as err:
+        raise KubeAPIError(f"{path} is not a CustomResourceDefinition") from err
+
+
+def _established(crd: dict[str, Any]) -> bool:
+    with contextlib.suppress(KeyError, TypeError):
+        for condition in crd["status"]["conditions"]:
+            if condition["type"] == "Established" and condition["status"] == "True":
+                return True
+    return False
