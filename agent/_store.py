@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from proto import codec
+from proto import codec, objects
 
 __all__ = ["AgentStore", "LocalResource", "LocalStoreError"]
 
@@ -209,12 +209,11 @@ class AgentStore:
     # --- local writes (the CLI, or Argo CD in a real cluster) ----------------------------
     def apply_local(self, doc: Mapping[str, Any]) -> tuple[LocalResource, bool]:
         """Apply a manifest locally: a whole object (autonomous) or its status (managed)."""
-        kind = doc.get("kind")
-        if kind not in ("Application", "AppProject"):
-            raise LocalStoreError(f"unsupported kind {kind!r}: expected Application or AppProject")
-        name = (doc.get("metadata") or {}).get("name")
-        if not isinstance(name, str) or not name:
-            raise LocalStoreError(f"{kind} without metadata.name")
+        try:
+            # A managed agent's local write is a status report: it names its object only.
+            kind, name = objects.validate_manifest(doc, need_spec=self.mode == "autonomous")
+        except objects.InvalidObjectError as err:
+            raise LocalStoreError(str(err)) from err
         status = doc.get("status")
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -243,7 +242,10 @@ class AgentStore:
             raise LocalStoreError(
                 f"{kind} {name} does not exist on this managed agent: its spec comes from the principal"
             )
-        if doc.get("spec") is not None and codec.checksum(codec.object_of(doc)) != current.checksum:
+        if (
+            doc.get("spec") is not None
+            and codec.checksum(objects.synced_object(doc)) != current.checksum
+        ):
             raise LocalStoreError(
                 f"{kind} {name} is managed by the principal: only its status can be set on the agent"
             )
@@ -266,7 +268,7 @@ class AgentStore:
         doc: Mapping[str, Any],
         status: Any,
     ) -> bool:
-        obj = codec.object_of(doc)
+        obj = objects.synced_object(doc)
         digest, status_digest = codec.checksum(obj), codec.checksum(status)
         if (
             current is not None

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the commands import what they use, so `agent run` stays sma
     from principal import _store as principal_store
 
 from mooring import _localcli as localcli
+from proto import objects
 
 __all__ = ["main"]
 
@@ -183,6 +184,14 @@ def _load_manifests(path: str) -> list[dict[str, Any]]:
     return out
 
 
+def _valid_manifests(path: str, *, need_spec: bool) -> list[dict[str, Any]]:
+    """Every manifest in `path`, each checked before any is written (all or nothing)."""
+    docs = _load_manifests(path)
+    for doc in docs:
+        objects.validate_manifest(doc, need_spec=need_spec)
+    return docs
+
+
 def _coordination(args: argparse.Namespace) -> str:
     if args.coordination:
         return str(args.coordination)
@@ -328,7 +337,8 @@ def _app_local(args: argparse.Namespace) -> int:
     local = agent_store.AgentStore(args.agent_state, create=create)
     try:
         if args.app_command == "apply":
-            for doc in _load_manifests(args.file):
+            docs = _valid_manifests(args.file, need_spec=local.mode == "autonomous")
+            for doc in docs:
                 row, changed = local.apply_local(doc)
                 print(f"{row.kind} {row.name} {'configured' if changed else 'unchanged'}")
         elif args.app_command == "delete":
@@ -360,9 +370,9 @@ def _app_local(args: argparse.Namespace) -> int:
 
 
 async def _app_principal(args: argparse.Namespace, desired: principal_store.DesiredStore) -> int:
-    agent = args.agent
+    agent = objects.validate_agent_name(args.agent)
     if args.app_command == "apply":
-        for doc in _load_manifests(args.file):
+        for doc in _valid_manifests(args.file, need_spec=True):
             resource, changed = await desired.apply_desired(agent, doc)
             print(
                 f"{resource.kind} {resource.name} {'configured' if changed else 'unchanged'} for agent {agent}"

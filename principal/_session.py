@@ -34,7 +34,7 @@ from principal import _queue as queue_
 from principal import _registry as registry
 from principal import _store as store
 from proto import _credentials as credentials
-from proto import codec, pb
+from proto import codec, objects, pb
 
 __all__ = ["SessionManager", "SessionSettings", "StreamHandler"]
 
@@ -600,6 +600,11 @@ class StreamHandler:
             self._ack(session, envelope.seq, error="status update without a valid resource key")
             return
         try:
+            objects.validate_name(update.key.name, kind=kind)
+        except objects.InvalidObjectError as err:
+            self._ack(session, envelope.seq, error=str(err))
+            return
+        try:
             status = json.loads(update.status_json) if update.status_json else {}
         except ValueError:
             self._ack(
@@ -624,6 +629,11 @@ class StreamHandler:
         if kind is None or not event.key.name:
             self._ack(session, envelope.seq, error="resource event without a valid resource key")
             return
+        try:
+            objects.validate_name(event.key.name, kind=kind)
+        except objects.InvalidObjectError as err:
+            self._ack(session, envelope.seq, error=str(err))
+            return
         if event.operation == pb.OPERATION_DELETE:
             await self._store_call(
                 self.desired.mirror_delete(
@@ -633,8 +643,14 @@ class StreamHandler:
         elif event.operation == pb.OPERATION_UPSERT:
             try:
                 doc = json.loads(event.object_json)
-                obj = codec.object_of(doc)  # the agent checksummed exactly this part
+                obj = objects.synced_object(doc)  # the agent checksummed exactly this part
                 status = doc.get("status")
+                named = {**obj, "kind": kind}
+                named["metadata"] = {**obj["metadata"], "name": event.key.name}
+                objects.validate_manifest(named)
+            except objects.InvalidObjectError as err:
+                self._ack(session, envelope.seq, error=str(err))
+                return
             except (ValueError, AttributeError):
                 self._ack(
                     session,

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 from election import _etcd as etcd
-from proto import codec
+from proto import codec, objects
 
 __all__ = [
     "AgentRecord",
@@ -131,6 +131,7 @@ class DesiredStore:
         """Register name with mode; idempotent; ModeConflictError if known with another mode."""
         if mode not in MODES:
             raise StoreError(f"unknown mode {mode!r}: expected managed or autonomous")
+        _agent_name(name)
         if self._registered.get(name) == mode:
             return AgentRecord(name=name, mode=mode)
         key = self._agent_key(name)
@@ -182,8 +183,9 @@ class DesiredStore:
         record's revision), so an agent that registers as autonomous meanwhile can
         never end up with a principal-written spec.
         """
+        _agent_name(agent)
         kind, name = _kind_and_name(doc)
-        obj = codec.object_of(doc)
+        obj = objects.synced_object(doc)
         digest = codec.checksum(obj)
         agent_key, app_key = self._agent_key(agent), self._app_key(agent, kind, name)
         value = _dumps({"object": obj, "checksum": digest, "origin": "principal"})
@@ -310,13 +312,15 @@ def _dumps(value: Any) -> bytes:
     return codec.canonical_json(value).encode()
 
 
+def _agent_name(name: str) -> str:
+    try:
+        return objects.validate_agent_name(name)
+    except objects.InvalidObjectError as err:
+        raise StoreError(str(err)) from err
+
+
 def _kind_and_name(doc: Mapping[str, Any]) -> tuple[str, str]:
-    kind = doc.get("kind")
-    if kind not in ("Application", "AppProject"):
-        raise StoreError(f"unsupported kind {kind!r}: expected Application or AppProject")
-    name = (doc.get("metadata") or {}).get("name")
-    if not isinstance(name, str) or not name:
-        raise StoreError(f"{kind} without metadata.name")
-    if "/" in name or len(name) > 253:
-        raise StoreError(f"invalid {kind} name {name!r}")
-    return kind, name
+    try:
+        return objects.validate_manifest(doc)
+    except objects.InvalidObjectError as err:
+        raise StoreError(str(err)) from err

@@ -26,7 +26,6 @@ __all__ = [
     "checksum",
     "kind_from_name",
     "negotiate",
-    "object_of",
 ]
 
 # Protocol versions this build speaks. A peer is accepted when the ranges overlap;
@@ -79,13 +78,6 @@ def checksum(obj: Any) -> str:
     if obj is None:
         return ""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
-
-
-def object_of(doc: Any) -> dict[str, Any]:
-    """The synced, checksummed part of a manifest: labels, annotations and spec."""
-    meta = doc.get("metadata") or {}
-    kept = {k: meta[k] for k in ("labels", "annotations") if meta.get(k)}
-    return {"metadata": kept, "spec": doc.get("spec") or {}}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

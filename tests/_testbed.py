@@ -38,11 +38,18 @@ def argocd_crds() -> list[Path]:
     return sorted((directory() / "crds" / "argocd").glob("*.yaml"))
 
 
-def require(*binaries: str, crds: bool = False) -> None:
-    """Skip (fail under CI=true) unless the named binaries and CRDs are built."""
+def argocd_example(name: str) -> Path:
+    """Argo CD's documented full manifests: "application.yaml", "project.yaml"."""
+    return directory() / "examples" / "argocd" / name
+
+
+def require(*binaries: str, crds: bool = False, examples: bool = False) -> None:
+    """Skip (fail under CI=true) unless the named binaries, CRDs and examples are built."""
     missing = [name for name in binaries if not binary(name).is_file()]
     if crds and not argocd_crds():
         missing.append("Argo CD CRDs")
+    if examples and not argocd_example("application.yaml").is_file():
+        missing.append("Argo CD examples")
     if not missing:
         return
     message = f"test bed lacks {', '.join(missing)} in {directory()}: {HINT}"

@@ -10,9 +10,11 @@ import signal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent import _store as agent_store
 from tests import _procs as procs
+from tests import _testbed as testbed
 from tests._procs import mooring, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -335,3 +337,84 @@ def test_principal_restart_agents_reconnect_and_converge(cluster: Cluster, tmp_p
         timeout=20,
     )
     assert cluster.agent_metric("edge-r1", "mooring_sessions_total") >= 2
+
+
+def argocd_examples() -> list[dict]:
+    """Argo CD's documented full Application and AppProject, with an annotation added
+    (the examples carry labels and finalizers but no annotation)."""
+    testbed.require(examples=True)
+    docs = [
+        yaml.safe_load(testbed.argocd_example(name).read_text())
+        for name in ("application.yaml", "project.yaml")
+    ]
+    for doc in docs:
+        doc["metadata"].setdefault("annotations", {})[
+            "notifications.argoproj.io/subscribe.on-sync-succeeded.slack"
+        ] = "deploys"
+    return docs
+
+
+def test_argocd_documented_examples_arrive_with_every_field(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    docs = argocd_examples()
+    assert any(d["metadata"].get("finalizers") for d in docs)
+    cluster.add_agent("edge-full", "managed")
+    wait_for(lambda: cluster.connected("edge-full"), what="agent connected")
+    manifests = write_docs(tmp_path / "examples.json", docs)
+    out = mooring("app", "apply", "-f", str(manifests), "--agent", "edge-full", env=cluster.env)
+    assert out.stdout.splitlines() == [
+        "Application guestbook configured for agent edge-full",
+        "AppProject my-project configured for agent edge-full",
+    ]
+
+    def arrived() -> dict | None:
+        local = cluster.local("edge-full")
+        return local if {"guestbook", "my-project"} <= set(local) else None
+
+    local = wait_for(arrived, what="both objects on the agent")
+    for doc in docs:
+        got = local[doc["metadata"]["name"]].manifest()
+        assert got["spec"] == doc["spec"]
+        for key in ("labels", "annotations", "finalizers"):
+            assert got["metadata"].get(key) == doc["metadata"].get(key), key
+        # Never: the hub's namespace (each side places the object in its own).
+        assert "namespace" not in got["metadata"]
+
+
+def test_invalid_manifests_are_refused_whole_with_one_line(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    good = app_doc("fine")
+    cases = {
+        "Bad_Name": (app_doc("Bad_Name"), "invalid Application name 'Bad_Name'"),
+        "no spec": (
+            {"kind": "Application", "metadata": {"name": "nospec"}},
+            "Application nospec has no spec",
+        ),
+        "bad label": (
+            {**app_doc("labelled"), "metadata": {"name": "labelled", "labels": {"a": "b c"}}},
+            "metadata.labels[a]: invalid value 'b c'",
+        ),
+    }
+    for label, (bad, message) in cases.items():
+        path = write_docs(tmp_path / "bad.json", [good, bad])
+        result = mooring(
+            "app", "apply", "-f", str(path), "--agent", "edge-x", check=False, env=cluster.env
+        )
+        assert result.returncode == 1, label
+        assert message in result.stderr, (label, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stdout == "", label  # nothing was applied, not even the valid one
+    assert cluster.principal_list("edge-x") == {}
+    result = mooring(
+        "app",
+        "apply",
+        "-f",
+        str(write_docs(tmp_path / "g.json", [good])),
+        "--agent",
+        "Edge_X",
+        check=False,
+        env=cluster.env,
+    )
+    assert result.returncode == 1 and "invalid agent name 'Edge_X'" in result.stderr
