@@ -7,7 +7,7 @@ Setup, all real and on loopback, all in one temp dir that is removed at the end:
   principal `python -m mooring principal serve` in its own process, with --metrics
   fleet     100 real `agent.Agent` instances (managed mode) in ONE other process
             (`bench/_fleet.py fleet`), each with its own SQLite file and registry
-  writer    this process: `principal._store.DesiredStore.apply_desired`, one task per
+  writer    this process: `principal.HubStore.apply_desired` (on etcd), one task per
             agent writing its 10 Applications one after another (100 writers at once)
 
 Rounds (each 100 agents x 10 Applications = 1,000 changes, started once every agent is
@@ -58,13 +58,12 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import principal  # noqa: E402
 from agent import _client as agent_client  # noqa: E402
 from agent import _settings as agent_settings  # noqa: E402
-from election import _etcd as etcd  # noqa: E402
 from mooring import _services as services  # noqa: E402
 from principal import _pki as pki  # noqa: E402
 from principal import _session as session_  # noqa: E402
-from principal import _store as store  # noqa: E402
 from proto import _credentials as credentials  # noqa: E402
 from proto import pb  # noqa: E402
 
@@ -208,7 +207,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 async def run_round(
-    desired: store.DesiredStore,
+    desired: principal.HubStore,
     fleet: Child,
     *,
     round_name: str,
@@ -502,10 +501,9 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
         cpu1 = cpu_snapshot(pids)
         idle = {name: cpu1[name] - cpu0[name] for name in cpu0}
 
-        kv = etcd.EtcdKV(etcd.parse_endpoints(cluster.url), timeout=10.0)
-        await kv.connect()
+        desired = principal.open_hub_store(cluster.url, timeout=10.0)
+        await desired.connect()
         try:
-            desired = store.DesiredStore(kv)
             results = []
             for round_name, revision in (("create", "v1"), ("update", "v2")):
                 results.append(
@@ -525,7 +523,7 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
             )
             assert sample is not None
         finally:
-            await kv.close()
+            await desired.close()
         envelope = pb.Envelope(seq=args.apps + 2, event=session_._upsert_event(sample))
         payload = envelope.SerializeToString()
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the commands import what they use, so `agent run` stays small
+    import principal
     from agent import _settings as agent_settings
-    from principal import _store as principal_store
 
 from mooring import _localcli as localcli
 from proto import objects
@@ -205,15 +205,14 @@ def _coordination(args: argparse.Namespace) -> str:
 
 
 async def _with_store(args: argparse.Namespace, work: Any) -> Any:
-    from election import _etcd as etcd
-    from principal import _store as principal_store
+    import principal
 
-    kv = etcd.EtcdKV(etcd.parse_endpoints(_coordination(args)), timeout=3.0)
+    desired = principal.open_hub_store(_coordination(args), root=args.store_root, timeout=3.0)
     try:
-        await kv.connect()
-        return await work(principal_store.DesiredStore(kv, root=args.store_root))
+        await desired.connect()
+        return await work(desired)
     finally:
-        await kv.close()
+        await desired.close()
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -369,7 +368,7 @@ def _app_local(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _app_principal(args: argparse.Namespace, desired: principal_store.DesiredStore) -> int:
+async def _app_principal(args: argparse.Namespace, desired: principal.HubStore) -> int:
     agent = objects.validate_agent_name(args.agent)
     if args.app_command == "apply":
         for doc in _valid_manifests(args.file, need_spec=True):

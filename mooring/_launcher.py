@@ -28,15 +28,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+import principal
 from agent import _store as agent_store
-from election import _etcd as etcd
 from mooring import _fleet as fleet
 from mooring import _processes as processes
 from mooring import _services as services
 from mooring import _state as state_
 from mooring import _status as status_
 from principal import _pki as pki
-from principal import _store as principal_store
 
 __all__ = ["UpOptions", "agent_mode", "down", "scale", "seed_autonomous", "seed_managed", "up"]
 
@@ -244,10 +243,9 @@ async def seed_managed(
     concurrency: int = 8,
 ) -> None:
     """Give every managed agent the sample Applications named `apps` in the store."""
-    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=10.0)
+    desired = principal.open_hub_store(coordination, timeout=10.0)
     try:
-        await kv.connect()
-        desired = principal_store.DesiredStore(kv)
+        await desired.connect()
         gate = asyncio.Semaphore(concurrency)
 
         async def one(agent: str) -> None:
@@ -257,7 +255,7 @@ async def seed_managed(
 
         await asyncio.gather(*(one(a) for a in agents))
     finally:
-        await kv.close()
+        await desired.close()
 
 
 def seed_autonomous(state_file: Path, *, app: str = "local-guestbook") -> None:

@@ -13,13 +13,13 @@ import asyncio
 import datetime
 from typing import Any
 
+import principal
 from election import _electing as electing
 from election import _etcd as etcd
 from election import _etcdrecords as etcdrecords
 from election import _membership as membership
 from election import _shardmap as shardmap
 from principal import _registry as registry
-from principal import _store as principal_store
 
 __all__ = ["collect"]
 
@@ -38,7 +38,6 @@ def _age(stamp: Any, now: datetime.datetime) -> float | None:
 
 async def _collect(coordination: str, redis_url: str | None, store_root: str) -> dict[str, Any]:
     now = datetime.datetime.now(datetime.UTC)
-    # One etcd connection serves both the election records and the principal store.
     kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=3.0)
     records = etcdrecords.EtcdRecordStore(kv, prefix=f"{store_root}election/")
     try:
@@ -46,9 +45,14 @@ async def _collect(coordination: str, redis_url: str | None, store_root: str) ->
         lease = await records.get(electing.LEASE_RECORD)
         map_record = await records.get(shardmap.MAP_RECORD)
         member_records = await records.list(membership.MEMBER_PREFIX)
-        agents = await principal_store.DesiredStore(kv, root=store_root).list_agents()
     finally:
         await records.close()  # closes kv too
+    desired = principal.open_hub_store(coordination, root=store_root, timeout=3.0)
+    try:
+        await desired.connect()
+        agents = await desired.list_agents()
+    finally:
+        await desired.close()
     current = shardmap.ShardMap.from_data(map_record.data) if map_record else None
 
     entries: dict[str, registry.Entry] = {}

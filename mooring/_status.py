@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import parser as prom_parser
 
+import principal
 from election import _errors as cerrors
 from election import _etcd as etcd
 from election import _etcdrecords as etcdrecords
@@ -23,7 +24,6 @@ from election import _shardmap as shardmap
 from mooring import _fleet as fleet
 from mooring import _processes as processes
 from mooring import _state as state_
-from principal import _store as principal_store
 
 __all__ = ["REPLICA_SAMPLES", "collect", "owners", "render", "scrape"]
 
@@ -52,7 +52,7 @@ async def _read_owners(coordination: str, agents: list[str]) -> dict[str, str]:
         if record is None:
             return {}
         current = shardmap.ShardMap.from_data(record.data)
-        registered = {a.name for a in await principal_store.DesiredStore(kv).list_agents()}
+        registered = await _registered(coordination)
         ring = current.build_ring(registered)
         out = {}
         for agent in agents:  # an agent not registered yet is placed as the replicas would
@@ -61,6 +61,15 @@ async def _read_owners(coordination: str, agents: list[str]) -> dict[str, str]:
         return out
     finally:
         await kv.close()
+
+
+async def _registered(coordination: str) -> set[str]:
+    desired = principal.open_hub_store(coordination, timeout=STORE_TIMEOUT)
+    try:
+        await desired.connect()
+        return {a.name for a in await desired.list_agents()}
+    finally:
+        await desired.close()
 
 
 def owners(state: state_.ClusterState) -> dict[str, str]:

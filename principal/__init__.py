@@ -1,16 +1,17 @@
-"""One principal replica: agent gRPC server, sessions, ownership, desired-state store, PKI."""
+"""One principal replica: agent gRPC server, sessions, ownership, the hub store, PKI."""
 
+from principal._hub import HubStore, ModeConflictError, StoreError, open_hub_store
 from principal._pki import PkiError
 from principal._server import Replica, run
 from principal._settings import PrincipalSettings
-from principal._store import DesiredStore, ModeConflictError, StoreError
 
 __all__ = [
-    "DesiredStore",
+    "HubStore",
     "ModeConflictError",
     "PkiError",
     "PrincipalSettings",
     "Replica",
     "StoreError",
+    "open_hub_store",
     "run",
 ]

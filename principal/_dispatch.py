@@ -1,10 +1,10 @@
 """One watch on the desired-state store, fanned out to the sessions of each agent.
 
-Sessions subscribe before they read their resync snapshot at revision R and
-drop every change at or below R, so nothing falls between snapshot and watch.
-The watch restarts from the last revision it delivered; when etcd has compacted
-that history, every subscriber is told to resync (its session closes and the
-agent's reconnect starts with a fresh resync handshake).
+Sessions subscribe before they read their resync snapshot at cursor C and drop
+every change at or before C, so nothing falls between snapshot and watch. The
+watch restarts after the last change it delivered; when the store has lost that
+history, every subscriber is told to resync (its session closes and the agent's
+reconnect starts with a fresh resync handshake).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from election import _errors as cerrors
+from principal import _hub as hub
 from principal import _queue as queue_
-from principal import _store as store
 
 __all__ = ["RESYNC", "Dispatcher"]
 
@@ -26,16 +25,17 @@ RESYNC = object()
 
 
 class Dispatcher:
-    def __init__(self, desired: store.DesiredStore, *, on_error: object = None) -> None:
+    def __init__(self, desired: hub.HubStore, *, on_error: object = None) -> None:
         self.desired = desired
         self._subscribers: dict[str, set[queue_.LightQueue[object]]] = defaultdict(set)
-        self._next_revision = 0
+        self._cursor = hub.Cursor(0)
         self._ready = asyncio.Event()
         self._retry_delay = 0.05
 
     @property
-    def revision(self) -> int:
-        return self._next_revision - 1
+    def cursor(self) -> hub.Cursor:
+        """Where the watch stands: the last change delivered (or the start)."""
+        return self._cursor
 
     def subscribe(self, agent: str) -> queue_.LightQueue[object]:
         queue: queue_.LightQueue[object] = queue_.LightQueue()
@@ -54,25 +54,23 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Watch forever; restart on errors with a capped backoff."""
-        self._next_revision = await self.desired.kv.revision() + 1
+        self._cursor = await self.desired.cursor()
         self._ready.set()
         delay = self._retry_delay
         while True:
             try:
-                async for change in self.desired.watch_resources(
-                    start_revision=self._next_revision
-                ):
-                    self._next_revision = change.revision + 1
+                async for change in self.desired.watch_resources(after=self._cursor):
+                    self._cursor = change.cursor
                     delay = self._retry_delay
                     for queue in self._subscribers.get(change.agent, ()):
                         queue.put_nowait(change)
-            except cerrors.CompactedError as err:
-                logger.warning("watch history compacted; every session resyncs: %s", err)
-                self._next_revision = err.compacted_revision
+            except hub.HistoryLostError as err:
+                logger.warning("watch history lost; every session resyncs: %s", err)
+                self._cursor = err.resume
                 for queues in list(self._subscribers.values()):
                     for queue in queues:
                         queue.put_nowait(RESYNC)
-            except cerrors.CoordinationError as err:
+            except hub.StoreError as err:
                 logger.warning("store watch broke, restarting in %.2fs: %s", delay, err)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -17,18 +17,17 @@ from grpc_reflection.v1alpha import reflection
 
 from election import _cluster as cluster
 from election import _electing as electing
-from election import _etcd as etcd
 from election import _stores as stores
 from principal import _dispatch as dispatch
 from principal import _history as history
 from principal import _holds as holds
+from principal import _hub as hub
 from principal import _metrics as metrics_
 from principal import _ownership as ownership
 from principal import _registry as registry_
 from principal import _session as session_
 from principal import _settings as settings_
 from principal import _sharding as sharding
-from principal import _store as store
 from proto import _credentials as credentials
 from proto import codec, pb
 
@@ -75,10 +74,9 @@ class Replica:
         self.settings = settings
         self.registry = registry or prom.CollectorRegistry()
         self.metrics = metrics_.PrincipalMetrics(self.registry, replica_id=settings.replica_id)
-        self.kv = etcd.EtcdKV(
-            etcd.parse_endpoints(settings.desired_store), timeout=settings.store_timeout
+        self.desired = hub.open_hub_store(
+            settings.desired_store, root=settings.store_root, timeout=settings.store_timeout
         )
-        self.desired = store.DesiredStore(self.kv, root=settings.store_root)
         self.dispatcher = dispatch.Dispatcher(self.desired)
         self.sessions = session_.SessionManager(on_change=self.metrics.sessions_open.set)
         self.records = stores.open_store(
@@ -131,7 +129,7 @@ class Replica:
 
     async def start(self) -> None:
         creds = credentials.server_credentials(self.settings.tls_dir)
-        await self.kv.connect()
+        await self.desired.connect()
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatch-watch"))
         await asyncio.wait_for(self.dispatcher.wait_ready(), self.settings.store_timeout * 3)
         await self.holder.start()
@@ -220,7 +218,7 @@ class Replica:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.holder.close()
         await self.records.close()
-        await self.kv.close()
+        await self.desired.close()
         self.recorder.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

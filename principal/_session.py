@@ -19,8 +19,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -28,19 +28,20 @@ from election import _errors as cerrors
 from principal import _dispatch as dispatch
 from principal import _history as history
 from principal import _holds as holds
+from principal import _hub as hub
 from principal import _metrics as metrics
 from principal import _ownership as ownership
 from principal import _queue as queue_
 from principal import _registry as registry
-from principal import _store as store
 from proto import _credentials as credentials
 from proto import codec, objects, pb
 
 __all__ = ["SessionManager", "SessionSettings", "StreamHandler"]
 
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-MODE_NAMES: dict[int, store.Mode] = {pb.MODE_MANAGED: "managed", pb.MODE_AUTONOMOUS: "autonomous"}
+MODE_NAMES: dict[int, hub.Mode] = {pb.MODE_MANAGED: "managed", pb.MODE_AUTONOMOUS: "autonomous"}
 AGENT_BODIES = {"hello", "event", "status", "ack", "resync_done", "heartbeat", "goodbye"}
 
 
@@ -94,7 +95,7 @@ class Session:
         self,
         *,
         agent: str,
-        mode: store.Mode,
+        mode: hub.Mode,
         session_id: str,
         epoch: int,
         token: int = 0,
@@ -187,7 +188,7 @@ def _key(kind: str, name: str) -> pb.ResourceKey:
     return pb.ResourceKey(kind=codec.kind_from_name(kind), name=name)
 
 
-def _upsert_event(resource: store.Resource) -> pb.ResourceEvent:
+def _upsert_event(resource: hub.Resource) -> pb.ResourceEvent:
     return pb.ResourceEvent(
         key=_key(resource.kind, resource.name),
         operation=pb.OPERATION_UPSERT,
@@ -204,7 +205,7 @@ class StreamHandler:
         self,
         *,
         replica_id: str,
-        desired: store.DesiredStore,
+        desired: hub.HubStore,
         dispatcher: dispatch.Dispatcher,
         routing: ownership.Ownership,
         sessions: SessionManager,
@@ -353,7 +354,7 @@ class StreamHandler:
             return
         try:
             await self.desired.register_agent(agent, mode=mode)
-        except store.ModeConflictError as err:
+        except hub.ModeConflictError as err:
             raise Rejection(
                 grpc.StatusCode.FAILED_PRECONDITION, str(err), reason="mode_conflict"
             ) from None
@@ -577,10 +578,12 @@ class StreamHandler:
     def _ack(self, session: Session, seq: int, *, error: str = "") -> None:
         self._send(session, pb.Envelope(ack=pb.Ack(seq=seq, ok=not error, error=error)))
 
-    async def _store_call(self, coro: Any) -> Any:
+    async def _store_call(self, coro: Awaitable[T]) -> T:
         try:
             return await coro
-        except cerrors.CoordinationError as err:
+        except hub.ModeConflictError:
+            raise
+        except (cerrors.CoordinationError, hub.StoreError) as err:
             self.metrics.store_errors.inc()
             # Without the store we cannot acknowledge: end the session so the agent
             # retries through a resync once the store is back. Nothing is lost.
@@ -686,10 +689,12 @@ class StreamHandler:
         ]
         self._send(session, pb.Envelope(resync_request=pb.ResyncRequest(inventory=inventory)))
 
-    async def _resync_managed(self, session: Session, hello: pb.Hello, started: float) -> int:
+    async def _resync_managed(
+        self, session: Session, hello: pb.Hello, started: float
+    ) -> hub.Cursor:
         """Send what differs from the agent's inventory, then ResyncDone; the snapshot's
-        revision. Its own frame, so the snapshot is freed once sent, not kept per session."""
-        resources, revision = await self._store_call(self.desired.list_resources(session.agent))
+        cursor. Its own frame, so the snapshot is freed once sent, not kept per session."""
+        resources, cursor = await self._store_call(self.desired.list_resources(session.agent))
         held = {(codec.KIND_NAMES.get(i.key.kind, ""), i.key.name): i for i in hello.inventory}
         sent = 0
         for resource in resources:
@@ -704,7 +709,10 @@ class StreamHandler:
                 session,
                 pb.Envelope(
                     event=pb.ResourceEvent(
-                        key=_key(kind, name), operation=pb.OPERATION_DELETE, version=revision
+                        # Above every version the snapshot holds; the resyncing agent forces it.
+                        key=_key(kind, name),
+                        operation=pb.OPERATION_DELETE,
+                        version=cursor,
                     )
                 ),
             )
@@ -712,25 +720,25 @@ class StreamHandler:
         self._send(session, pb.Envelope(resync_done=pb.ResyncDone(sent=sent)))
         self.metrics.resync_events.inc(sent)
         self.metrics.resync_seconds.observe(time.monotonic() - started)
-        return int(revision)
+        return cursor
 
     async def _push_managed(self, session: Session, hello: list[pb.Hello], started: float) -> None:
         queue = self.dispatcher.subscribe(session.agent)
         try:
-            revision = await self._resync_managed(session, hello.pop(), started)
+            snapshot = await self._resync_managed(session, hello.pop(), started)
             while True:
                 change = await queue.get()
                 if change is dispatch.RESYNC:
                     session.close("resync", "watch history lost; resync on reconnect")
                     return
-                assert isinstance(change, store.Change)
-                if change.revision <= revision:
+                assert isinstance(change, hub.Change)
+                if change.cursor <= snapshot:  # already in the snapshot
                     continue
                 if change.deleted:
                     event = pb.ResourceEvent(
                         key=_key(change.kind, change.name),
                         operation=pb.OPERATION_DELETE,
-                        version=change.revision,
+                        version=change.version,
                     )
                 elif change.resource is not None:
                     event = _upsert_event(change.resource)

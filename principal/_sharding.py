@@ -15,13 +15,11 @@ import time
 from collections.abc import Callable
 
 from election import _cluster as cluster
-from election import _errors as cerrors
-from election import _etcd as etcd
 from election import _ring as ring
 from election import _shardmap as shardmap
+from principal import _hub as hub
 from principal import _ownership as ownership
 from principal import _session as session_
-from principal import _store as store
 
 __all__ = ["Sharding"]
 
@@ -39,7 +37,7 @@ class Sharding:
         *,
         replica_id: str,
         coordinator: cluster.Coordinator,
-        desired: store.DesiredStore,
+        desired: hub.HubStore,
         sessions: session_.SessionManager,
         on_handoff: Callable[[int], None] | None = None,
         on_owned: Callable[[int], None] | None = None,
@@ -146,24 +144,12 @@ class Sharding:
 
     async def _watch_agents(self) -> None:
         """Keep the registered-agent list current: list, then watch; re-list on errors."""
-        prefix = self.desired.agents_prefix
         while True:
             try:
-                # One read gives the list and its revision; the watch resumes right after
-                # it, so no registration falls between the two.
-                items, revision = await self.desired.kv.get_prefix(prefix)
-                self.agents = {self.desired.agent_of(item.key) for item in items}
-                self.changed.set()
-                async for event in self.desired.kv.watch_prefix(
-                    prefix, start_revision=revision + 1
-                ):
-                    name = self.desired.agent_of(event.key)
-                    if event.kind is etcd.WatchKind.DELETE:
-                        self.agents.discard(name)
-                    else:
-                        self.agents.add(name)
+                async for agents in self.desired.watch_agents():
+                    self.agents = set(agents)
                     self.changed.set()
-            except cerrors.CoordinationError as err:
+            except hub.StoreError as err:
                 logger.warning("agent registry watch broke, re-listing: %s", err)
                 await asyncio.sleep(0.5)
 

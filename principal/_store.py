@@ -1,4 +1,5 @@
-"""The principal's source of truth on etcd: agent registry, desired state, status, mirrors.
+"""The hub store on etcd (`principal._hub.HubStore`): agent registry, desired state,
+status, mirrors. The embedded default of `mooring up`.
 
 Key layout (all under a configurable root, default `/mooring/`):
 
@@ -13,73 +14,37 @@ Key layout (all under a configurable root, default `/mooring/`):
 
 Status of managed resources lives apart from their spec so that an agent's status
 report never wakes the watch that pushes spec changes back to the same agent.
+
+Cursors are etcd revisions; a managed resource's version is its key's mod_revision,
+a delete's version the revision of the delete.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from typing import Any
 
+from election import _errors as cerrors
 from election import _etcd as etcd
+from principal import _hub as hub
+from principal._hub import (
+    MODES,
+    AgentRecord,
+    Change,
+    Cursor,
+    Mode,
+    ModeConflictError,
+    Resource,
+    StoreError,
+)
 from proto import codec, objects
 
-__all__ = [
-    "AgentRecord",
-    "Change",
-    "DesiredStore",
-    "Mode",
-    "ModeConflictError",
-    "Resource",
-    "StoreError",
-]
-
-Mode = Literal["managed", "autonomous"]
-MODES: tuple[Mode, ...] = ("managed", "autonomous")
+__all__ = ["EtcdHubStore"]
 
 
-class StoreError(Exception):
-    """A desired-state operation could not be done (one readable line)."""
-
-
-class ModeConflictError(StoreError):
-    """The operation does not fit the agent's registered mode."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AgentRecord:
-    name: str
-    mode: Mode
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Resource:
-    agent: str
-    kind: str  # "Application" | "AppProject"
-    name: str
-    object: Mapping[str, Any]  # {"metadata": {...}, "spec": {...}}
-    checksum: str
-    version: int
-    status: Mapping[str, Any] | None = None
-    status_checksum: str = ""
-    origin: str = "principal"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Change:
-    """One watched change of a resource key."""
-
-    agent: str
-    kind: str
-    name: str
-    deleted: bool
-    resource: Resource | None
-    revision: int
-
-
-class DesiredStore:
-    """Typed access to Mooring's keys on etcd."""
+class EtcdHubStore:
+    """Mooring's keys on etcd, as a `HubStore`."""
 
     def __init__(self, kv: etcd.EtcdKV, *, root: str = "/mooring/") -> None:
         if not root.endswith("/"):
@@ -91,6 +56,12 @@ class DesiredStore:
         # Registrations this process has seen confirmed. Mooring never deletes or
         # re-modes an agent, so a reconnect storm needs no etcd round trip to re-check.
         self._registered: dict[str, Mode] = {}
+
+    async def connect(self) -> None:
+        await self.kv.connect()
+
+    async def close(self) -> None:
+        await self.kv.close()
 
     # --- keys -----------------------------------------------------------------
     def _agent_key(self, agent: str) -> bytes:
@@ -162,7 +133,7 @@ class DesiredStore:
             origin=origin,
         )
 
-    async def list_resources(self, agent: str) -> tuple[list[Resource], int]:
+    async def list_resources(self, agent: str) -> tuple[list[Resource], Cursor]:
         """The agent's resources and the store revision they were read at."""
         items, revision = await self.kv.get_prefix(f"{self.root}apps/{agent}/".encode())
         out = []
@@ -170,7 +141,7 @@ class DesiredStore:
             parsed = self._parse_app_key(item.key)
             if parsed is not None:
                 out.append(self._resource(*parsed, item))
-        return out, revision
+        return out, Cursor(revision)
 
     async def get_resource(self, agent: str, kind: str, name: str) -> Resource | None:
         raw = await self.kv.get(self._app_key(agent, kind, name))
@@ -287,25 +258,53 @@ class DesiredStore:
             out[(kind, name)] = json.loads(item.value)
         return out
 
-    # --- watch ----------------------------------------------------------------------
-    async def watch_resources(self, *, start_revision: int) -> AsyncIterator[Change]:
-        async for event in self.kv.watch_prefix(self.apps_prefix, start_revision=start_revision):
-            parsed = self._parse_app_key(event.key)
-            if parsed is None:
-                continue
-            agent, kind, name = parsed
-            if event.kind is etcd.WatchKind.DELETE:
-                yield Change(agent, kind, name, True, None, event.mod_revision)
-            else:
-                raw = etcd.KeyValue(event.key, event.value, event.mod_revision, 0, 0)
-                yield Change(
-                    agent,
-                    kind,
-                    name,
-                    False,
-                    self._resource(agent, kind, name, raw),
-                    event.mod_revision,
-                )
+    # --- watches ----------------------------------------------------------------------
+    async def watch_agents(self) -> AsyncIterator[frozenset[str]]:
+        # One read gives the list and its revision; the watch resumes right after it,
+        # so no registration falls between the two.
+        try:
+            items, revision = await self.kv.get_prefix(self.agents_prefix)
+            agents = {self.agent_of(item.key) for item in items}
+            yield frozenset(agents)
+            async for event in self.kv.watch_prefix(
+                self.agents_prefix, start_revision=revision + 1
+            ):
+                name = self.agent_of(event.key)
+                if event.kind is etcd.WatchKind.DELETE:
+                    agents.discard(name)
+                else:
+                    agents.add(name)
+                yield frozenset(agents)
+        except cerrors.CoordinationError as err:
+            raise StoreError(f"agent registry watch on etcd: {err}") from err
+
+    async def cursor(self) -> Cursor:
+        try:
+            return Cursor(await self.kv.revision())
+        except cerrors.CoordinationError as err:
+            raise StoreError(f"etcd revision: {err}") from err
+
+    async def watch_resources(self, *, after: Cursor) -> AsyncIterator[Change]:
+        try:
+            async for event in self.kv.watch_prefix(self.apps_prefix, start_revision=after + 1):
+                parsed = self._parse_app_key(event.key)
+                if parsed is None:
+                    continue
+                agent, kind, name = parsed
+                cursor = Cursor(event.mod_revision)
+                if event.kind is etcd.WatchKind.DELETE:
+                    yield Change(agent, kind, name, True, None, event.mod_revision, cursor)
+                else:
+                    raw = etcd.KeyValue(event.key, event.value, event.mod_revision, 0, 0)
+                    resource = self._resource(agent, kind, name, raw)
+                    yield Change(agent, kind, name, False, resource, resource.version, cursor)
+        except cerrors.CompactedError as err:
+            raise hub.HistoryLostError(
+                f"etcd compacted the changes after revision {after}: {err}",
+                resume=Cursor(err.compacted_revision - 1),
+            ) from err
+        except cerrors.CoordinationError as err:
+            raise StoreError(f"resource watch on etcd: {err}") from err
 
 
 def _dumps(value: Any) -> bytes:

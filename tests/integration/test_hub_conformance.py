@@ -1,0 +1,263 @@
+"""One conformance suite for every hub-store backend (`principal.HubStore`).
+
+`hub` opens the backend each test runs on: the etcd store on Debian's etcd 3.4 and on
+the test bed's etcd 3.6, each under a root of the test's own. A new backend joins by
+adding a parameter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import pytest
+
+import principal
+from mooring import _services as services
+from principal import _hub as hub
+from proto import objects
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+WAIT = 10.0  # seconds any feed may take to deliver a change
+
+
+@pytest.fixture(params=["etcd", "etcd36"])
+async def backend(
+    request: pytest.FixtureRequest, prefix: str
+) -> AsyncIterator[tuple[hub.HubStore, services.EtcdCluster]]:
+    cluster: services.EtcdCluster = request.getfixturevalue(request.param)
+    store = principal.open_hub_store(cluster.url, root=f"{prefix}/", timeout=5.0)
+    await store.connect()
+    try:
+        yield store, cluster
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def store(backend: tuple[hub.HubStore, services.EtcdCluster]) -> hub.HubStore:
+    return backend[0]
+
+
+def app(name: str, *, path: str = "guestbook", **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name, **meta},
+        "spec": {
+            "project": "default",
+            "source": {"repoURL": "https://git.example/a", "path": path},
+        },
+    }
+
+
+async def within(awaitable: Awaitable[T]) -> T:
+    return await asyncio.wait_for(awaitable, WAIT)
+
+
+async def next_change(feed: AsyncIterator[hub.Change]) -> hub.Change:
+    return await within(anext(feed))
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+async def test_registration_is_idempotent_and_modes_do_not_change(store: hub.HubStore) -> None:
+    assert await store.get_agent("edge-1") is None
+    first = await store.register_agent("edge-1", mode="managed")
+    assert await store.register_agent("edge-1", mode="managed") == first
+    await store.register_agent("edge-0", mode="autonomous")
+    with pytest.raises(hub.ModeConflictError, match="registered as managed"):
+        await store.register_agent("edge-1", mode="autonomous")
+    assert await store.list_agents() == [
+        hub.AgentRecord("edge-0", "autonomous"),
+        hub.AgentRecord("edge-1", "managed"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["Edge_1", "a/b", "x" * 64])
+async def test_invalid_agent_names_are_refused(store: hub.HubStore, name: str) -> None:
+    with pytest.raises(hub.StoreError, match="invalid agent name"):
+        await store.register_agent(name, mode="managed")
+    with pytest.raises(hub.StoreError, match="invalid agent name"):
+        await store.apply_desired(name, app("guestbook"))
+    assert await store.list_agents() == []
+
+
+async def test_watch_agents_lists_then_follows_registrations(store: hub.HubStore) -> None:
+    await store.register_agent("edge-1", mode="managed")
+    feed = store.watch_agents()
+    try:
+        assert await within(anext(feed)) == {"edge-1"}
+        await store.register_agent("edge-2", mode="autonomous")
+        assert await within(anext(feed)) == {"edge-1", "edge-2"}
+    finally:
+        await feed.aclose()
+
+
+# --- desired state ----------------------------------------------------------------------
+
+
+async def test_apply_reports_changed_only_when_the_synced_part_changes(
+    store: hub.HubStore,
+) -> None:
+    doc = app("guestbook", finalizers=["resources-finalizer.argocd.argoproj.io"])
+    created, changed = await store.apply_desired("edge-1", doc)
+    assert changed and created.object == objects.synced_object(doc)
+    again, changed = await store.apply_desired("edge-1", doc)
+    assert not changed and again.version == created.version
+    # A field that does not travel (the namespace) is no change either.
+    moved, changed = await store.apply_desired(
+        "edge-1", {**doc, "metadata": {**doc["metadata"], "namespace": "argocd"}}
+    )
+    assert not changed and moved.version == created.version
+    updated, changed = await store.apply_desired("edge-1", app("guestbook", path="v2"))
+    assert changed and updated.version > created.version
+    assert await store.get_resource("edge-1", "Application", "guestbook") == updated
+    assert await store.get_agent("edge-1") == hub.AgentRecord("edge-1", "managed")
+
+
+async def test_invalid_manifests_store_nothing(store: hub.HubStore) -> None:
+    for doc, message in [
+        (app("Bad_Name"), "invalid Application name"),
+        ({"kind": "Application", "metadata": {"name": "x"}}, "has no spec"),
+        ({**app("x"), "kind": "Secret"}, "unsupported kind"),
+    ]:
+        with pytest.raises(hub.StoreError, match=message):
+            await store.apply_desired("edge-1", doc)
+    resources, _ = await store.list_resources("edge-1")
+    assert resources == []
+
+
+async def test_an_autonomous_agents_objects_cannot_be_changed_from_the_hub(
+    store: hub.HubStore,
+) -> None:
+    await store.register_agent("edge-a", mode="autonomous")
+    with pytest.raises(hub.ModeConflictError, match="autonomous"):
+        await store.apply_desired("edge-a", app("guestbook"))
+    with pytest.raises(hub.ModeConflictError, match="autonomous"):
+        await store.delete_desired("edge-a", "Application", "guestbook")
+
+
+async def test_delete_reports_whether_there_was_something(store: hub.HubStore) -> None:
+    await store.apply_desired("edge-1", app("guestbook"))
+    assert await store.delete_desired("edge-1", "Application", "guestbook")
+    assert not await store.delete_desired("edge-1", "Application", "guestbook")
+    assert await store.get_resource("edge-1", "Application", "guestbook") is None
+
+
+async def test_mirrors_follow_the_agents_versions_and_never_go_back(store: hub.HubStore) -> None:
+    await store.register_agent("edge-a", mode="autonomous")
+    obj = objects.synced_object(app("guestbook"))
+    newer = objects.synced_object(app("guestbook", path="v2"))
+    status = {"sync": {"status": "Synced"}}
+    assert await store.mirror_upsert(
+        "edge-a", "Application", "guestbook", obj=obj, version=2, status=None
+    )
+    assert not await store.mirror_upsert(
+        "edge-a", "Application", "guestbook", obj=obj, version=2, status=None
+    )
+    assert not await store.mirror_upsert(
+        "edge-a", "Application", "guestbook", obj=newer, version=1, status=None
+    )
+    assert await store.mirror_upsert(
+        "edge-a", "Application", "guestbook", obj=obj, version=3, status=status
+    )
+    got = await store.get_resource("edge-a", "Application", "guestbook")
+    assert got is not None and (got.version, got.origin, got.status) == (3, "agent", status)
+    assert not await store.mirror_delete("edge-a", "Application", "guestbook", version=2)
+    assert await store.mirror_delete("edge-a", "Application", "guestbook", version=4)
+    assert await store.get_resource("edge-a", "Application", "guestbook") is None
+
+
+async def test_status_is_kept_apart_and_idempotent(store: hub.HubStore) -> None:
+    created, _ = await store.apply_desired("edge-1", app("guestbook"))
+    status = {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
+    args = ("edge-1", "Application", "guestbook")
+    assert await store.put_status(*args, status=status, spec_version=created.version)
+    assert not await store.put_status(*args, status=status, spec_version=created.version)
+    got = await store.list_status("edge-1")
+    assert got[("Application", "guestbook")]["status"] == status
+    assert got[("Application", "guestbook")]["spec_version"] == created.version
+
+
+# --- the change feed ----------------------------------------------------------------------
+
+
+async def test_the_feed_delivers_exactly_the_changes_after_a_cursor_in_order(
+    store: hub.HubStore,
+) -> None:
+    await store.apply_desired("edge-1", app("before"))
+    resources, cursor = await store.list_resources("edge-1")
+    assert [r.name for r in resources] == ["before"]
+    feed = store.watch_resources(after=cursor)
+    try:
+        one, _ = await store.apply_desired("edge-1", app("one"))
+        await store.put_status(
+            "edge-1", "Application", "one", status={"sync": {}}, spec_version=one.version
+        )  # status is not a resource change
+        two, _ = await store.apply_desired("edge-1", app("one", path="v2"))
+        await store.delete_desired("edge-1", "Application", "one")
+        seen = [await next_change(feed) for _ in range(3)]
+    finally:
+        await feed.aclose()
+    assert [(c.name, c.deleted) for c in seen] == [("one", False), ("one", False), ("one", True)]
+    assert [c.version for c in seen[:2]] == [one.version, two.version]
+    assert seen[2].version > two.version  # a delete outranks what it deletes
+    assert seen[0].cursor > cursor and seen[0].cursor < seen[1].cursor < seen[2].cursor
+    assert seen[1].resource == two
+
+
+async def test_a_feed_resumed_after_a_change_does_not_repeat_it(store: hub.HubStore) -> None:
+    start = await store.cursor()
+    feed = store.watch_resources(after=start)
+    try:
+        await store.apply_desired("edge-1", app("a"))
+        first = await next_change(feed)
+    finally:
+        await feed.aclose()
+    await store.apply_desired("edge-1", app("b"))
+    resumed = store.watch_resources(after=first.cursor)
+    try:
+        assert (await next_change(resumed)).name == "b"
+    finally:
+        await resumed.aclose()
+
+
+def compact(cluster: services.EtcdCluster, revision: int) -> None:
+    """Compact etcd through its HTTP gateway (no etcd client outside election._etcd)."""
+    request = urllib.request.Request(
+        f"http://{cluster.endpoints[0]}/v3/kv/compaction",
+        data=json.dumps({"revision": str(revision), "physical": True}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
+
+
+async def test_lost_history_is_an_error_with_where_to_resume(
+    backend: tuple[hub.HubStore, services.EtcdCluster],
+) -> None:
+    store, cluster = backend
+    old = await store.cursor()
+    await store.apply_desired("edge-1", app("a"))
+    await store.apply_desired("edge-1", app("b"))
+    compact(cluster, await store.cursor())
+    with pytest.raises(hub.HistoryLostError) as lost:
+        await next_change(store.watch_resources(after=old))
+    assert lost.value.resume > old
+    # From `resume` the feed is whole again: what it still holds, then what comes.
+    feed = store.watch_resources(after=lost.value.resume)
+    try:
+        await store.apply_desired("edge-1", app("c"))
+        seen = [(await next_change(feed)).name]
+        while seen[-1] != "c":
+            seen.append((await next_change(feed)).name)
+    finally:
+        await feed.aclose()
+    assert "a" not in seen, seen  # compacted away
