@@ -61,6 +61,7 @@ __all__ = [
     "HTTP_ERRORS",
     "KubeLeaseStore",
     "lease_name",
+    "load_api_client",
     "load_kube_store",
 ]
 
@@ -402,6 +403,19 @@ def load_kube_store(
     env: Mapping[str, str] | None = None,
 ) -> KubeLeaseStore:
     """A store from `kubeconfig`, else $KUBECONFIG, else in-cluster config, else ~/.kube/config."""
+    return KubeLeaseStore(
+        load_api_client(kubeconfig=kubeconfig, env=env),
+        namespace=namespace,
+        prefix=prefix,
+        timeout=timeout,
+    )
+
+
+def load_api_client(
+    *, kubeconfig: str | None = None, env: Mapping[str, str] | None = None
+) -> kubernetes.client.ApiClient:
+    """An API client from `kubeconfig`, else $KUBECONFIG, else in-cluster config, else
+    ~/.kube/config; without urllib3 retries (a compare-and-swap is never repeated)."""
     env = os.environ if env is None else env
     configuration = kubernetes.client.Configuration()
     try:
@@ -428,9 +442,4 @@ def load_kube_store(
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise errors.CoordinationError(f"no usable Kubernetes configuration: {detail}") from err
     configuration.retries = False
-    return KubeLeaseStore(
-        kubernetes.client.ApiClient(configuration),
-        namespace=namespace,
-        prefix=prefix,
-        timeout=timeout,
-    )
+    return kubernetes.client.ApiClient(configuration)

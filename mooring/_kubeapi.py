@@ -169,6 +169,15 @@ class KubeAPIServer:
             return "(no log)"
         return " | ".join(lines[-3:])
 
+    def restart(self, *, timeout: float = 90.0) -> None:
+        """Stop the apiserver (its etcd runs on) and start it again on the same port: its
+        watch cache starts afresh from etcd, as after any apiserver restart."""
+        services.stop_process(self.proc)
+        self._start_apiserver()
+        self._wait_ready(timeout=timeout)
+        for crd in self.crds:
+            self._wait_established(crd, timeout=timeout)
+
     def pause(self) -> None:
         """SIGSTOP the apiserver: every request hangs until `resume`."""
         if self.proc is not None and self.proc.poll() is None:

@@ -3,7 +3,8 @@
 Sessions, the dispatcher, sharding and the CLI work through `HubStore` only, so a
 backend is a module that implements it; `open_hub_store(url)` picks the backend from
 the URL. Backends: `etcd://H:P[,H:P]` (`principal/_store.py`, the embedded default
-of `mooring up`). One conformance suite (tests/principal/test_hub_conformance.py)
+of `mooring up`) and `kubernetes://` (`principal/_kubehub.py`: Argo CD's own
+Application and AppProject objects, a namespace per agent). One conformance suite (tests/principal/test_hub_conformance.py)
 runs over every backend.
 
 Positions in a store's change feed are `Cursor`s: ordered, and meaningful only to the
@@ -84,7 +85,8 @@ class Change:
     deleted: bool
     resource: Resource | None  # None when deleted
     version: int  # for the wire: the resource's version, or the delete's
-    cursor: Cursor  # where the feed stood right after this change
+    position: Cursor  # this change's own place in the feed (compare with a snapshot's cursor)
+    cursor: Cursor  # where to resume: every change at or before it has been delivered
 
 
 class HubStore(Protocol):
@@ -155,7 +157,13 @@ class HubStore(Protocol):
 
 
 def open_hub_store(url: str, *, root: str = "/mooring/", timeout: float = 2.0) -> HubStore:
-    """The hub store a URL names (not yet connected): `etcd://H:P[,H:P]`."""
+    """The hub store a URL names (not yet connected): `etcd://H:P[,H:P]`, or
+    `kubernetes://[?kubeconfig=PATH][&hub=NAME][&namespace-prefix=PREFIX]`
+    (principal/_kubehub.py; `root` does not apply there)."""
+    if url.startswith("kubernetes://"):
+        from principal import _kubehub as kube_hub
+
+        return kube_hub.from_url(url, timeout=timeout)
     if url.startswith("etcd://"):
         from election import _etcd as etcd
         from principal import _store as etcd_hub
@@ -164,4 +172,6 @@ def open_hub_store(url: str, *, root: str = "/mooring/", timeout: float = 2.0) -
             etcd.EtcdKV(etcd.parse_endpoints(url), timeout=timeout), root=root
         )
     shown = url if len(url) <= 80 else url[:80] + "..."
-    raise ValueError(f"bad hub store URL {shown!r}: expected etcd://HOST:PORT[,HOST:PORT]")
+    raise ValueError(
+        f"bad hub store URL {shown!r}: expected etcd://HOST:PORT[,HOST:PORT] or kubernetes://"
+    )

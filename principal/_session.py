@@ -732,7 +732,7 @@ class StreamHandler:
                     session.close("resync", "watch history lost; resync on reconnect")
                     return
                 assert isinstance(change, hub.Change)
-                if change.cursor <= snapshot:  # already in the snapshot
+                if change.position <= snapshot:  # already in the snapshot
                     continue
                 if change.deleted:
                     event = pb.ResourceEvent(

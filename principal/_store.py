@@ -293,11 +293,13 @@ class EtcdHubStore:
                 agent, kind, name = parsed
                 cursor = Cursor(event.mod_revision)
                 if event.kind is etcd.WatchKind.DELETE:
-                    yield Change(agent, kind, name, True, None, event.mod_revision, cursor)
+                    yield Change(agent, kind, name, True, None, event.mod_revision, cursor, cursor)
                 else:
                     raw = etcd.KeyValue(event.key, event.value, event.mod_revision, 0, 0)
                     resource = self._resource(agent, kind, name, raw)
-                    yield Change(agent, kind, name, False, resource, resource.version, cursor)
+                    yield Change(
+                        agent, kind, name, False, resource, resource.version, cursor, cursor
+                    )
         except cerrors.CompactedError as err:
             raise hub.HistoryLostError(
                 f"etcd compacted the changes after revision {after}: {err}",

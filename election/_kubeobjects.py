@@ -1,0 +1,365 @@
+"""Any Kubernetes object as a dict, asynchronously: the client the Kubernetes stores build on.
+
+With `election._kube` (the Lease records) the only module that imports `kubernetes`.
+Objects are addressed by a `Kind` (group, version, plural, namespaced); every call runs
+the official client in a worker thread bounded by `timeout`, and HTTP statuses map to
+`election` errors through `election._kube.HTTP_ERRORS` (404 on a read is None).
+
+`watch` is list+watch as client-go's informers do it: it resumes from a
+resourceVersion, asks for bookmarks (so a quiet watch still advances), re-opens the
+watch whenever the server ends it, and raises `GoneError` when the server no longer
+holds history back to that resourceVersion (410 Gone); the caller relists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import kubernetes.client
+import kubernetes.watch
+import tenacity
+import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
+
+from election import _errors as errors
+from election import _kube as kube
+
+__all__ = ["NAMESPACES", "GoneError", "Kind", "KubeObjects", "WatchEvent"]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+WATCH_SECONDS = 10  # the server ends each watch after this; it is re-opened at once
+READ_ATTEMPTS = 4
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_RAISE = object()
+
+
+class GoneError(errors.CoordinationError):
+    """410 Gone: the server no longer holds history back to the resourceVersion asked for."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Kind:
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    namespaced: bool = True
+
+
+NAMESPACES = Kind("", "v1", "namespaces", namespaced=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
+    object: dict[str, Any]
+
+    @property
+    def resource_version(self) -> str:
+        return str(self.object.get("metadata", {}).get("resourceVersion", ""))
+
+
+class KubeObjects:
+    """Dict-in, dict-out access to objects of any kind; owns (and closes) `api_client`."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, timeout: float) -> None:
+        self.api_client = api_client
+        self.timeout = timeout
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._core = kubernetes.client.CoreV1Api(api_client)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        kubeconfig: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> KubeObjects:
+        return cls(kube.load_api_client(kubeconfig=kubeconfig, env=env), timeout=timeout)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.api_client.close)
+
+    async def _read(self, what: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """`_call` for reads, retried while the server is briefly unavailable (429 "storage
+        is (re)initializing" after a restart, 503): reads change nothing, so repeating is
+        safe. Writes are never repeated here: a timed-out write may have landed."""
+        async for attempt in tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(READ_ATTEMPTS),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+            retry=tenacity.retry_if_exception_type(errors.StoreUnavailableError),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._call(what, fn, *args, **kwargs)
+        raise AssertionError("unreachable: tenacity reraises")
+
+    async def _call(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        missing: object = _RAISE,
+        **kwargs: Any,
+    ) -> Any:
+        """Run `fn`; on 404 return `missing` when given, else raise (ConflictError)."""
+        call = functools.partial(fn, *args, _request_timeout=self.timeout, **kwargs)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.to_thread(call)
+        except ApiException as err:
+            if err.status == 404 and missing is not _RAISE:
+                return missing
+            raise kube._mapped(err, what) from err
+        except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as err:
+            raise kube._mapped(err, what) from err
+
+    # -- one object ------------------------------------------------------------------------
+
+    async def get(self, kind: Kind, name: str, *, namespace: str = "") -> dict[str, Any] | None:
+        what = f"get {kind.plural} {namespace}/{name}".replace(" /", " ")
+        if kind == NAMESPACES:
+            got = await self._read(
+                what, self._core.read_namespace, name, missing=None, _preload_content=False
+            )
+            return None if got is None else _json(got)
+        if kind.namespaced:
+            found = await self._read(
+                what,
+                self._custom.get_namespaced_custom_object,
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+                name,
+                missing=None,
+            )
+        else:
+            found = await self._read(
+                what,
+                self._custom.get_cluster_custom_object,
+                kind.group,
+                kind.version,
+                kind.plural,
+                name,
+                missing=None,
+            )
+        return None if found is None else dict(found)
+
+    async def create(
+        self, kind: Kind, body: Mapping[str, Any], *, namespace: str = ""
+    ) -> dict[str, Any]:
+        name = body.get("metadata", {}).get("name", "")
+        what = f"create {kind.plural} {namespace}/{name}".replace(" /", " ")
+        if kind == NAMESPACES:
+            return _json(
+                await self._call(what, self._core.create_namespace, body, _preload_content=False)
+            )
+        return dict(
+            await self._call(
+                what,
+                self._custom.create_namespaced_custom_object,
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+                body,
+            )
+        )
+
+    async def patch(
+        self,
+        kind: Kind,
+        name: str,
+        patch: Any,
+        *,
+        namespace: str = "",
+    ) -> dict[str, Any]:
+        """A JSON Patch (a list of operations) or a merge patch (a dict); never creates.
+        A patch that sets metadata.resourceVersion is a compare-and-swap (409)."""
+        what = f"patch {kind.plural} {namespace}/{name}".replace(" /", " ")
+        content_type = JSON_PATCH if isinstance(patch, list) else MERGE_PATCH
+        if kind == NAMESPACES:
+            return _json(
+                await self._call(
+                    what,
+                    self._core.patch_namespace,
+                    name,
+                    patch,
+                    _content_type=content_type,
+                    _preload_content=False,
+                )
+            )
+        return dict(
+            await self._call(
+                what,
+                self._custom.patch_namespaced_custom_object,
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+                name,
+                patch,
+                _content_type=content_type,
+            )
+        )
+
+    async def delete(
+        self, kind: Kind, name: str, *, namespace: str, resource_version: str | None = None
+    ) -> bool:
+        """Delete (with a resourceVersion precondition when given); False when absent."""
+        what = f"delete {kind.plural} {namespace}/{name}"
+        body: dict[str, Any] = {}
+        if resource_version is not None:
+            body["preconditions"] = {"resourceVersion": resource_version}
+        deleted = await self._call(
+            what,
+            self._custom.delete_namespaced_custom_object,
+            kind.group,
+            kind.version,
+            namespace,
+            kind.plural,
+            name,
+            body=body,
+            missing=False,
+        )
+        return deleted is not False
+
+    # -- many objects ----------------------------------------------------------------------
+
+    async def list(
+        self, kind: Kind, *, namespace: str = "", label_selector: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The objects (of one namespace, or all) and the list's resourceVersion."""
+        what = f"list {kind.plural}"
+        if kind == NAMESPACES:
+            got = _json(
+                await self._read(
+                    what,
+                    self._core.list_namespace,
+                    label_selector=label_selector,
+                    _preload_content=False,
+                )
+            )
+        elif namespace:
+            got = await self._read(
+                what,
+                self._custom.list_namespaced_custom_object,
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+                label_selector=label_selector,
+            )
+        else:
+            got = await self._read(
+                what,
+                self._custom.list_cluster_custom_object,
+                kind.group,
+                kind.version,
+                kind.plural,
+                label_selector=label_selector,
+            )
+        return list(got.get("items") or []), str(got["metadata"]["resourceVersion"])
+
+    async def watch(
+        self, kind: Kind, *, resource_version: str, label_selector: str = ""
+    ) -> AsyncIterator[WatchEvent]:
+        """Every change after `resource_version` (all namespaces), bookmarks included."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[WatchEvent | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+        if kind == NAMESPACES:
+            lister: Callable[..., Any] = self._core.list_namespace
+            args: tuple[Any, ...] = ()
+        else:
+            lister = self._custom.list_cluster_custom_object
+            args = (kind.group, kind.version, kind.plural)
+
+        def deliver(item: WatchEvent | BaseException) -> None:
+            if stop.is_set():
+                return  # nobody listens any more
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def pump() -> None:
+            rv = resource_version
+            failures = 0  # in a row: a watch that opens and delivers resets it
+            try:
+                while not stop.is_set():
+                    watcher = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+                    try:
+                        for raw in watcher.stream(  # type: ignore[no-untyped-call]
+                            lister,
+                            *args,
+                            resource_version=rv,
+                            label_selector=label_selector,
+                            allow_watch_bookmarks=True,
+                            timeout_seconds=WATCH_SECONDS,
+                            _request_timeout=(self.timeout, WATCH_SECONDS + self.timeout),
+                        ):
+                            failures = 0
+                            if stop.is_set():
+                                watcher.stop()  # type: ignore[no-untyped-call]
+                                break
+                            event = _event(raw)
+                            if event.resource_version:
+                                rv = event.resource_version
+                            deliver(event)
+                    except ApiException as err:
+                        # Briefly unavailable (429 while the watch cache initializes, 5xx):
+                        # open the watch again from the same place, a few times.
+                        failures += 1
+                        if err.status not in RETRY_STATUSES or failures >= READ_ATTEMPTS:
+                            raise
+                        stop.wait(min(1.0, 0.1 * 2**failures))
+            except BaseException as err:  # delivered to the awaiting side, never lost
+                deliver(err)
+
+        thread = threading.Thread(target=pump, name=f"watch-{kind.plural}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise _watch_error(item, kind)
+                if item is not None:
+                    yield item
+        finally:
+            stop.set()
+
+
+def _json(response: Any) -> dict[str, Any]:
+    import json
+
+    data = response.data if hasattr(response, "data") else response
+    return dict(json.loads(data))
+
+
+def _event(raw: Mapping[str, Any]) -> WatchEvent:
+    kind = str(raw.get("type", ""))
+    obj = raw.get("raw_object") or raw.get("object") or {}
+    if kind == "ERROR":
+        code = int(obj.get("code", 0)) if isinstance(obj, Mapping) else 0
+        message = obj.get("message", "") if isinstance(obj, Mapping) else str(obj)
+        raise ApiException(status=code, reason=str(message))
+    if not isinstance(obj, dict):
+        obj = {}
+    return WatchEvent(kind, obj)
+
+
+def _watch_error(err: BaseException, kind: Kind) -> BaseException:
+    if isinstance(err, ApiException) and err.status == 410:
+        return GoneError(f"kubernetes watch {kind.plural}: HTTP 410 {err.reason or 'Gone'}")
+    if isinstance(err, ApiException | urllib3.exceptions.HTTPError | OSError | TimeoutError):
+        with contextlib.suppress(Exception):
+            return kube._mapped(err, f"watch {kind.plural}")
+    return err
