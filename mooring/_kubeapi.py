@@ -306,9 +306,21 @@ class KubeAPIServer:
                 "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
             )
             if status == 200 and _established(json.loads(text)):
+                break
+            time.sleep(0.1)
+        else:
+            raise KubeAPIError(f"CRD {name} not Established after {timeout:.0f}s")
+        # Established is not yet served: until its watch cache is up, lists answer
+        # 429 "storage is (re)initializing". Wait for a list to succeed.
+        crd = json.loads(text)
+        served = f"/apis/{crd['spec']['group']}/{crd['spec']['versions'][0]['name']}"
+        served += f"/{crd['spec']['names']['plural']}?limit=1"
+        while time.monotonic() < deadline:
+            status, _ = self.request("GET", served)
+            if status == 200:
                 return
             time.sleep(0.1)
-        raise KubeAPIError(f"CRD {name} not Established after {timeout:.0f}s")
+        raise KubeAPIError(f"CRD {name} not served after {timeout:.0f}s (HTTP {status})")
 
 
 def _crd_name(path: Path) -> str:
