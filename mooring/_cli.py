@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--coordination", required=True, help="etcd://HOST:PORT[,HOST:PORT] or kubernetes (Leases)"
     )
     p.add_argument(
-        "--store", help="etcd://HOST:PORT[,...] of the desired state (default: --coordination)"
+        "--store",
+        help="the hub store: etcd://HOST:PORT[,...] or kubernetes://[?kubeconfig=PATH]"
+        "[&hub=NAME][&namespace-prefix=PREFIX] (default: --coordination)",
     )
     p.add_argument("--namespace", default="default", help="namespace of the Lease objects")
     p.add_argument("--redis", help="redis://HOST:PORT session registry")
@@ -141,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("--agent", help="the agent whose resources live in the principal store")
         target.add_argument("--agent-state", type=Path, help="an agent's local store (SQLite file)")
         p.add_argument("--coordination", help="etcd://HOST:PORT[,HOST:PORT] of the principal store")
+        p.add_argument(
+            "--store",
+            help="the hub store, as `principal serve --store` takes it (etcd:// or kubernetes://)",
+        )
         p.add_argument("--dir", type=Path, help="state dir of a local cluster (`mooring up`)")
         p.add_argument(
             "--store-root", default="/mooring/", help="etcd key prefix of the principal store"
@@ -193,6 +199,8 @@ def _valid_manifests(path: str, *, need_spec: bool) -> list[dict[str, Any]]:
 
 
 def _coordination(args: argparse.Namespace) -> str:
+    if getattr(args, "store", None):
+        return str(args.store)
     if args.coordination:
         return str(args.coordination)
     state_dir = args.dir or Path(os.environ.get("MOORING_DIR", ".mooring"))
@@ -200,7 +208,8 @@ def _coordination(args: argparse.Namespace) -> str:
     if cluster.exists():
         return str(json.loads(cluster.read_text())["coordination"])
     raise UsageError(
-        "no principal store: pass --coordination etcd://HOST:PORT or --dir of a running `mooring up`"
+        "no principal store: pass --store (etcd:// or kubernetes://), --coordination etcd://HOST:PORT"
+        " or --dir of a running `mooring up`"
     )
 
 

@@ -28,7 +28,7 @@ class PrincipalSettings:
     tls_dir: Path  # folder with tls.crt, tls.key, ca.crt
     metrics: str | None = None  # HOST:PORT for /metrics, None = off
     redis: str | None = None  # redis://HOST:PORT session registry (HA only)
-    store: str | None = None  # etcd://... of the desired state; defaults to an etcd coordination
+    store: str | None = None  # the hub store: etcd://... or kubernetes://...; default: coordination
     namespace: str = (
         "default"  # Kubernetes namespace of the Lease objects (coordination=kubernetes)
     )
@@ -45,7 +45,7 @@ class PrincipalSettings:
 
     @property
     def desired_store(self) -> str:
-        """The etcd URL of the desired state (the coordination URL unless --store is given)."""
+        """The hub store's URL (the coordination URL unless --store is given)."""
         return self.store or self.coordination
 
     def __post_init__(self) -> None:
@@ -60,12 +60,15 @@ class PrincipalSettings:
                 f"bad --coordination {self.coordination!r}: expected etcd://HOST:PORT[,HOST:PORT]"
                 " or kubernetes"
             )
-        if self.store is not None and not self.store.startswith("etcd://"):
-            raise ValueError(f"bad --store {self.store!r}: expected etcd://HOST:PORT[,HOST:PORT]")
+        if self.store is not None and not self.store.startswith(("etcd://", "kubernetes://")):
+            raise ValueError(
+                f"bad --store {self.store[:80]!r}: expected etcd://HOST:PORT[,HOST:PORT] or"
+                " kubernetes://[?kubeconfig=PATH][&hub=NAME][&namespace-prefix=PREFIX]"
+            )
         if self.coordination == "kubernetes" and self.store is None:
             raise ValueError(
-                "--coordination kubernetes needs --store etcd://HOST:PORT for the desired state"
-                " (a Kubernetes Application store is not built yet)"
+                "--coordination kubernetes needs --store: kubernetes:// (Argo CD's objects on"
+                " the same cluster) or etcd://HOST:PORT"
             )
         if self.redis is not None and not self.redis.startswith(
             ("redis://", "rediss://", "unix://")

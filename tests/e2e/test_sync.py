@@ -1,6 +1,8 @@
-"""End to end on real processes: etcd, one principal, managed and autonomous agents.
+"""End to end on real processes: one principal, managed and autonomous agents.
 
-Every test runs twice: on Debian's etcd 3.4 and on the test bed's etcd 3.6.
+Every test runs three times: with the hub store on Debian's etcd 3.4, on the test bed's
+etcd 3.6, and on the test bed's kube-apiserver (Argo CD's own Application and AppProject
+objects, a namespace per agent; the principal coordinates on Leases there too).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from agent import _store as agent_store
+from mooring import _kubeapi as kubeapi
 from tests import _procs as procs
 from tests import _testbed as testbed
 from tests._procs import mooring, wait_for
@@ -46,10 +49,28 @@ def write_docs(path: Path, docs: list[dict]) -> Path:
 
 
 class Cluster:
-    def __init__(self, root: Path, coordination: str) -> None:
+    """One principal and its agents. `store`: the hub store's URL; with `kubernetes` (a
+    kubeconfig and a Lease namespace) the principal coordinates on Leases too."""
+
+    def __init__(
+        self, root: Path, store: str, *, kubernetes: tuple[Path, str] | None = None
+    ) -> None:
         self.root = root
-        self.coordination = coordination
-        self.env = {"MOORING_COORDINATION": coordination}
+        self.store = store
+        self.env = {"MOORING_STORE": store}
+        if kubernetes is not None:
+            kubeconfig, namespace = kubernetes
+            self.env["KUBECONFIG"] = str(kubeconfig)
+            coordination = [
+                "--coordination",
+                "kubernetes",
+                "--namespace",
+                namespace,
+                "--store",
+                store,
+            ]
+        else:
+            coordination = ["--coordination", store]
         self.pki = root / "pki"
         mooring("pki", "init", "--dir", str(self.pki))
         mooring(
@@ -73,8 +94,7 @@ class Cluster:
                 "p1",
                 "--listen",
                 f"127.0.0.1:{self.port}",
-                "--coordination",
-                coordination,
+                *coordination,
                 "--tls-dir",
                 str(self.pki / "principals" / "p1"),
                 "--metrics",
@@ -83,6 +103,7 @@ class Cluster:
                 "1",
             ],
             log=root / "principal.log",
+            env=self.env,
         )
         self.agents: dict[str, procs.Proc] = {}
         self.agent_metrics: dict[str, int] = {}
@@ -142,9 +163,21 @@ class Cluster:
         self.principal.stop()
 
 
-@pytest.fixture(params=["etcd", "etcd36"])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path):
-    c = Cluster(tmp_path, request.getfixturevalue(request.param).url)
+def kube_cluster(apiserver: kubeapi.KubeAPIServer, root: Path, prefix: str) -> Cluster:
+    name = prefix.strip("/")
+    apiserver.create_namespace(name)  # the Leases
+    store = f"kubernetes://?kubeconfig={apiserver.kubeconfig}&hub={name}&namespace-prefix={name}-"
+    made = Cluster(root, store, kubernetes=(apiserver.kubeconfig, name))
+    made.hub_namespace_prefix = f"{name}-"
+    return made
+
+
+@pytest.fixture(params=["etcd", "etcd36", "kubernetes"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path, prefix: str):
+    if request.param == "kubernetes":
+        c = kube_cluster(request.getfixturevalue("kube_apiserver"), tmp_path, prefix)
+    else:
+        c = Cluster(tmp_path, request.getfixturevalue(request.param).url)
     c.principal.start()
     try:
         yield c
@@ -418,3 +451,71 @@ def test_invalid_manifests_are_refused_whole_with_one_line(
         env=cluster.env,
     )
     assert result.returncode == 1 and "invalid agent name 'Edge_X'" in result.stderr
+
+
+def test_on_kubernetes_the_hub_holds_argo_cds_own_objects(
+    kube_apiserver: kubeapi.KubeAPIServer, tmp_path: Path, prefix: str
+) -> None:
+    """What `kubectl get applications -A` shows on the hub is what agents receive, and
+    what they report comes back as the objects' status."""
+    import kubernetes.client
+    import kubernetes.config
+
+    cluster = kube_cluster(kube_apiserver, tmp_path, prefix)
+    cluster.principal.start()
+    client = kubernetes.config.new_client_from_config(str(kube_apiserver.kubeconfig))
+    api = kubernetes.client.CustomObjectsApi(client)
+    try:
+        cluster.add_agent("edge-m", "managed")
+        cluster.add_agent("edge-a", "autonomous")
+        wait_for(lambda: cluster.connected("edge-m") and cluster.connected("edge-a"), what="agents")
+        docs = argocd_examples()
+        path = write_docs(tmp_path / "examples.json", docs)
+        mooring("app", "apply", "-f", str(path), "--agent", "edge-m", env=cluster.env)
+        namespace = f"{cluster.hub_namespace_prefix}edge-m"
+        hub_app = api.get_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", namespace, "applications", "guestbook"
+        )
+        assert hub_app["spec"] == docs[0]["spec"]
+        assert hub_app["metadata"]["finalizers"] == docs[0]["metadata"]["finalizers"]
+        wait_for(lambda: "guestbook" in cluster.local("edge-m"), what="the app on the agent")
+
+        status = {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
+        report = {"kind": "Application", "metadata": {"name": "guestbook"}, "status": status}
+        mooring(
+            "app", "apply", "-f", str(write_docs(tmp_path / "s.json", [report])),
+            "--agent-state", str(cluster.state("edge-m")),
+        )  # fmt: skip
+
+        def hub_status() -> dict | None:
+            got = api.get_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", namespace, "applications", "guestbook"
+            )
+            return got.get("status") or None
+
+        assert wait_for(hub_status, what="the status on the hub object") == status
+
+        # Autonomous: the agent's own Application shows up in its hub namespace, read-only.
+        mooring(
+            "app", "apply", "-f", str(write_docs(tmp_path / "own.json", [app_doc("own")])),
+            "--agent-state", str(cluster.state("edge-a")),
+        )  # fmt: skip
+        mirrored = f"{cluster.hub_namespace_prefix}edge-a"
+
+        def mirror() -> dict | None:
+            items = api.list_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", mirrored, "applications"
+            )["items"]
+            return items[0] if items else None
+
+        got = wait_for(mirror, what="the mirror on the hub")
+        assert got["metadata"]["name"] == "own"
+        assert got["metadata"]["annotations"]["mooring.io/origin"] == "agent"
+        refused = mooring(
+            "app", "apply", "-f", str(write_docs(tmp_path / "x.json", [app_doc("own", revision="v9")])),
+            "--agent", "edge-a", check=False, env=cluster.env,
+        )  # fmt: skip
+        assert refused.returncode == 1 and "autonomous" in refused.stderr
+    finally:
+        client.close()
+        cluster.stop()
