@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +119,22 @@ class Child:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-async def spawn(name: str, argv: Sequence[str], *, log: Path, pipes: bool = False) -> Child:
+async def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log: Path,
+    pipes: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Child:
+    """`python argv...` in its own session; `env` is added to this process's environment."""
     handle = log.open("ab")
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             *argv,
             cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
             stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipes else handle,
             stderr=handle,
@@ -216,15 +224,19 @@ async def run_round(
     revision: str,
     pids: dict[str, int],
     metrics_port: int,
+    label: str | None = None,
+    writers: int = 1,
 ) -> Result:
+    """One round: every agent's `apps` Applications written, `writers` tasks per agent
+    (each writing its share one after another), until the fleet applied them all."""
     expect = len(agents) * apps
     await fleet.send({"cmd": "collect", "round": round_name, "expect": expect, "timeout": 60})
     before, cpu0 = scrape(metrics_port), cpu_snapshot(pids)
     calls: list[float] = []
     returned: dict[tuple[str, str], int] = {}
 
-    async def writer(agent: str) -> None:
-        for i in range(apps):
+    async def writer(agent: str, share: range) -> None:
+        for i in share:
             name = f"app-{i:02d}"
             doc = app_doc(name, round_name=round_name, revision=revision)
             t0 = time.perf_counter()
@@ -235,7 +247,9 @@ async def run_round(
 
     wall0 = time.monotonic()
     first = time.time_ns()
-    await asyncio.gather(*(writer(agent) for agent in agents))
+    await asyncio.gather(
+        *(writer(agent, range(w, apps, writers)) for agent in agents for w in range(writers))
+    )
     written = time.time_ns()
     reply = await fleet.line(within=90)
     wall = time.monotonic() - wall0
@@ -254,7 +268,7 @@ async def run_round(
         'mooring_events_sent_total{type="event"}', 0
     )
     return Result(
-        label=f"mooring {round_name}",
+        label=label or f"mooring {round_name}",
         changes=expect,
         applied=len(records),
         throughput=len(records) / ((last - first) / 1e9),
@@ -433,6 +447,92 @@ def report(
 
 
 # ----------------------------------------------------------------------------- main
+async def start_principal(
+    tmp: Path,
+    *,
+    port: int,
+    metrics_port: int,
+    tls_dir: Path,
+    coordination: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    log: str = "principal.log",
+) -> Child:
+    """`mooring principal serve` as p1 with `coordination` (e.g. ["--coordination", URL]),
+    once it listens for agents and for /metrics."""
+    child = await spawn(
+        "principal",
+        [
+            "-m",
+            "mooring",
+            "--log-level",
+            "WARNING",
+            "principal",
+            "serve",
+            "--id",
+            "p1",
+            "--listen",
+            f"127.0.0.1:{port}",
+            *coordination,
+            "--tls-dir",
+            str(tls_dir),
+            "--metrics",
+            f"127.0.0.1:{metrics_port}",
+        ],
+        log=tmp / log,
+        env=env,
+    )
+    try:
+        await asyncio.to_thread(services.wait_tcp, "127.0.0.1", port, timeout=20)
+        await asyncio.to_thread(services.wait_tcp, "127.0.0.1", metrics_port, timeout=20)
+    except BaseException:
+        child.kill()
+        raise
+    return child
+
+
+async def start_fleet(
+    tmp: Path,
+    *,
+    pki_dir: Path,
+    port: int,
+    agents: int,
+    prefix: str = PREFIX,
+    state_dir: Path,
+    log: str = "fleet.log",
+) -> Child:
+    """`bench/_fleet.py fleet` with `agents` agents PREFIX-000..., dialling 127.0.0.1:port."""
+    state_dir.mkdir()
+    return await spawn(
+        "fleet",
+        [
+            str(FLEET),
+            "fleet",
+            "--pki",
+            str(pki_dir),
+            "--endpoint",
+            f"127.0.0.1:{port}",
+            "--agents",
+            str(agents),
+            "--prefix",
+            prefix,
+            "--state-dir",
+            str(state_dir),
+        ],
+        log=tmp / log,
+        pipes=True,
+    )
+
+
+async def stop_fleet(fleet: Child) -> None:
+    """Ask the fleet to stop its agents and exit; kill it if it does not."""
+    await fleet.send({"cmd": "stop"})
+    with contextlib.suppress(TimeoutError, RuntimeError):
+        await fleet.line(within=15)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(fleet.proc.wait(), 10)
+    await fleet.stop()
+
+
 async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> None:
     cluster = services.EtcdCluster(tmp / "etcd")
     try:
@@ -446,52 +546,16 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
         agent_tls = [pki.issue_agent(pki_dir, name=name) for name in names]
 
         port, metrics_port = services.free_port(), services.free_port()
-        principal = await spawn(
-            "principal",
-            [
-                "-m",
-                "mooring",
-                "--log-level",
-                "WARNING",
-                "principal",
-                "serve",
-                "--id",
-                "p1",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--coordination",
-                cluster.url,
-                "--tls-dir",
-                str(principal_tls),
-                "--metrics",
-                f"127.0.0.1:{metrics_port}",
-            ],
-            log=tmp / "principal.log",
+        principal = await start_principal(
+            tmp,
+            port=port,
+            metrics_port=metrics_port,
+            tls_dir=principal_tls,
+            coordination=["--coordination", cluster.url],
         )
         children.append(principal)
-        await asyncio.to_thread(services.wait_tcp, "127.0.0.1", port, timeout=20)
-        await asyncio.to_thread(services.wait_tcp, "127.0.0.1", metrics_port, timeout=20)
-
-        state_dir = tmp / "fleet"
-        state_dir.mkdir()
-        fleet = await spawn(
-            "fleet",
-            [
-                str(FLEET),
-                "fleet",
-                "--pki",
-                str(pki_dir),
-                "--endpoint",
-                f"127.0.0.1:{port}",
-                "--agents",
-                str(args.agents),
-                "--prefix",
-                PREFIX,
-                "--state-dir",
-                str(state_dir),
-            ],
-            log=tmp / "fleet.log",
-            pipes=True,
+        fleet = await start_fleet(
+            tmp, pki_dir=pki_dir, port=port, agents=args.agents, state_dir=tmp / "fleet"
         )
         children.append(fleet)
         ready = await fleet.line(within=70)
@@ -527,12 +591,7 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
         envelope = pb.Envelope(seq=args.apps + 2, event=session_._upsert_event(sample))
         payload = envelope.SerializeToString()
 
-        await fleet.send({"cmd": "stop"})
-        with contextlib.suppress(TimeoutError, RuntimeError):
-            await fleet.line(within=15)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fleet.proc.wait(), 10)
-        await fleet.stop()
+        await stop_fleet(fleet)
         await principal.stop()
 
         echo_port = services.free_port()

@@ -158,8 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "list":
             p.add_argument("--json", action="store_true")
         if verb == "delete":
-            p.add_argument("--kind", default="Application", choices=("Application", "AppProject"))
-            p.add_argument("names", nargs="+", metavar="NAME")
+            p.add_argument(
+                "--kind",
+                default="Application",
+                choices=("Application", "AppProject"),
+                help="the kind of the NAMEs (default Application)",
+            )
+            p.add_argument(
+                "-f",
+                "--file",
+                help="delete what these manifest(s) name (kind and name); - for stdin",
+            )
+            p.add_argument("names", nargs="*", metavar="NAME", help="names to delete")
 
     localcli.add_parsers(top)  # up, status, scale, down, fleet run: the local cluster
     return parser
@@ -188,6 +198,17 @@ def _load_manifests(path: str) -> list[dict[str, Any]]:
     if not out:
         raise RuntimeError(f"{path} holds no manifests")
     return out
+
+
+def _delete_targets(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(kind, name) of NAMEs (of --kind), or of what -f FILE names; checked before any delete."""
+    if args.file and args.names:
+        raise UsageError("app delete: give NAMEs or -f FILE, not both")
+    if args.file:
+        return [objects.validate_manifest(d, need_spec=False) for d in _load_manifests(args.file)]
+    if not args.names:
+        raise UsageError("app delete: give the NAMEs to delete, or -f FILE")
+    return [(args.kind, objects.validate_name(name, kind=args.kind)) for name in args.names]
 
 
 def _valid_manifests(path: str, *, need_spec: bool) -> list[dict[str, Any]]:
@@ -351,10 +372,10 @@ def _app_local(args: argparse.Namespace) -> int:
                 print(f"{row.kind} {row.name} {'configured' if changed else 'unchanged'}")
         elif args.app_command == "delete":
             missing = 0
-            for name in args.names:
-                deleted = local.delete_local(args.kind, name)
+            for kind, name in _delete_targets(args):
+                deleted = local.delete_local(kind, name)
                 missing += not deleted
-                print(f"{args.kind} {name} {'deleted' if deleted else 'not found'}")
+                print(f"{kind} {name} {'deleted' if deleted else 'not found'}")
             return 1 if missing else 0
         else:
             rows = [
@@ -388,10 +409,10 @@ async def _app_principal(args: argparse.Namespace, desired: principal.HubStore) 
         return 0
     if args.app_command == "delete":
         missing = 0
-        for name in args.names:
-            deleted = await desired.delete_desired(agent, args.kind, name)
+        for kind, name in _delete_targets(args):
+            deleted = await desired.delete_desired(agent, kind, name)
             missing += not deleted
-            print(f"{args.kind} {name} {'deleted' if deleted else 'not found'} for agent {agent}")
+            print(f"{kind} {name} {'deleted' if deleted else 'not found'} for agent {agent}")
         return 1 if missing else 0
     record = await desired.get_agent(agent)
     resources, _ = await desired.list_resources(agent)

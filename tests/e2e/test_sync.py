@@ -519,3 +519,36 @@ def test_on_kubernetes_the_hub_holds_argo_cds_own_objects(
     finally:
         client.close()
         cluster.stop()
+
+
+def test_app_delete_takes_names_or_the_manifests_file(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.add_agent("edge-d", "managed")
+    wait_for(lambda: cluster.connected("edge-d"), what="agent connected")
+    project = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AppProject",
+        "metadata": {"name": "team"},
+        "spec": {"sourceRepos": ["*"]},
+    }
+    path = write_docs(tmp_path / "both.json", [app_doc("web"), project, app_doc("api")])
+    mooring("app", "apply", "-f", str(path), "--agent", "edge-d", env=cluster.env)
+    wait_for(lambda: set(cluster.local("edge-d")) == {"web", "team", "api"}, what="3 on the agent")
+
+    out = mooring("app", "delete", "web", "--agent", "edge-d", env=cluster.env)
+    assert out.stdout.strip() == "Application web deleted for agent edge-d"
+    out = mooring(
+        "app", "delete", "-f", str(path), "--agent", "edge-d", check=False, env=cluster.env
+    )
+    assert out.stdout.splitlines() == [
+        "Application web not found for agent edge-d",
+        "AppProject team deleted for agent edge-d",
+        "Application api deleted for agent edge-d",
+    ]
+    assert out.returncode == 1  # one was not there, as kubectl delete says
+    wait_for(lambda: cluster.local("edge-d") == {}, what="all gone on the agent")
+    for args, message in [
+        (["web", "-f", str(path)], "give NAMEs or -f FILE, not both"),
+        ([], "give the NAMEs to delete, or -f FILE"),
+    ]:
+        bad = mooring("app", "delete", *args, "--agent", "edge-d", check=False, env=cluster.env)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
