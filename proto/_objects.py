@@ -17,6 +17,7 @@ the agent's, the workload cluster in Argo CD's).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 __all__ = [
     "API_VERSION",
     "KINDS",
+    "MAX_OBJECT_BYTES",
     "SERVER_MANAGED",
     "SYNCED_METADATA",
     "InvalidObjectError",
@@ -55,6 +57,9 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 MAX_ANNOTATIONS_BYTES = 256 * 1024  # the apiserver's limit on all annotations together
+# The synced part of one object, as canonical JSON: it must fit one wire envelope (1 MiB by
+# default, `--max-message-bytes`) with room for its status; etcd's own limit is 1.5 MiB.
+MAX_OBJECT_BYTES = 900 * 1024
 _SHOWN = 60  # characters of an offending value quoted in an error
 
 
@@ -173,6 +178,19 @@ def validate_manifest(doc: object, *, need_spec: bool = True) -> tuple[str, str]
         raise InvalidObjectError(f"{kind} {name} has no spec")
     if spec is not None and not isinstance(spec, Mapping):
         raise InvalidObjectError(f"{kind} {name}: spec must be a map")
+    try:  # as canonical_json encodes it, but refusing NaN and infinities (not JSON)
+        text = json.dumps(
+            synced_object(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+            allow_nan=False,
+        )  # fmt: skip
+        size = len(text.encode())
+    except (TypeError, ValueError) as err:
+        raise InvalidObjectError(f"{kind} {name}: not representable as JSON: {err}") from err
+    if size > MAX_OBJECT_BYTES:
+        raise InvalidObjectError(
+            f"{kind} {name} is {size} bytes of JSON, more than the {MAX_OBJECT_BYTES} an object"
+            " may have to be synced (it must fit one message to the agent)"
+        )
     return str(kind), name
 
 

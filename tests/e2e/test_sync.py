@@ -552,3 +552,30 @@ def test_app_delete_takes_names_or_the_manifests_file(cluster: Cluster, tmp_path
     ]:
         bad = mooring("app", "delete", *args, "--agent", "edge-d", check=False, env=cluster.env)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_on_kubernetes_objects_the_crd_schema_refuses_are_one_line_errors(
+    kube_apiserver: kubeapi.KubeAPIServer, tmp_path: Path, prefix: str
+) -> None:
+    cluster = kube_cluster(kube_apiserver, tmp_path, prefix)
+    cluster.principal.start()
+    try:
+        bad = app_doc("retries")
+        bad["spec"]["syncPolicy"] = {"retry": {"limit": "many"}}
+        path = write_docs(tmp_path / "bad.json", [bad])
+        result = mooring(
+            "app", "apply", "-f", str(path), "--agent", "edge-s", check=False, env=cluster.env
+        )
+        assert result.returncode == 1
+        assert "spec.syncPolicy.retry.limit" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert cluster.principal_list("edge-s") == {}
+        huge = app_doc("huge")
+        huge["spec"]["info"] = [{"name": "blob", "value": "x" * 1_000_000}]
+        result = mooring(
+            "app", "apply", "-f", str(write_docs(tmp_path / "huge.json", [huge])),
+            "--agent", "edge-s", check=False, env=cluster.env,
+        )  # fmt: skip
+        assert result.returncode == 1 and "more than the 921600" in result.stderr, result.stderr
+    finally:
+        cluster.stop()

@@ -70,6 +70,11 @@ def test_invalid_names_are_one_line_errors(name: Any, message: str) -> None:
         (app(annotations={"Bad_Prefix/x": "v"}), "metadata.annotations: invalid key"),
         (app(finalizers="one"), "metadata.finalizers must be a list"),
         (app(finalizers=["not a name"]), "metadata.finalizers: invalid key 'not a name'"),
+        (
+            {**app(), "spec": {"info": [{"name": "x", "value": "y" * 950_000}]}},
+            "Application guestbook is 950",
+        ),
+        ({**app(), "spec": {"bad": float("nan")}}, "not representable as JSON"),
     ],
 )
 def test_invalid_manifests_are_one_line_errors(doc: Any, message: str) -> None:
