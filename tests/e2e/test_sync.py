@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -577,5 +578,83 @@ def test_on_kubernetes_objects_the_crd_schema_refuses_are_one_line_errors(
             "--agent", "edge-s", check=False, env=cluster.env,
         )  # fmt: skip
         assert result.returncode == 1 and "more than the 921600" in result.stderr, result.stderr
+    finally:
+        cluster.stop()
+
+
+def test_on_kubernetes_lost_watch_history_costs_a_resync_of_only_what_differs(
+    kube_apiserver: kubeapi.KubeAPIServer, tmp_path: Path, prefix: str
+) -> None:
+    """The hub's etcd is compacted and its apiserver restarted (so its watch cache starts
+    after the compaction) while agent B is down and agent A's watch on the principal is
+    behind the compaction: the principal's watch gets 410 Gone, every session resyncs,
+    and each agent applies each change exactly once."""
+    cluster = kube_cluster(kube_apiserver, tmp_path, prefix)
+    cluster.principal.start()
+    try:
+        cluster.add_agent("edge-ka", "managed")
+        agent_b = cluster.add_agent("edge-kb", "managed")
+        wait_for(
+            lambda: cluster.connected("edge-ka") and cluster.connected("edge-kb"), what="agents"
+        )
+        for agent in ("edge-ka", "edge-kb"):
+            docs = [app_doc(f"app-{i:02d}") for i in range(20)]
+            mooring(
+                "app",
+                "apply",
+                "-f",
+                str(write_docs(tmp_path / f"{agent}.json", docs)),
+                "--agent",
+                agent,
+                env=cluster.env,
+            )
+        wait_for(
+            lambda: len(cluster.local("edge-ka")) == 20 == len(cluster.local("edge-kb")),
+            what="40 apps",
+        )
+
+        def applied(agent: str) -> float:
+            return cluster.agent_metric(agent, 'mooring_events_applied_total{operation="upsert"}')
+
+        base_a = applied("edge-ka")
+        agent_b.kill(signal.SIGKILL)
+
+        def update(agent: str, names: range, revision: str) -> None:
+            docs = [app_doc(f"app-{i:02d}", revision=revision) for i in names]
+            path = write_docs(tmp_path / f"u-{agent}-{revision}.json", docs)
+            mooring("app", "apply", "-f", str(path), "--agent", agent, env=cluster.env)
+
+        update("edge-kb", range(10), "v2")
+        update("edge-ka", range(5), "v2")
+        compact_at = max(r["version"] for r in cluster.principal_list("edge-kb").values())
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"http://{kube_apiserver.etcd.endpoints[0]}/v3/kv/compaction",
+                data=json.dumps({"revision": str(compact_at), "physical": True}).encode(),
+                method="POST",
+            ),
+            timeout=10,
+        ).close()
+        kube_apiserver.restart()
+        update("edge-ka", range(5, 10), "v2")
+        agent_b.start()
+
+        def converged(agent: str) -> bool:
+            local = cluster.local(agent)
+            desired = cluster.principal_list(agent)
+            return {n: r.checksum[:12] for n, r in local.items()} == {
+                n: d["checksum"] for n, d in desired.items()
+            }
+
+        wait_for(
+            lambda: cluster.connected("edge-kb") and converged("edge-kb"),
+            timeout=30,
+            what="B converged",
+        )
+        wait_for(lambda: converged("edge-ka"), timeout=30, what="A converged")
+        assert applied("edge-ka") - base_a == 10  # each of its 10 changes once, live or by resync
+        assert applied("edge-kb") == 10  # a fresh process: exactly what it missed
+        assert cluster.agent_metric("edge-kb", "mooring_resync_events_total") == 10
+        assert "watch history lost; every session resyncs" in cluster.principal.output()
     finally:
         cluster.stop()
