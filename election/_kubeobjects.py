@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from election import _errors as errors
 from election import _kube as kube
 
-__all__ = ["NAMESPACES", "GoneError", "Kind", "KubeObjects", "WatchEvent"]
+__all__ = ["CONFIGMAPS", "NAMESPACES", "GoneError", "Kind", "KubeObjects", "WatchEvent"]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -53,6 +53,8 @@ class Kind:
 
 
 NAMESPACES = Kind("", "v1", "namespaces", namespaced=False)
+CONFIGMAPS = Kind("", "v1", "configmaps")
+_CORE_NAMES = {"namespaces": "namespace", "configmaps": "namespaced_config_map"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ class KubeObjects:
         self.api_client = api_client
         self.timeout = timeout
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._core_api = kubernetes.client.CoreV1Api(api_client)
 
     @classmethod
     def load(
@@ -122,13 +124,21 @@ class KubeObjects:
         except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as err:
             raise kube._mapped(err, what) from err
 
+    def _core(self, verb: str, kind: Kind) -> Callable[..., Any]:
+        """CoreV1Api's method for `verb` on a core kind (namespaces, configmaps)."""
+        try:
+            return getattr(self._core_api, f"{verb}_{_CORE_NAMES[kind.plural]}")  # type: ignore[no-any-return]
+        except KeyError:
+            raise ValueError(f"core kind {kind.plural!r} is not supported") from None
+
     # -- one object ------------------------------------------------------------------------
 
     async def get(self, kind: Kind, name: str, *, namespace: str = "") -> dict[str, Any] | None:
         what = f"get {kind.plural} {namespace}/{name}".replace(" /", " ")
-        if kind == NAMESPACES:
+        if not kind.group:
+            args = (name, namespace) if kind.namespaced else (name,)
             got = await self._read(
-                what, self._core.read_namespace, name, missing=None, _preload_content=False
+                what, self._core("read", kind), *args, missing=None, _preload_content=False
             )
             return None if got is None else _json(got)
         if kind.namespaced:
@@ -159,9 +169,10 @@ class KubeObjects:
     ) -> dict[str, Any]:
         name = body.get("metadata", {}).get("name", "")
         what = f"create {kind.plural} {namespace}/{name}".replace(" /", " ")
-        if kind == NAMESPACES:
+        if not kind.group:
+            args = (namespace, body) if kind.namespaced else (body,)
             return _json(
-                await self._call(what, self._core.create_namespace, body, _preload_content=False)
+                await self._call(what, self._core("create", kind), *args, _preload_content=False)
             )
         return dict(
             await self._call(
@@ -187,13 +198,13 @@ class KubeObjects:
         A patch that sets metadata.resourceVersion is a compare-and-swap (409)."""
         what = f"patch {kind.plural} {namespace}/{name}".replace(" /", " ")
         content_type = JSON_PATCH if isinstance(patch, list) else MERGE_PATCH
-        if kind == NAMESPACES:
+        if not kind.group:
+            args = (name, namespace, patch) if kind.namespaced else (name, patch)
             return _json(
                 await self._call(
                     what,
-                    self._core.patch_namespace,
-                    name,
-                    patch,
+                    self._core("patch", kind),
+                    *args,
                     _content_type=content_type,
                     _preload_content=False,
                 )
@@ -240,11 +251,13 @@ class KubeObjects:
     ) -> tuple[list[dict[str, Any]], str]:
         """The objects (of one namespace, or all) and the list's resourceVersion."""
         what = f"list {kind.plural}"
-        if kind == NAMESPACES:
+        if not kind.group:
+            args = (namespace,) if kind.namespaced else ()
             got = _json(
                 await self._read(
                     what,
-                    self._core.list_namespace,
+                    self._core("list", kind),
+                    *args,
                     label_selector=label_selector,
                     _preload_content=False,
                 )
@@ -271,15 +284,24 @@ class KubeObjects:
         return list(got.get("items") or []), str(got["metadata"]["resourceVersion"])
 
     async def watch(
-        self, kind: Kind, *, resource_version: str, label_selector: str = ""
+        self,
+        kind: Kind,
+        *,
+        resource_version: str,
+        label_selector: str = "",
+        namespace: str = "",
     ) -> AsyncIterator[WatchEvent]:
-        """Every change after `resource_version` (all namespaces), bookmarks included."""
+        """Every change after `resource_version` (of one namespace, or all), bookmarks
+        included."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[WatchEvent | BaseException | None] = asyncio.Queue()
         stop = threading.Event()
-        if kind == NAMESPACES:
-            lister: Callable[..., Any] = self._core.list_namespace
-            args: tuple[Any, ...] = ()
+        if not kind.group:
+            lister: Callable[..., Any] = self._core("list", kind)
+            args: tuple[Any, ...] = (namespace,) if kind.namespaced else ()
+        elif namespace:
+            lister = self._custom.list_namespaced_custom_object
+            args = (kind.group, kind.version, namespace, kind.plural)
         else:
             lister = self._custom.list_cluster_custom_object
             args = (kind.group, kind.version, kind.plural)

@@ -1,0 +1,380 @@
+"""The agent's local store on the workload cluster: Argo CD's own objects in its namespace.
+
+URL: `kubernetes://[?kubeconfig=PATH][&namespace=NS]` (default namespace `argocd`;
+without `kubeconfig`, $KUBECONFIG, then the in-cluster configuration).
+
+- Managed agents write the principal's Applications and AppProjects into NS, each
+  labelled `mooring.io/agent=<agent>` (how Mooring knows its own) and annotated
+  `mooring.io/version` (the principal's version). An object of that name that Mooring
+  did not create is never touched: applying over it is refused (LocalStoreError). A
+  delete is a Kubernetes delete, so Argo CD's `resources-finalizer.argocd.argoproj.io`
+  runs its cascade; the object counts as deleted from then on.
+- Autonomous agents own every Application and AppProject in NS (Argo CD's or anyone's);
+  their version is the object's resourceVersion, so a status change travels too. A
+  deletion seen by the watch is kept as a tombstone until the principal acknowledges it.
+- Bookkeeping (what the principal acknowledged) lives in one ConfigMap,
+  `mooring-agent-<agent>` in NS: Mooring's marks stay apart from Argo CD's objects, so
+  recording an acknowledgement never wakes Argo CD's reconciler, and no second database
+  is needed. Labels and annotations under `mooring.io/` are Mooring's and never travel.
+- `data_version` counts the watch's events on NS: Argo CD's status writes, kubectl edits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+from agent._store import LocalResource, LocalStoreError, Mode
+from election import _errors as cerrors
+from election import _kubeobjects as kobj
+from proto import codec, objects
+
+__all__ = ["KubeLocalStore", "from_url"]
+
+logger = logging.getLogger(__name__)
+
+GROUP, VERSION = "argoproj.io", "v1alpha1"
+KINDS = {
+    "Application": kobj.Kind(GROUP, VERSION, "applications"),
+    "AppProject": kobj.Kind(GROUP, VERSION, "appprojects"),
+}
+AGENT_LABEL = "mooring.io/agent"
+VERSION_ANNOTATION = "mooring.io/version"
+OURS = "mooring.io/"
+RETRIES = 8
+
+
+def from_url(url: str, *, mode: Mode, agent: str, timeout: float) -> KubeLocalStore:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "kubernetes" or parsed.netloc or parsed.path not in ("", "/"):
+        raise ValueError(
+            f"bad local store URL {url[:80]!r}: expected kubernetes://[?kubeconfig=PATH][&namespace=NS]"
+        )
+    query = dict(urllib.parse.parse_qsl(parsed.query))
+    unknown = set(query) - {"kubeconfig", "namespace"}
+    if unknown:
+        raise ValueError(f"bad local store URL: unknown parameter {sorted(unknown)[0]!r}")
+    return KubeLocalStore(
+        kobj.KubeObjects.load(kubeconfig=query.get("kubeconfig"), timeout=timeout),
+        namespace=objects.validate_agent_name(query.get("namespace", "argocd")),
+        agent=agent,
+        mode=mode,
+    )
+
+
+def _version(text: str | None) -> int:
+    try:
+        return int(text or "0")
+    except ValueError:
+        return 0
+
+
+def _without_ours(values: Mapping[str, str] | None) -> dict[str, str]:
+    return {k: v for k, v in (values or {}).items() if not k.startswith(OURS)}
+
+
+class KubeLocalStore:
+    """`LocalStore` on one namespace of the workload cluster; see the module doc."""
+
+    def __init__(self, client: kobj.KubeObjects, *, namespace: str, agent: str, mode: Mode) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.agent = agent
+        self.mode = mode
+        self.bookkeeping = f"mooring-agent-{agent}"
+        self._selector = f"{AGENT_LABEL}={agent}" if mode == "managed" else ""
+        self._changes = 0
+        self._watcher: asyncio.Task[None] | None = None
+        self._tombstones: dict[tuple[str, str], int] = {}  # autonomous deletes not yet acked
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except cerrors.CoordinationError as err:
+            raise LocalStoreError(str(err)) from err
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
+        await self.client.close()
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    async def _marks(self) -> tuple[dict[str, dict[str, Any]], str | None]:
+        found = await self._call(
+            self.client.get(kobj.CONFIGMAPS, self.bookkeeping, namespace=self.namespace)
+        )
+        if found is None:
+            return {}, None
+        marks = {}
+        for key, text in (found.get("data") or {}).items():
+            with contextlib.suppress(ValueError):
+                marks[key] = json.loads(text)
+        return marks, str(found["metadata"]["resourceVersion"])
+
+    async def _mark(self, kind: str, name: str, **values: Any) -> None:
+        key = f"{kind}.{name}"
+        for _ in range(RETRIES):
+            marks, rv = await self._marks()
+            entry = {**marks.get(key, {}), **values}
+            try:
+                if rv is None:
+                    body = {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": self.bookkeeping, "labels": {AGENT_LABEL: self.agent}},
+                        "data": {key: json.dumps(entry)},
+                    }
+                    await self.client.create(kobj.CONFIGMAPS, body, namespace=self.namespace)
+                else:
+                    patch = {"metadata": {"resourceVersion": rv}, "data": {key: json.dumps(entry)}}
+                    await self.client.patch(
+                        kobj.CONFIGMAPS, self.bookkeeping, patch, namespace=self.namespace
+                    )
+                return
+            except cerrors.ConflictError:
+                continue
+            except cerrors.CoordinationError as err:
+                raise LocalStoreError(f"bookkeeping {self.bookkeeping}: {err}") from err
+        raise LocalStoreError(f"bookkeeping {self.bookkeeping}: too much contention")
+
+    # --- reads ------------------------------------------------------------------------------
+    def _resource(
+        self, kind: str, obj: Mapping[str, Any], marks: Mapping[str, Any]
+    ) -> LocalResource:
+        synced = objects.synced_object(obj)
+        meta = synced["metadata"]
+        for key in ("labels", "annotations"):
+            kept = _without_ours(meta.get(key))
+            if kept:
+                meta[key] = kept
+            else:
+                meta.pop(key, None)
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        if self.mode == "managed":
+            version = _version(annotations.get(VERSION_ANNOTATION))
+        else:
+            version = _version(obj["metadata"].get("resourceVersion"))
+        status = obj.get("status")
+        mark = marks.get(f"{kind}.{obj['metadata']['name']}", {})
+        return LocalResource(
+            kind=kind,
+            name=str(obj["metadata"]["name"]),
+            object=synced,
+            checksum=codec.checksum(synced),
+            version=version,
+            status=status,
+            status_checksum=codec.checksum(status),
+            status_synced=str(mark.get("status_synced", "")),
+            synced_version=int(mark.get("synced_version", 0)),
+            deleted=False,
+        )
+
+    async def rows(self, *, include_deleted: bool = False) -> list[LocalResource]:
+        marks, _ = await self._marks()
+        out = []
+        for kind_name, kind in KINDS.items():
+            items, _ = await self._call(
+                self.client.list(kind, namespace=self.namespace, label_selector=self._selector)
+            )
+            for item in items:
+                if item.get("metadata", {}).get("deletionTimestamp"):
+                    continue  # being deleted: finalizers pending, gone to Mooring
+                out.append(self._resource(kind_name, item, marks))
+        if include_deleted:
+            for (kind_name, name), version in self._tombstones.items():
+                if not any(r.kind == kind_name and r.name == name for r in out):
+                    out.append(
+                        LocalResource(kind_name, name, {}, "", version, None, "", "", 0, True)
+                    )
+        return sorted(out, key=lambda r: (r.kind, r.name))
+
+    async def get(self, kind: str, name: str) -> LocalResource | None:
+        found = await self._get(kind, name)
+        if found is None or found.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        if self.mode == "managed" and not self._ours(found):
+            return None
+        marks, _ = await self._marks()
+        return self._resource(kind, found, marks)
+
+    async def _get(self, kind: str, name: str) -> dict[str, Any] | None:
+        if kind not in KINDS:
+            raise LocalStoreError(f"unsupported kind {kind!r}: expected Application or AppProject")
+        found: dict[str, Any] | None = await self._call(
+            self.client.get(KINDS[kind], name, namespace=self.namespace)
+        )
+        return found
+
+    def _ours(self, obj: Mapping[str, Any]) -> bool:
+        return (obj.get("metadata", {}).get("labels") or {}).get(AGENT_LABEL) == self.agent
+
+    async def unsynced(self) -> list[LocalResource]:
+        rows = await self.rows(include_deleted=True)
+        if self.mode == "autonomous":
+            return [r for r in rows if r.version > r.synced_version]
+        return [r for r in rows if r.status is not None and r.status_checksum != r.status_synced]
+
+    # --- managed: what the principal sends ----------------------------------------------------
+    def _body(self, kind: str, name: str, obj: Mapping[str, Any], version: int) -> dict[str, Any]:
+        meta = dict(obj.get("metadata") or {})
+        labels = {**_without_ours(meta.get("labels")), AGENT_LABEL: self.agent}
+        annotations = {**_without_ours(meta.get("annotations")), VERSION_ANNOTATION: str(version)}
+        body_meta: dict[str, Any] = {"name": name, "labels": labels, "annotations": annotations}
+        if meta.get("finalizers"):
+            body_meta["finalizers"] = list(meta["finalizers"])
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": kind,
+            "metadata": body_meta,
+            "spec": dict(obj.get("spec") or {}),
+        }
+
+    async def apply_remote_upsert(
+        self,
+        kind: str,
+        name: str,
+        *,
+        obj: Mapping[str, Any],
+        version: int,
+        checksum: str,
+        force: bool,
+    ) -> bool:
+        try:
+            objects.validate_name(name, kind=kind)
+        except objects.InvalidObjectError as err:
+            raise LocalStoreError(str(err)) from err
+        for _ in range(RETRIES):
+            found = await self._get(kind, name)
+            if found is not None and not self._ours(found):
+                raise LocalStoreError(
+                    f"{kind} {name} exists in namespace {self.namespace} and was not created by"
+                    f" Mooring: it is left alone (delete or rename it to let agent {self.agent}"
+                    " manage it)"
+                )
+            if found is not None and not found.get("metadata", {}).get("deletionTimestamp"):
+                current = self._resource(kind, found, {})
+                newer = version > current.version
+                if not newer and not (force and checksum != current.checksum):
+                    return False
+                if current.checksum == checksum and current.version == version:
+                    return False
+            body = self._body(kind, name, obj, version)
+            try:
+                if found is None:
+                    await self.client.create(KINDS[kind], body, namespace=self.namespace)
+                else:
+                    ops = [
+                        {
+                            "op": "add",
+                            "path": "/metadata/resourceVersion",
+                            "value": found["metadata"]["resourceVersion"],
+                        },
+                        {
+                            "op": "add",
+                            "path": "/metadata/labels",
+                            "value": body["metadata"]["labels"],
+                        },
+                        {
+                            "op": "add",
+                            "path": "/metadata/annotations",
+                            "value": body["metadata"]["annotations"],
+                        },
+                        {"op": "add", "path": "/spec", "value": body["spec"]},
+                    ]
+                    if "finalizers" in body["metadata"]:
+                        ops.append(
+                            {
+                                "op": "add",
+                                "path": "/metadata/finalizers",
+                                "value": body["metadata"]["finalizers"],
+                            }
+                        )
+                    elif found.get("metadata", {}).get("finalizers"):
+                        ops.append({"op": "remove", "path": "/metadata/finalizers"})
+                    await self.client.patch(KINDS[kind], name, ops, namespace=self.namespace)
+                return True
+            except cerrors.ConflictError:
+                continue  # created or changed meanwhile: look again
+            except cerrors.CoordinationError as err:
+                raise LocalStoreError(f"{kind} {name}: {err}") from err
+        raise LocalStoreError(f"{kind} {name}: too much contention, try again")
+
+    async def apply_remote_delete(self, kind: str, name: str, *, version: int, force: bool) -> bool:
+        found = await self._get(kind, name)
+        if found is None or not self._ours(found) or found["metadata"].get("deletionTimestamp"):
+            return False
+        current = self._resource(kind, found, {})
+        if version < current.version and not force:
+            return False
+        try:
+            return await self.client.delete(
+                KINDS[kind],
+                name,
+                namespace=self.namespace,
+                resource_version=found["metadata"]["resourceVersion"],
+            )
+        except cerrors.ConflictError:
+            return False  # changed meanwhile; the next event or resync decides
+        except cerrors.CoordinationError as err:
+            raise LocalStoreError(f"delete {kind} {name}: {err}") from err
+
+    async def mark_status_synced(self, kind: str, name: str, status_checksum: str) -> None:
+        await self._mark(kind, name, status_synced=status_checksum)
+
+    # --- autonomous: what the principal acknowledged ------------------------------------------
+    async def mark_synced(self, kind: str, name: str, version: int) -> None:
+        tomb = self._tombstones.get((kind, name))
+        if tomb is not None and version >= tomb:
+            del self._tombstones[(kind, name)]
+        await self._mark(kind, name, synced_version=version)
+
+    # --- changes made by others -------------------------------------------------------------
+    async def data_version(self) -> int:
+        if self._watcher is None:
+            ready = asyncio.Event()
+            self._watcher = asyncio.create_task(
+                self._watch(ready), name=f"kubestore-watch-{self.agent}"
+            )
+            await ready.wait()
+        return self._changes
+
+    async def _watch(self, ready: asyncio.Event) -> None:
+        """Count every event on the namespace's Applications and AppProjects, re-listing
+        after any break; deletions seen here become tombstones (autonomous)."""
+        while True:
+            try:
+                streams = []
+                for kind_name, kind in KINDS.items():
+                    _, rv = await self.client.list(
+                        kind, namespace=self.namespace, label_selector=self._selector
+                    )
+                    streams.append((kind_name, kind, rv))
+                self._changes += 1  # a (re)list may have missed something: look
+                ready.set()
+                async with asyncio.TaskGroup() as group:
+                    for kind_name, kind, rv in streams:
+                        group.create_task(self._follow(kind_name, kind, rv))
+            except* cerrors.CoordinationError as errs:
+                ready.set()
+                logger.warning(
+                    "agent %s: local watch broke, re-listing: %s", self.agent, errs.exceptions[0]
+                )
+                await asyncio.sleep(1.0)
+
+    async def _follow(self, kind_name: str, kind: kobj.Kind, rv: str) -> None:
+        async for event in self.client.watch(
+            kind, resource_version=rv, label_selector=self._selector, namespace=self.namespace
+        ):
+            if event.type == "BOOKMARK":
+                continue
+            if event.type == "DELETED" and self.mode == "autonomous":
+                name = str(event.object.get("metadata", {}).get("name", ""))
+                self._tombstones[(kind_name, name)] = _version(event.resource_version)
+            self._changes += 1
