@@ -22,6 +22,7 @@ import prometheus_client as prom
 import tenacity
 
 from agent import _endpoints as endpoints_
+from agent import _localstore as localstore
 from agent import _metrics as metrics_
 from agent import _settings as settings_
 from agent import _store as store_
@@ -150,7 +151,9 @@ class Agent:
         self.settings = settings
         self.registry = registry or prom.CollectorRegistry()
         self.metrics = metrics_.AgentMetrics(self.registry, agent=settings.name)
-        self.store = store_.AgentStore(settings.state, mode=settings.mode)
+        self.store = localstore.open_local_store(
+            settings.store_url, mode=settings.mode, agent=settings.name
+        )
         self.endpoints = endpoints_.EndpointSet(
             settings.endpoints, cooldown=settings.endpoint_cooldown
         )
@@ -206,7 +209,7 @@ class Agent:
             self.metrics.connected.set(0)
             for target in list(self._channels):
                 await self._drop_channel(target)
-            self.store.close()
+            await self.store.close()
 
     async def _sleep(self, seconds: float) -> None:
         """Interruptible backoff: stop() wakes it at once."""
@@ -299,10 +302,10 @@ class Agent:
         return order
 
     # ------------------------------------------------------------------ one session
-    def _hello(self, hops: int, unreachable: str = "") -> pb.Envelope:
+    async def _hello(self, hops: int, unreachable: str = "") -> pb.Envelope:
         inventory = []
         if self.settings.mode == "managed":
-            for row in self.store.list():
+            for row in await self.store.rows():
                 inventory.append(
                     pb.InventoryItem(
                         key=pb.ResourceKey(kind=codec.kind_from_name(row.kind), name=row.name),
@@ -338,7 +341,7 @@ class Agent:
             )()
             try:
                 async with self._dial_gate, asyncio.timeout(self.settings.connect_timeout):
-                    await call.write(self._hello(hops, unreachable))
+                    await call.write(await self._hello(hops, unreachable))
                     first = await call.read()
             except TimeoutError:
                 call.cancel()
@@ -567,9 +570,9 @@ class _Live:
             body = envelope.WhichOneof("body")
             self.metrics.events_received.labels(body or "unknown").inc()
             if body == "event":
-                self._apply(envelope)
+                await self._apply(envelope)
             elif body == "ack":
-                self._acked(envelope.ack)
+                await self._acked(envelope.ack)
             elif body == "heartbeat":
                 self.agent.standby = envelope.heartbeat.standby_endpoint
             elif body == "resync_done":
@@ -577,7 +580,7 @@ class _Live:
                 self.agent._resynced(self.started)
                 self.wake.set()
             elif body == "resync_request":
-                self._answer_resync(envelope.resync_request)
+                await self._answer_resync(envelope.resync_request)
                 self.resyncing = False
                 self.agent._resynced(self.started)
             elif body == "redirect":
@@ -593,7 +596,7 @@ class _Live:
                 raise _SessionOver(f"principal said goodbye: {envelope.goodbye.reason}")
 
     # --- managed ---------------------------------------------------------------------
-    def _apply(self, envelope: pb.Envelope) -> None:
+    async def _apply(self, envelope: pb.Envelope) -> None:
         event = envelope.event
         kind = codec.KIND_NAMES.get(event.key.kind)
         error = ""
@@ -602,24 +605,29 @@ class _Live:
             error = "resource event without a valid key"
         elif self.agent.settings.mode != "managed":
             error = "autonomous agents do not take desired state from the principal"
-        elif event.operation == pb.OPERATION_DELETE:
-            changed = self.store.apply_remote_delete(
-                kind, event.key.name, version=event.version, force=self.resyncing
-            )
         else:
             try:
-                obj = json.loads(event.object_json)
+                if event.operation == pb.OPERATION_DELETE:
+                    changed = await self.store.apply_remote_delete(
+                        kind, event.key.name, version=event.version, force=self.resyncing
+                    )
+                else:
+                    changed = await self.store.apply_remote_upsert(
+                        kind,
+                        event.key.name,
+                        obj=json.loads(event.object_json),
+                        version=event.version,
+                        checksum=event.checksum,
+                        force=self.resyncing,
+                    )
             except ValueError:
                 error = f"{kind} {event.key.name}: object is not JSON"
-            else:
-                changed = self.store.apply_remote_upsert(
-                    kind,
-                    event.key.name,
-                    obj=obj,
-                    version=event.version,
-                    checksum=event.checksum,
-                    force=self.resyncing,
-                )
+            except store_.LocalStoreError as err:
+                # Refused by the local store (the workload apiserver's schema or RBAC, an
+                # object Mooring did not create): acknowledged as an error, counted, logged
+                # once; the principal sends it again only when it changes or on a resync.
+                error = str(err)
+                self.metrics.apply_errors.inc()
         if changed:
             op = "delete" if event.operation == pb.OPERATION_DELETE else "upsert"
             self.metrics.events_applied.labels(op).inc()
@@ -654,14 +662,14 @@ class _Live:
         self.pending[seq] = ("event", row.kind, row.name, row.version)
         self.inflight[(row.kind, row.name)] = row.version
 
-    def _answer_resync(self, request: pb.ResyncRequest) -> None:
+    async def _answer_resync(self, request: pb.ResyncRequest) -> None:
         theirs = {(codec.KIND_NAMES.get(i.key.kind, ""), i.key.name): i for i in request.inventory}
         sent = 0
-        for row in self.store.list(include_deleted=True):
+        for row in await self.store.rows(include_deleted=True):
             item = theirs.pop((row.kind, row.name), None)
             if row.deleted:
                 if item is None:
-                    self.store.mark_synced(row.kind, row.name, row.version)
+                    await self.store.mark_synced(row.kind, row.name, row.version)
                 else:
                     self._push_row(row)
                     sent += 1
@@ -673,7 +681,7 @@ class _Live:
                 self._push_row(row)
                 sent += 1
             else:
-                self.store.mark_synced(row.kind, row.name, row.version)
+                await self.store.mark_synced(row.kind, row.name, row.version)
         for (kind, name), item in theirs.items():
             if not kind:
                 continue
@@ -698,12 +706,12 @@ class _Live:
         # of many agents in one process does not poll at the full rate.
         interval = self.agent.settings.poll_interval_max
         while True:
-            version = self.store.data_version()
+            version = await self.store.data_version()
             if version != seen and not self.resyncing:
                 if seen != -1:
                     interval = self.agent.settings.poll_interval  # a change: look again soon
                 seen = version
-                self._push_local()
+                await self._push_local()
             else:
                 interval = min(interval * 1.5, self.agent.settings.poll_interval_max)
             self.wake.clear()
@@ -711,8 +719,8 @@ class _Live:
                 async with asyncio.timeout(interval):
                     await self.wake.wait()
 
-    def _push_local(self) -> None:
-        for row in self.store.unsynced():
+    async def _push_local(self) -> None:
+        for row in await self.store.unsynced():
             key = (row.kind, row.name)
             if self.agent.settings.mode == "autonomous":
                 if self.inflight.get(key) == row.version:
@@ -734,7 +742,7 @@ class _Live:
                 self.pending[seq] = ("status", row.kind, row.name, row.status_checksum)
                 self.inflight[key] = row.status_checksum
 
-    def _acked(self, ack: pb.Ack) -> None:
+    async def _acked(self, ack: pb.Ack) -> None:
         entry = self.pending.pop(ack.seq, None)
         if entry is None:
             return
@@ -751,10 +759,10 @@ class _Live:
             return  # stays in flight at this version: resent only after it changes again
         if what == "event":
             assert isinstance(marker, int)
-            self.store.mark_synced(kind, name, marker)
+            await self.store.mark_synced(kind, name, marker)
         else:
             assert isinstance(marker, str)
-            self.store.mark_status_synced(kind, name, marker)
+            await self.store.mark_status_synced(kind, name, marker)
         if self.inflight.get((kind, name)) == marker:
             del self.inflight[(kind, name)]
         self.wake.set()

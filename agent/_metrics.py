@@ -41,6 +41,12 @@ class AgentMetrics:
             ["operation"],
             registry=registry,
         )
+        self.apply_errors = prom.Counter(
+            "mooring_apply_errors_total",
+            "Resource events the local store refused (schema, permissions, an object Mooring"
+            " did not create); each is acknowledged to the principal as an error.",
+            registry=registry,
+        )
         self.resync_events = prom.Counter(
             "mooring_resync_events_total",
             "Resource events received (managed) or sent (autonomous) during resync phases.",

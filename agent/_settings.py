@@ -15,7 +15,8 @@ class AgentSettings:
     mode: Literal["managed", "autonomous"]
     endpoints: tuple[str, ...]  # principal replicas, HOST:PORT each
     tls_dir: Path  # folder with tls.crt, tls.key, ca.crt
-    state: Path  # SQLite file of the local store
+    state: Path | None = None  # SQLite file of the local store (`store` sqlite:///FILE)
+    store: str | None = None  # the local store's URL: sqlite:///FILE or kubernetes://...
     metrics: str | None = None  # HOST:PORT for /metrics, None = off
     connect_timeout: float = 5.0  # seconds to dial and be welcomed or redirected
     heartbeat_timeout_factor: float = 3.0  # silence of this many heartbeat intervals ends a session
@@ -30,9 +31,16 @@ class AgentSettings:
     keepalive_time: float = 10.0  # seconds of idleness before a gRPC keepalive ping
     keepalive_timeout: float = 5.0  # seconds to wait for the ping's answer
 
+    @property
+    def store_url(self) -> str:
+        """The local store's URL (`--store`, else the SQLite file `--state`)."""
+        return self.store or f"sqlite:///{self.state}"
+
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("--name must not be empty")
+        if (self.state is None) == (self.store is None):
+            raise ValueError("give the local store as --store URL or --state FILE (one of them)")
         if self.mode not in ("managed", "autonomous"):
             raise ValueError(f"bad --mode {self.mode!r}: expected managed or autonomous")
         if not self.endpoints:

@@ -10,7 +10,7 @@ python bench/_fleet.py fleet --pki DIR --endpoint H:P --agents N --state-dir DIR
                 "sessions": n}
         {"cmd": "stop"} -> {"stopped": true}, then exits (also on stdin EOF).
 
-    Apply times are taken by wrapping each agent's `AgentStore.apply_remote_upsert`
+    Apply times are taken by wrapping each agent's `LocalStore.apply_remote_upsert`
     on the instance (the agent code is untouched): right after the SQLite write that
     changed the row, the wrapper reads the annotations the bench stamped into the spec
     (`mooring.bench/written-at`, `mooring.bench/round`) and records (written, now).
@@ -49,8 +49,8 @@ import prometheus_client as prom
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import _client as agent_client
+from agent import _localstore as localstore
 from agent import _settings as agent_settings
-from agent import _store as agent_store
 from principal import _server as principal_server
 from proto import _credentials as credentials
 from proto import codec
@@ -71,12 +71,12 @@ def emit(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def instrument(store: agent_store.AgentStore, record: Recorder, *, agent: str) -> None:
+def instrument(store: localstore.LocalStore, record: Recorder, *, agent: str) -> None:
     """Record (round, agent, name, written_ns, applied_ns) per stamped upsert that changed it."""
     original = store.apply_remote_upsert
 
-    def apply_remote_upsert(kind: str, name: str, **kwargs: Any) -> bool:
-        changed = original(kind, name, **kwargs)
+    async def apply_remote_upsert(kind: str, name: str, **kwargs: Any) -> bool:
+        changed = await original(kind, name, **kwargs)
         if changed:
             annotations = (kwargs["obj"].get("metadata") or {}).get("annotations") or {}
             written = annotations.get(WRITTEN_AT)

@@ -131,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", required=True, choices=("managed", "autonomous"))
     p.add_argument("--endpoints", required=True, help="HOST:PORT[,HOST:PORT]")
     p.add_argument("--tls-dir", required=True, type=Path)
-    p.add_argument("--state", required=True, type=Path, help="SQLite file of the local store")
+    local = p.add_mutually_exclusive_group(required=True)
+    local.add_argument("--state", type=Path, help="SQLite file of the local store")
+    local.add_argument(
+        "--store",
+        help="the local store: sqlite:///FILE, or kubernetes://[?kubeconfig=PATH][&namespace=NS]"
+        " for Argo CD's namespace (default argocd) on the workload cluster",
+    )
     p.add_argument("--metrics", help="HOST:PORT for /metrics")
 
     p_app = top.add_parser("app", help="Applications and AppProjects").add_subparsers(
@@ -322,6 +328,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         endpoints=tuple(e.strip() for e in args.endpoints.split(",") if e.strip()),
         tls_dir=args.tls_dir,
         state=args.state,
+        store=args.store,
         metrics=args.metrics,
     )
     asyncio.run(_run_agent(settings))

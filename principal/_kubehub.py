@@ -23,7 +23,9 @@ URL: `kubernetes://[?kubeconfig=PATH][&hub=NAME][&namespace-prefix=PREFIX]`; wit
 - The feed is one watch per kind across all namespaces (list+watch, bookmarks, resumed
   from a resourceVersion), kept to this hub's agent namespaces. 410 Gone is
   HistoryLostError: the dispatcher has every session resync. An object being deleted
-  (deletionTimestamp set, finalizers pending) is deleted to Mooring.
+  (deletionTimestamp set, finalizers pending) is deleted to Mooring. `delete_desired`
+  also lifts the hub copy's finalizers: no Argo CD controller acts on the hub, and the
+  cascade they ask for runs on the workload cluster, where the agent deletes the object.
 - The mode check and a write are two calls (the Kubernetes API has no multi-object
   transaction): an agent registered as autonomous between them can get one
   hub-written object, which its agent refuses and the next resync reports.
@@ -395,9 +397,18 @@ class KubeHubStore:
         current = await self._get(agent, kind, name)
         if current is None or current.get("metadata", {}).get("deletionTimestamp"):
             return False  # gone, or already being deleted (finalizers pending)
-        return bool(
-            await self._call(self.client.delete(KINDS[kind], name, namespace=self.namespace(agent)))
-        )
+        namespace = self.namespace(agent)
+        deleted = bool(await self._call(self.client.delete(KINDS[kind], name, namespace=namespace)))
+        if deleted and current.get("metadata", {}).get("finalizers"):
+            # No Argo CD controller acts on the hub's copies: their finalizers (Argo CD's
+            # cascade) belong on the workload cluster, where the agent deletes the object
+            # and Argo CD runs them. On the hub they would hold the object forever.
+            with contextlib.suppress(cerrors.CoordinationError):
+                await self.client.patch(
+                    KINDS[kind], name, [{"op": "remove", "path": "/metadata/finalizers"}],
+                    namespace=namespace,
+                )  # fmt: skip
+        return deleted
 
     async def mirror_upsert(
         self,

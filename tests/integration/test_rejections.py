@@ -148,10 +148,10 @@ async def test_application_level_rejections(
     }
     await replica.desired.apply_desired("steady", doc)
     for _ in range(200):
-        if steady.store.get("Application", "after-storm"):
+        if await steady.store.get("Application", "after-storm"):
             break
         await asyncio.sleep(0.02)
-    assert steady.store.get("Application", "after-storm") is not None
+    assert await steady.store.get("Application", "after-storm") is not None
 
 
 @pytest.mark.parametrize("tls_dir", ["none", "foreign", "expired"])

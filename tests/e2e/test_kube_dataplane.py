@@ -1,0 +1,263 @@
+"""Both sides on Kubernetes: the hub's and the workload cluster's Argo CD objects.
+
+One real principal (`--coordination kubernetes --store kubernetes://`) and real agents
+(`agent run --store kubernetes://?namespace=...`), all against the test bed's
+kube-apiserver: each agent's "workload cluster" is an Argo CD namespace of its own there
+(one apiserver with a namespace per agent stands in for a cluster per agent; Mooring
+talks to either through a kubeconfig, and nothing here depends on them being one). The
+test plays Argo CD: it writes status, and removes the finalizer after a delete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+import pytest
+import yaml
+
+from mooring import _kubeapi as kubeapi
+from tests import _procs as procs
+from tests import _testbed as testbed
+from tests._procs import mooring, wait_for
+
+pytestmark = pytest.mark.e2e
+
+GROUP, VERSION = "argoproj.io", "v1alpha1"
+FINALIZER = "resources-finalizer.argocd.argoproj.io"
+
+
+class Plane:
+    def __init__(self, apiserver: kubeapi.KubeAPIServer, root: Path, name: str) -> None:
+        self.apiserver = apiserver
+        self.root = root
+        self.name = name
+        apiserver.create_namespace(name)  # the Leases
+        self.store = (
+            f"kubernetes://?kubeconfig={apiserver.kubeconfig}&hub={name}&namespace-prefix={name}-"
+        )
+        self.env = {"MOORING_STORE": self.store, "KUBECONFIG": str(apiserver.kubeconfig)}
+        self.pki = root / "pki"
+        mooring("pki", "init", "--dir", str(self.pki))
+        mooring(
+            "pki",
+            "issue",
+            "principal",
+            "--dir",
+            str(self.pki),
+            "--name",
+            "p1",
+            "--san",
+            "127.0.0.1",
+        )
+        self.port = procs.free_port()
+        self.principal = procs.Proc(
+            [
+                "principal", "serve", "--id", "p1", "--listen", f"127.0.0.1:{self.port}",
+                "--coordination", "kubernetes", "--namespace", name, "--store", self.store,
+                "--tls-dir", str(self.pki / "principals" / "p1"), "--heartbeat-interval", "1",
+            ],
+            log=root / "principal.log",
+            env=self.env,
+        ).start()  # fmt: skip
+        self.agents: dict[str, procs.Proc] = {}
+        self.metrics: dict[str, int] = {}
+        client = kubernetes.config.new_client_from_config(str(apiserver.kubeconfig))
+        self.client = client
+        self.api = kubernetes.client.CustomObjectsApi(client)
+
+    def workload(self, agent: str) -> str:
+        return f"{self.name}-wl-{agent}"
+
+    def hub(self, agent: str) -> str:
+        return f"{self.name}-{agent}"
+
+    def add_agent(self, agent: str, mode: str) -> None:
+        self.apiserver.create_namespace(self.workload(agent))
+        mooring("pki", "issue", "agent", "--dir", str(self.pki), "--name", agent)
+        self.metrics[agent] = procs.free_port()
+        store = (
+            f"kubernetes://?kubeconfig={self.apiserver.kubeconfig}&namespace={self.workload(agent)}"
+        )
+        self.agents[agent] = procs.Proc(
+            [
+                "agent", "run", "--name", agent, "--mode", mode,
+                "--endpoints", f"127.0.0.1:{self.port}", "--tls-dir", str(self.pki / "agents" / agent),
+                "--store", store, "--metrics", f"127.0.0.1:{self.metrics[agent]}",
+            ],
+            log=self.root / f"agent-{agent}.log",
+        ).start()  # fmt: skip
+
+    def connected(self, agent: str) -> bool:
+        try:
+            return procs.scrape(self.metrics[agent]).get("mooring_agent_connected") == 1.0
+        except OSError:
+            return False
+
+    def metric(self, agent: str, sample: str) -> float:
+        return procs.scrape(self.metrics[agent]).get(sample, 0.0)
+
+    def get(self, namespace: str, name: str, plural: str = "applications") -> dict[str, Any] | None:
+        try:
+            return dict(
+                self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            )
+        except kubernetes.client.exceptions.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def apply(self, agent: str, docs: list[dict], *, check: bool = True) -> Any:
+        path = self.root / f"apply-{agent}.json"
+        path.write_text("\n---\n".join(json.dumps(d) for d in docs))
+        return mooring("app", "apply", "-f", str(path), "--agent", agent, check=check, env=self.env)
+
+    def logs(self) -> str:
+        parts = [f"--- principal\n{self.principal.output()[-3000:]}"]
+        parts += [f"--- {a}\n{p.output()[-3000:]}" for a, p in self.agents.items()]
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for proc in self.agents.values():
+            proc.stop()
+        self.principal.stop()
+        self.client.close()
+
+
+@pytest.fixture
+def plane(kube_apiserver: kubeapi.KubeAPIServer, tmp_path: Path, prefix: str) -> Iterator[Plane]:
+    made = Plane(kube_apiserver, tmp_path, prefix.strip("/"))
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def examples() -> list[dict]:
+    testbed.require(examples=True)
+    docs = [
+        yaml.safe_load(testbed.argocd_example(name).read_text())
+        for name in ("application.yaml", "project.yaml")
+    ]
+    for doc in docs:
+        doc["metadata"].setdefault("annotations", {})[
+            "notifications.argoproj.io/subscribe.on-sync-succeeded.slack"
+        ] = "deploys"
+    return docs
+
+
+def app(name: str, *, path: str = "guestbook") -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Application",
+        "metadata": {"name": name},
+        "spec": {
+            "project": "default",
+            "source": {"repoURL": "https://git.example/apps.git", "path": path},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": name},
+        },
+    }
+
+
+def test_managed_objects_reach_the_workload_cluster_whole_and_status_comes_back(
+    plane: Plane,
+) -> None:
+    plane.add_agent("edge-m", "managed")
+    wait_for(lambda: plane.connected("edge-m"), timeout=20, what="agent connected")
+    docs = examples()
+    plane.apply("edge-m", docs)
+    workload = plane.workload("edge-m")
+    try:
+        got = wait_for(
+            lambda: plane.get(workload, "guestbook"), timeout=15, what="the app on the workload"
+        )
+        project = wait_for(
+            lambda: plane.get(workload, "my-project", "appprojects"), what="the project"
+        )
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{plane.logs()}") from None
+    for doc, obj in zip(docs, (got, project), strict=True):
+        assert obj["spec"] == doc["spec"]
+        assert obj["metadata"]["finalizers"] == doc["metadata"]["finalizers"]
+        for key in ("labels", "annotations"):
+            theirs = {
+                k: v
+                for k, v in obj["metadata"].get(key, {}).items()
+                if not k.startswith("mooring.io/")
+            }
+            assert theirs == doc["metadata"].get(key, {}), key
+        assert obj["metadata"]["labels"]["mooring.io/agent"] == "edge-m"
+
+    # Playing Argo CD on the workload cluster: it reports status on the object.
+    status = {"sync": {"status": "Synced", "revision": "abc123"}, "health": {"status": "Healthy"}}
+    plane.api.patch_namespaced_custom_object(
+        GROUP, VERSION, workload, "applications", "guestbook", {"status": status},
+        _content_type="application/merge-patch+json",
+    )  # fmt: skip
+
+    def hub_status() -> dict | None:
+        hub = plane.get(plane.hub("edge-m"), "guestbook")
+        return hub.get("status") if hub else None
+
+    assert wait_for(hub_status, timeout=15, what="the status on the hub") == status
+
+    # A delete on the hub deletes on the workload cluster with Argo CD's finalizer intact:
+    # the object stays (being deleted) until Argo CD, having cascaded, removes it.
+    out = mooring("app", "delete", "guestbook", "--agent", "edge-m", env=plane.env)
+    assert "deleted" in out.stdout
+
+    def being_deleted() -> dict | None:
+        obj = plane.get(workload, "guestbook")
+        return obj if obj and obj["metadata"].get("deletionTimestamp") else None
+
+    assert plane.get(plane.hub("edge-m"), "guestbook") is None  # no controller holds it there
+    obj = wait_for(being_deleted, timeout=15, what="deletion started on the workload")
+    assert obj["metadata"]["finalizers"] == [FINALIZER]
+    plane.api.patch_namespaced_custom_object(
+        GROUP, VERSION, workload, "applications", "guestbook",
+        [{"op": "remove", "path": "/metadata/finalizers"}],
+        _content_type="application/json-patch+json",
+    )  # fmt: skip
+    wait_for(lambda: plane.get(workload, "guestbook") is None, what="gone once Argo CD let go")
+    assert plane.metric("edge-m", "mooring_apply_errors_total") == 0
+
+
+def test_an_autonomous_clusters_own_objects_are_mirrored_and_read_only_on_the_hub(
+    plane: Plane,
+) -> None:
+    plane.add_agent("edge-a", "autonomous")
+    wait_for(lambda: plane.connected("edge-a"), timeout=20, what="agent connected")
+    workload = plane.workload("edge-a")
+    plane.api.create_namespaced_custom_object(GROUP, VERSION, workload, "applications", app("own"))
+    mirror = wait_for(lambda: plane.get(plane.hub("edge-a"), "own"), timeout=15, what="the mirror")
+    assert mirror["spec"]["source"]["path"] == "guestbook"
+    assert mirror["metadata"]["annotations"]["mooring.io/origin"] == "agent"
+    refused = plane.apply("edge-a", [app("own", path="changed")], check=False)
+    assert refused.returncode == 1 and "autonomous" in refused.stderr
+    # Deleted on the workload cluster: gone on the hub too.
+    plane.api.delete_namespaced_custom_object(GROUP, VERSION, workload, "applications", "own")
+    wait_for(
+        lambda: plane.get(plane.hub("edge-a"), "own") is None, timeout=15, what="the mirror deleted"
+    )
+
+
+def test_an_object_the_workload_refuses_is_counted_and_others_still_arrive(plane: Plane) -> None:
+    plane.add_agent("edge-r", "managed")
+    wait_for(lambda: plane.connected("edge-r"), timeout=20, what="agent connected")
+    workload = plane.workload("edge-r")
+    # An object of that name that Mooring did not create is left alone.
+    plane.api.create_namespaced_custom_object(
+        GROUP, VERSION, workload, "applications", app("theirs", path="by-hand")
+    )
+    plane.apply("edge-r", [app("theirs"), app("fine")])
+    wait_for(lambda: plane.get(workload, "fine"), timeout=15, what="the other app arrives")
+    wait_for(
+        lambda: plane.metric("edge-r", "mooring_apply_errors_total") >= 1,
+        what="the refusal counted",
+    )
+    assert plane.get(workload, "theirs")["spec"]["source"]["path"] == "by-hand"
+    assert plane.connected("edge-r")
