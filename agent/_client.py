@@ -705,13 +705,24 @@ class _Live:
         # A session's first pass is no sign of activity: start slow, so a reconnect storm
         # of many agents in one process does not poll at the full rate.
         interval = self.agent.settings.poll_interval_max
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while True:
             version = await self.store.data_version()
-            if version != seen and not self.resyncing:
-                if seen != -1:
+            due = loop.time() - checked >= self.agent.settings.drift_check_interval
+            if (version != seen or due) and not self.resyncing:
+                if seen != -1 and version != seen:
                     interval = self.agent.settings.poll_interval  # a change: look again soon
                 seen = version
+                checked = loop.time()
                 await self._push_local()
+                drift = await self.store.drifted()
+                if drift:
+                    # Repaired by the resync that every session starts with: what differs
+                    # from the principal's inventory is sent again, and wins.
+                    self.metrics.drift_repairs.inc()
+                    logger.info("agent %s: %s; resyncing", self.agent.settings.name, drift)
+                    raise _SessionOver(f"local drift: {drift}")
             else:
                 interval = min(interval * 1.5, self.agent.settings.poll_interval_max)
             self.wake.clear()

@@ -45,6 +45,7 @@ KINDS = {
 }
 AGENT_LABEL = "mooring.io/agent"
 VERSION_ANNOTATION = "mooring.io/version"
+CHECKSUM_ANNOTATION = "mooring.io/checksum"  # of the object as the principal sent it
 OURS = "mooring.io/"
 RETRIES = 8
 
@@ -91,6 +92,8 @@ class KubeLocalStore:
         self._changes = 0
         self._watcher: asyncio.Task[None] | None = None
         self._tombstones: dict[tuple[str, str], int] = {}  # autonomous deletes not yet acked
+        self._deleting: set[tuple[str, str]] = set()  # managed deletes Mooring itself made
+        self._drift = ""  # a managed object deleted behind Mooring's back
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -222,10 +225,16 @@ class KubeLocalStore:
         return [r for r in rows if r.status is not None and r.status_checksum != r.status_synced]
 
     # --- managed: what the principal sends ----------------------------------------------------
-    def _body(self, kind: str, name: str, obj: Mapping[str, Any], version: int) -> dict[str, Any]:
+    def _body(
+        self, kind: str, name: str, obj: Mapping[str, Any], version: int, checksum: str
+    ) -> dict[str, Any]:
         meta = dict(obj.get("metadata") or {})
         labels = {**_without_ours(meta.get("labels")), AGENT_LABEL: self.agent}
-        annotations = {**_without_ours(meta.get("annotations")), VERSION_ANNOTATION: str(version)}
+        annotations = {
+            **_without_ours(meta.get("annotations")),
+            VERSION_ANNOTATION: str(version),
+            CHECKSUM_ANNOTATION: checksum,
+        }
         body_meta: dict[str, Any] = {"name": name, "labels": labels, "annotations": annotations}
         if meta.get("finalizers"):
             body_meta["finalizers"] = list(meta["finalizers"])
@@ -265,7 +274,7 @@ class KubeLocalStore:
                     return False
                 if current.checksum == checksum and current.version == version:
                     return False
-            body = self._body(kind, name, obj, version)
+            body = self._body(kind, name, obj, version, checksum)
             try:
                 if found is None:
                     await self.client.create(KINDS[kind], body, namespace=self.namespace)
@@ -313,6 +322,7 @@ class KubeLocalStore:
         current = self._resource(kind, found, {})
         if version < current.version and not force:
             return False
+        self._deleting.add((kind, name))
         try:
             return await self.client.delete(
                 KINDS[kind],
@@ -334,6 +344,24 @@ class KubeLocalStore:
         if tomb is not None and version >= tomb:
             del self._tombstones[(kind, name)]
         await self._mark(kind, name, synced_version=version)
+
+    async def drifted(self) -> str:
+        if self.mode != "managed":
+            return ""
+        if self._drift:
+            drift, self._drift = self._drift, ""
+            return drift
+        for kind_name, kind in KINDS.items():
+            items, _ = await self._call(
+                self.client.list(kind, namespace=self.namespace, label_selector=self._selector)
+            )
+            for item in items:
+                if item.get("metadata", {}).get("deletionTimestamp"):
+                    continue
+                sent = (item["metadata"].get("annotations") or {}).get(CHECKSUM_ANNOTATION)
+                if sent and self._resource(kind_name, item, {}).checksum != sent:
+                    return f"{kind_name} {item['metadata']['name']} was changed on the cluster"
+        return ""
 
     # --- changes made by others -------------------------------------------------------------
     async def data_version(self) -> int:
@@ -374,7 +402,14 @@ class KubeLocalStore:
         ):
             if event.type == "BOOKMARK":
                 continue
+            name = str(event.object.get("metadata", {}).get("name", ""))
             if event.type == "DELETED" and self.mode == "autonomous":
-                name = str(event.object.get("metadata", {}).get("name", ""))
                 self._tombstones[(kind_name, name)] = _version(event.resource_version)
+            elif event.type == "DELETED" and (kind_name, name) in self._deleting:
+                self._deleting.discard((kind_name, name))
+            elif event.type == "DELETED" or event.object.get("metadata", {}).get(
+                "deletionTimestamp"
+            ):
+                if (kind_name, name) not in self._deleting:
+                    self._drift = f"{kind_name} {name} was deleted on the cluster"
             self._changes += 1

@@ -67,6 +67,11 @@ class LocalStore(Protocol):
         """A number that changes whenever something other than this store object wrote."""
         ...
 
+    async def drifted(self) -> str:
+        """Managed agents: "" while every object is as the principal sent it, else what was
+        changed behind Mooring's back (one line); the agent then resyncs, which repairs it."""
+        ...
+
 
 class SqliteLocalStore:
     """`LocalStore` over the SQLite file (its calls take well under a millisecond, so they
@@ -113,6 +118,9 @@ class SqliteLocalStore:
 
     async def data_version(self) -> int:
         return self.sync.data_version()
+
+    async def drifted(self) -> str:
+        return ""  # the SQLite store refuses local changes to a managed agent's objects
 
 
 def open_local_store(url: str, *, mode: Mode, agent: str, timeout: float = 5.0) -> LocalStore:

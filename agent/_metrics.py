@@ -47,6 +47,12 @@ class AgentMetrics:
             " did not create); each is acknowledged to the principal as an error.",
             registry=registry,
         )
+        self.drift_repairs = prom.Counter(
+            "mooring_drift_repairs_total",
+            "Resyncs started because a managed object was changed or deleted on the workload"
+            " cluster behind Mooring's back.",
+            registry=registry,
+        )
         self.resync_events = prom.Counter(
             "mooring_resync_events_total",
             "Resource events received (managed) or sent (autonomous) during resync phases.",

@@ -22,6 +22,7 @@ class AgentSettings:
     heartbeat_timeout_factor: float = 3.0  # silence of this many heartbeat intervals ends a session
     poll_interval: float = 0.1  # seconds between checks of the local store for changes
     poll_interval_max: float = 1.0  # seconds; the check backs off to this while nothing changes
+    drift_check_interval: float = 60.0  # seconds between full checks for local drift (managed)
     backoff_base: float = 0.2  # seconds; full-jitter exponential backoff after a failed sweep
     backoff_cap: float = (
         4.0  # seconds; the backoff never exceeds this (keeps recovery after an outage short)

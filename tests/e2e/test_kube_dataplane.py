@@ -261,3 +261,27 @@ def test_an_object_the_workload_refuses_is_counted_and_others_still_arrive(plane
     )
     assert plane.get(workload, "theirs")["spec"]["source"]["path"] == "by-hand"
     assert plane.connected("edge-r")
+
+
+def test_drift_on_the_workload_cluster_is_repaired(plane: Plane) -> None:
+    plane.add_agent("edge-x", "managed")
+    wait_for(lambda: plane.connected("edge-x"), timeout=20, what="agent connected")
+    workload = plane.workload("edge-x")
+    plane.apply("edge-x", [app("web")])
+    wait_for(lambda: plane.get(workload, "web"), timeout=15, what="the app on the workload")
+
+    # Someone edits the spec with kubectl: the agent notices and resyncs; the hub's wins.
+    plane.api.patch_namespaced_custom_object(
+        GROUP, VERSION, workload, "applications", "web",
+        {"spec": {"source": {"path": "tampered"}}}, _content_type="application/merge-patch+json",
+    )  # fmt: skip
+
+    def path() -> str:
+        obj = plane.get(workload, "web")
+        return obj["spec"]["source"]["path"] if obj else ""
+
+    wait_for(lambda: path() == "guestbook", timeout=15, what="the spec repaired")
+    # Someone deletes it: it comes back.
+    plane.api.delete_namespaced_custom_object(GROUP, VERSION, workload, "applications", "web")
+    wait_for(lambda: path() == "guestbook", timeout=15, what="the app recreated")
+    assert plane.metric("edge-x", "mooring_drift_repairs_total") >= 2
