@@ -50,6 +50,8 @@ class AgentSettings:
             host, sep, port = endpoint.rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"bad endpoint {endpoint!r}: expected HOST:PORT")
+        if self.drift_check_interval <= 0:
+            raise ValueError("--drift-check-interval must be positive")
         if not 0 < self.backoff_base <= self.backoff_cap:
             raise ValueError("backoff_base must be positive and at most backoff_cap")
         if self.keepalive_time < 5.0:

@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         " for Argo CD's namespace (default argocd) on the workload cluster",
     )
     p.add_argument("--metrics", help="HOST:PORT for /metrics")
+    p.add_argument(
+        "--drift-check-interval",
+        type=float,
+        default=60.0,
+        help="seconds between full checks for objects changed on the workload cluster (managed)",
+    )
 
     p_app = top.add_parser("app", help="Applications and AppProjects").add_subparsers(
         dest="app_command", required=True
@@ -330,6 +336,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         state=args.state,
         store=args.store,
         metrics=args.metrics,
+        drift_check_interval=args.drift_check_interval,
     )
     asyncio.run(_run_agent(settings))
     return 0
