@@ -38,11 +38,8 @@ __all__ = ["KubeLocalStore", "from_url"]
 
 logger = logging.getLogger(__name__)
 
-GROUP, VERSION = "argoproj.io", "v1alpha1"
-KINDS = {
-    "Application": kobj.Kind(GROUP, VERSION, "applications"),
-    "AppProject": kobj.Kind(GROUP, VERSION, "appprojects"),
-}
+KINDS = kobj.ARGOCD
+GROUP, VERSION = KINDS["Application"].group, KINDS["Application"].version
 AGENT_LABEL = "mooring.io/agent"
 VERSION_ANNOTATION = "mooring.io/version"
 CHECKSUM_ANNOTATION = "mooring.io/checksum"  # of the object as the principal sent it

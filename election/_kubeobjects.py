@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from election import _errors as errors
 from election import _kube as kube
 
-__all__ = ["CONFIGMAPS", "NAMESPACES", "GoneError", "Kind", "KubeObjects", "WatchEvent"]
+__all__ = ["ARGOCD", "CONFIGMAPS", "NAMESPACES", "GoneError", "Kind", "KubeObjects", "WatchEvent"]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -54,6 +54,10 @@ class Kind:
 
 NAMESPACES = Kind("", "v1", "namespaces", namespaced=False)
 CONFIGMAPS = Kind("", "v1", "configmaps")
+ARGOCD = {  # Argo CD's kinds, by the kind names Mooring syncs (proto.objects.KINDS)
+    "Application": Kind("argoproj.io", "v1alpha1", "applications"),
+    "AppProject": Kind("argoproj.io", "v1alpha1", "appprojects"),
+}
 _CORE_NAMES = {"namespaces": "namespace", "configmaps": "namespaced_config_map"}
 
 

@@ -48,11 +48,8 @@ from proto import codec, objects
 
 __all__ = ["KubeHubStore", "from_url"]
 
-GROUP, VERSION = "argoproj.io", "v1alpha1"
-KINDS = {
-    "Application": kobj.Kind(GROUP, VERSION, "applications"),
-    "AppProject": kobj.Kind(GROUP, VERSION, "appprojects"),
-}
+KINDS = kobj.ARGOCD
+GROUP, VERSION = KINDS["Application"].group, KINDS["Application"].version
 HUB_LABEL = "mooring.io/hub"
 AGENT_LABEL = "mooring.io/agent"
 MODE_LABEL = "mooring.io/mode"

@@ -12,7 +12,7 @@ import asyncio
 import json
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +21,7 @@ from mooring import _kubeapi as kubeapi
 from mooring import _services as services
 from principal import _hub as hub
 from proto import objects
+from tests import _argocd as argocd
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +54,7 @@ def store(backend: tuple[hub.HubStore, services.EtcdCluster]) -> hub.HubStore:
     return backend[0]
 
 
-def app(name: str, *, path: str = "guestbook", **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Application",
-        "metadata": {"name": name, **meta},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": "https://git.example/a", "path": path},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": "x"},
-        },
-    }
+app = argocd.application
 
 
 async def within(awaitable: Awaitable[T]) -> T:

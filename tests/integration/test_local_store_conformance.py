@@ -24,6 +24,7 @@ from agent import _store as agent_store
 from election import _kubeobjects as kobj
 from mooring import _kubeapi as kubeapi
 from proto import codec, objects
+from tests import _argocd as argocd
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +33,7 @@ GROUP, VERSION = "argoproj.io", "v1alpha1"
 PLURALS = {"Application": "applications", "AppProject": "appprojects"}
 
 
-def app(name: str, *, path: str = "guestbook", **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Application",
-        "metadata": {"name": name, **meta},
-        "spec": {
-            "project": "default",
-            "source": {"repoURL": "https://git.example/a", "path": path},
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": "x"},
-        },
-    }
+app = argocd.application
 
 
 class Side:
