@@ -239,7 +239,8 @@ def _coordination(args: argparse.Namespace) -> str:
     state_dir = args.dir or Path(os.environ.get("MOORING_DIR", ".mooring"))
     cluster = Path(state_dir) / "cluster.json"
     if cluster.exists():
-        return str(json.loads(cluster.read_text())["coordination"])
+        recorded = json.loads(cluster.read_text())
+        return str(recorded.get("store") or recorded["coordination"])
     raise UsageError(
         "no principal store: pass --store (etcd:// or kubernetes://), --coordination etcd://HOST:PORT"
         " or --dir of a running `mooring up`"

@@ -94,7 +94,8 @@ def load_spec(path: Path) -> tuple[Path, Path | None, list[agent_settings.AgentS
                     mode=a["mode"],
                     endpoints=tuple(a["endpoints"]),
                     tls_dir=Path(a["tls_dir"]),
-                    state=Path(a["state"]),
+                    state=Path(a["state"]) if a.get("state") else None,
+                    store=a.get("store"),
                     **extra,
                 )
             )

@@ -17,20 +17,21 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import signal
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mooring import _services as services
 from principal import _pki as pki
 
-__all__ = ["KubeAPIError", "KubeAPIServer"]
+__all__ = ["KubeAPIError", "KubeAPIServer", "testbed_parts"]
 
 ADMIN = "mooring-admin"
 ADMIN_GROUP = "system:masters"
@@ -39,6 +40,30 @@ FIELD_MANAGER = "mooring-testbed"
 
 class KubeAPIError(RuntimeError):
     """The apiserver did not start, or refused a request of the launcher."""
+
+
+def testbed_parts(env: Mapping[str, str] | None = None) -> tuple[str, str, list[Path]]:
+    """(kube-apiserver, etcd 3.6, Argo CD's CRD files) of the test bed: $MOORING_TESTBED,
+    else the folder `scripts/testbed.sh --path` names in this checkout. One-line
+    KubeAPIError saying how to build them when they are not there."""
+    env = os.environ if env is None else env
+    folder = env.get("MOORING_TESTBED")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "testbed.sh"
+    if not folder and script.exists():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            folder = subprocess.run(
+                ["bash", str(script), "--path"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+    hint = "build them with `bash scripts/testbed.sh` (Go 1.26+), or set MOORING_TESTBED"
+    if not folder:
+        raise KubeAPIError(f"--kubernetes needs kube-apiserver and etcd 3.6: {hint}")
+    root = Path(folder)
+    apiserver, etcd = root / "bin" / "kube-apiserver", root / "bin" / "etcd"
+    crds = sorted((root / "crds" / "argocd").glob("*.yaml"))
+    missing = [str(p) for p in (apiserver, etcd) if not p.is_file()] + ([] if crds else ["CRDs"])
+    if missing:
+        raise KubeAPIError(f"--kubernetes: {', '.join(missing)} not there: {hint}")
+    return str(apiserver), str(etcd), crds
 
 
 class KubeAPIServer:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ from typing import Any, TextIO
 import principal
 from agent import _store as agent_store
 from mooring import _fleet as fleet
+from mooring import _kubeapi as kubeapi
 from mooring import _processes as processes
 from mooring import _services as services
 from mooring import _state as state_
@@ -50,6 +52,8 @@ AUTONOMOUS_EVERY = 4
 """Every 4th agent (edge-04, edge-08, ...) is autonomous, the rest managed."""
 METRICS_OFFSET = 100
 """With --base-port P, replica pN listens on P+N-1 and serves /metrics on P+100+N-1."""
+LEASE_NAMESPACE = "mooring"
+"""With --kubernetes: the namespace of the replicas' Leases."""
 REFRESH_TTY = 1.0
 REFRESH_PLAIN = 5.0
 """Seconds between status tables: in place on a terminal, appended otherwise."""
@@ -65,6 +69,7 @@ class UpOptions:
     fleets: int = 1  # fleet processes sharing the agents (without agent_processes)
     base_port: int | None = None  # fixed replica ports instead of free ones
     detach: bool = False  # return once the cluster is up
+    kubernetes: bool = False  # Leases, the hub store and the agents on a real kube-apiserver
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -185,6 +190,13 @@ def _start_replica(
         tls_dir=str(tls_dir),
         log=str(logs / f"{replica_id}.log"),
     )
+    coordination = ["--coordination", state.coordination]
+    env = None
+    if state.kubernetes is not None:
+        coordination += ["--namespace", state.kubernetes.namespace]
+        env = {"KUBECONFIG": state.kubernetes.hub_kubeconfig}
+    if state.store:
+        coordination += ["--store", state.store]
     proc, record.process = processes.spawn_mooring(
         [
             "principal",
@@ -193,8 +205,7 @@ def _start_replica(
             replica_id,
             "--listen",
             record.endpoint,
-            "--coordination",
-            state.coordination,
+            *coordination,
             "--redis",
             state.redis,
             "--tls-dir",
@@ -205,6 +216,7 @@ def _start_replica(
             str(Path(state.dir) / "history" / f"{replica_id}.jsonl"),
         ],
         log=Path(record.log),
+        env=env,
     )
     return record, proc
 
@@ -269,6 +281,41 @@ def seed_autonomous(state_file: Path, *, app: str = "local-guestbook") -> None:
         local.close()
 
 
+def _start_kube(kube: kubeapi.KubeAPIServer, state: state_.ClusterState) -> None:
+    """Start kube-apiserver on its etcd 3.6 (recorded as the cluster's etcd), with Argo
+    CD's CRDs and the Lease namespace; the replicas' hub store is Argo CD's objects there."""
+    kube.start()
+    member = kube.etcd.members[0].proc
+    assert member is not None and kube.proc is not None
+    state.etcd[0].process = processes.Handle(member.pid, processes.start_time(member.pid))
+    kube.create_namespace(LEASE_NAMESPACE)
+    state.kubernetes = state_.KubeRecord(
+        hub_kubeconfig=str(kube.kubeconfig),
+        workload_kubeconfig=str(kube.kubeconfig),
+        namespace=LEASE_NAMESPACE,
+        apiserver=state_.ServiceRecord(
+            "kube-apiserver",
+            f"{HOST}:{kube.port}",
+            str(kube.log_path),
+            processes.Handle(kube.proc.pid, processes.start_time(kube.proc.pid)),
+        ),
+    )
+    state.store = f"kubernetes://?kubeconfig={kube.kubeconfig}"
+
+
+def seed_autonomous_kube(kube: kubeapi.KubeAPIServer, namespace: str) -> None:
+    """An autonomous agent's own sample Application, created in its Argo CD namespace."""
+    doc = sample_app("local-guestbook")
+    doc["status"] = {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
+    status, text = kube.request(
+        "POST",
+        f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/applications",
+        body=json.dumps(doc).encode(),
+    )
+    if status != 201:
+        raise RuntimeError(f"seeding {namespace}: HTTP {status}: {text[:200]}")
+
+
 def _endpoints_for(state: state_.ClusterState, index: int) -> list[str]:
     """Every replica endpoint, rotated per agent so first dials spread over the replicas."""
     endpoints = [r.endpoint for r in state.replicas]
@@ -278,7 +325,7 @@ def _endpoints_for(state: state_.ClusterState, index: int) -> list[str]:
 
 def _fresh(directory: Path) -> None:
     """Remove the data of a previous (stopped) cluster in this dir; keep the PKI."""
-    for sub in ("etcd", "redis", "agents", "fleet", "logs"):
+    for sub in ("etcd", "redis", "agents", "fleet", "logs", "kube"):
         shutil.rmtree(directory / sub, ignore_errors=True)
 
 
@@ -291,7 +338,10 @@ def _ensure_ca(directory: Path) -> None:
 
 # ----------------------------------------------------------------------------- up
 def up(options: UpOptions, *, out: TextIO = sys.stdout) -> int:
-    services.require_binary("etcd")  # before touching anything: one line naming the package
+    if options.kubernetes:  # before touching anything: one line saying what to build
+        kubeapi.testbed_parts()
+    else:
+        services.require_binary("etcd")  # ... or naming the package to install
     services.require_binary("redis-server")
     directory = options.directory.resolve()
     with _Signals() as signals:
@@ -340,14 +390,23 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
     logs.mkdir(parents=True, exist_ok=True)
     pki_dir = directory / "pki"
     _ensure_ca(pki_dir)
-    etcd_cluster = services.EtcdCluster(directory / "etcd", members=options.etcd_members)
+    kube: kubeapi.KubeAPIServer | None = None
+    if options.kubernetes:
+        apiserver, etcd36, crds = kubeapi.testbed_parts()
+        kube = kubeapi.KubeAPIServer(
+            directory / "kube", binary=apiserver, etcd_binary=etcd36, crds=crds
+        )
+        kube.log_path = logs / "kube-apiserver.log"
+        etcd_cluster = kube.etcd
+    else:
+        etcd_cluster = services.EtcdCluster(directory / "etcd", members=options.etcd_members)
     for member in etcd_cluster.members:
         member.log_path = logs / f"{member.name}.log"
     redis = services.RedisServer(directory / "redis")
     redis.log_path = logs / "redis.log"
     state = state_.ClusterState(
         dir=str(directory),
-        coordination=etcd_cluster.url,
+        coordination="kubernetes" if kube else etcd_cluster.url,
         redis=redis.url,
         pki=str(pki_dir),
         base_port=options.base_port,
@@ -360,11 +419,14 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
         state.redis_server = state_.ServiceRecord(
             "redis", f"{HOST}:{redis.port}", str(redis.log_path)
         )
-        for i in range(len(etcd_cluster.members)):
-            etcd_cluster.start_member(i)
-            proc = etcd_cluster.members[i].proc
-            assert proc is not None
-            state.etcd[i].process = processes.Handle(proc.pid, processes.start_time(proc.pid))
+        if kube is not None:
+            _start_kube(kube, state)
+        else:
+            for i in range(len(etcd_cluster.members)):
+                etcd_cluster.start_member(i)
+                proc = etcd_cluster.members[i].proc
+                assert proc is not None
+                state.etcd[i].process = processes.Handle(proc.pid, processes.start_time(proc.pid))
         state_.save(directory, state)
         redis.start()
         assert redis.proc is not None
@@ -387,17 +449,33 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
         modes = {agent_name(i): agent_mode(i) for i in range(1, options.agents + 1)}
         for name in names:
             tls_dir = pki.issue_agent(pki_dir, name=name)
-            state.agents.append(
-                state_.AgentRecord(
-                    name=name,
-                    mode=modes[name],
-                    state=str(directory / "agents" / f"{name}.db"),
-                    tls_dir=str(tls_dir),
-                )
+            agent_record = state_.AgentRecord(
+                name=name,
+                mode=modes[name],
+                state=str(directory / "agents" / f"{name}.db"),
+                tls_dir=str(tls_dir),
             )
-        asyncio.run(seed_managed(state.coordination, [n for n in names if modes[n] == "managed"]))
+            if kube is not None and state.kubernetes is not None:
+                agent_record.state = ""
+                agent_record.namespace = name
+                agent_record.workload_namespace = f"argocd-{name}"
+                kube.create_namespace(agent_record.workload_namespace)
+                agent_record.store = (
+                    f"kubernetes://?kubeconfig={state.kubernetes.workload_kubeconfig}"
+                    f"&namespace={agent_record.workload_namespace}"
+                )
+            state.agents.append(agent_record)
+        asyncio.run(
+            seed_managed(
+                state.store or state.coordination, [n for n in names if modes[n] == "managed"]
+            )
+        )
         for record_ in state.agents:
-            if record_.mode == "autonomous":
+            if record_.mode != "autonomous":
+                continue
+            if kube is not None and record_.workload_namespace:
+                seed_autonomous_kube(kube, record_.workload_namespace)
+            else:
                 seed_autonomous(Path(record_.state))
         _wait_ready(started)
 
@@ -447,7 +525,7 @@ def _start_agents(
                         "mode": a.mode,
                         "endpoints": _endpoints_for(state, i),
                         "tls_dir": a.tls_dir,
-                        "state": a.state,
+                        **({"store": a.store} if a.store else {"state": a.state}),
                     }
                     for i, a in enumerate(state.agents)
                     if i % count == k
@@ -477,8 +555,7 @@ def _start_agents(
                 ",".join(_endpoints_for(state, i)),
                 "--tls-dir",
                 agent.tls_dir,
-                "--state",
-                agent.state,
+                *(["--store", agent.store] if agent.store else ["--state", agent.state]),
                 "--metrics",
                 agent.metrics,
             ],
@@ -531,9 +608,10 @@ def _watch(directory: Path, signals: _Signals, *, out: TextIO) -> None:
 
 # ----------------------------------------------------------------------------- down / scale
 def _tiers(state: state_.ClusterState) -> Iterator[list[processes.Handle | None]]:
-    """Shutdown order: agents (they say goodbye), replicas, Redis, etcd."""
+    """Shutdown order: agents (they say goodbye), replicas, kube-apiserver, Redis, etcd."""
     yield [f.process for f in state.fleets] + [a.process for a in state.agents]
     yield [r.process for r in state.replicas]
+    yield [state.kubernetes.apiserver.process if state.kubernetes else None]
     yield [state.redis_server.process if state.redis_server else None]
     yield [m.process for m in state.etcd]
 

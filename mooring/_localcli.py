@@ -42,6 +42,12 @@ def add_parsers(top: Any) -> None:
         type=int,
         help="replica pN listens on P+N-1, its /metrics on P+100+N-1 (default: free ports)",
     )
+    p.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="Leases, the hub's Applications and each agent's Argo CD namespace on a real"
+        " kube-apiserver (the test bed's) instead of etcd and SQLite",
+    )
 
     p = top.add_parser("status", help="replicas, leader, epoch and agents of a cluster")
     p.add_argument("--json", action="store_true")
@@ -77,6 +83,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         fleets=args.fleets,
         base_port=args.base_port,
         detach=args.detach,
+        kubernetes=args.kubernetes,
     )
     return launcher.up(options)
 

@@ -25,6 +25,7 @@ __all__ = [
     "AgentRecord",
     "ClusterState",
     "FleetRecord",
+    "KubeRecord",
     "ReplicaRecord",
     "ServiceRecord",
     "StateError",
@@ -64,11 +65,24 @@ class ReplicaRecord:
 class AgentRecord:
     name: str
     mode: str  # managed | autonomous
-    state: str  # SQLite file of the agent's local store
+    state: str  # SQLite file of the agent's local store ("" with --kubernetes)
     tls_dir: str
     log: str | None = None  # own log file (--agent-processes only)
     metrics: str | None = None  # HOST:PORT of /metrics (--agent-processes only)
     process: processes.Handle | None = None  # own process (--agent-processes only)
+    store: str | None = None  # the local store's URL when not the SQLite file (--kubernetes)
+    namespace: str | None = None  # its namespace on the hub (--kubernetes)
+    workload_namespace: str | None = None  # its Argo CD namespace (--kubernetes)
+
+
+@dataclasses.dataclass
+class KubeRecord:
+    """`mooring up --kubernetes`: one real kube-apiserver for hub and workload clusters."""
+
+    hub_kubeconfig: str
+    workload_kubeconfig: str  # the same apiserver: one Argo CD namespace per agent
+    namespace: str  # of the replicas' Leases
+    apiserver: ServiceRecord
 
 
 @dataclasses.dataclass
@@ -82,7 +96,7 @@ class FleetRecord:
 @dataclasses.dataclass
 class ClusterState:
     dir: str
-    coordination: str  # etcd://HOST:PORT[,HOST:PORT]
+    coordination: str  # etcd://HOST:PORT[,HOST:PORT] or kubernetes (Leases)
     redis: str  # redis://HOST:PORT
     pki: str  # CA and certificates
     base_port: int | None = (
@@ -95,6 +109,8 @@ class ClusterState:
     agents: list[AgentRecord] = dataclasses.field(default_factory=list)
     fleets: list[FleetRecord] = dataclasses.field(default_factory=list)  # in-process agents
     started: float = 0.0  # unix seconds
+    store: str | None = None  # the hub store's URL when not the coordination etcd
+    kubernetes: KubeRecord | None = None
 
     def handles(self) -> list[processes.Handle | None]:
         """Every recorded process, in shutdown order (supervisor first, etcd last)."""
@@ -102,6 +118,7 @@ class ClusterState:
         out += [f.process for f in self.fleets]
         out += [a.process for a in self.agents]
         out += [r.process for r in self.replicas]
+        out += [self.kubernetes.apiserver.process if self.kubernetes else None]
         out += [self.redis_server.process if self.redis_server else None]
         out += [m.process for m in self.etcd]
         return out
@@ -128,6 +145,8 @@ class ClusterState:
 
     def logs(self) -> dict[str, str]:
         out = {m.name: m.log for m in self.etcd}
+        if self.kubernetes:
+            out["kube-apiserver"] = self.kubernetes.apiserver.log
         if self.redis_server:
             out["redis"] = self.redis_server.log
         out.update({r.id: r.log for r in self.replicas})
@@ -145,6 +164,7 @@ class ClusterState:
             return ServiceRecord(item["name"], item["endpoint"], item["log"], handle(item))
 
         redis_server = data.get("redis_server")
+        kube = data.get("kubernetes")
         # version 1 files written before several fleets existed hold one "fleet"
         fleets = data.get("fleets") or ([data["fleet"]] if data.get("fleet") else [])
         return cls(
@@ -171,11 +191,25 @@ class ClusterState:
                     a.get("log"),
                     a.get("metrics"),
                     handle(a),
+                    a.get("store"),
+                    a.get("namespace"),
+                    a.get("workload_namespace"),
                 )
                 for a in data.get("agents", [])
             ],
             fleets=[FleetRecord(f["spec"], f["status_file"], f["log"], handle(f)) for f in fleets],
             started=float(data.get("started", 0.0)),
+            store=data.get("store"),
+            kubernetes=(
+                KubeRecord(
+                    kube["hub_kubeconfig"],
+                    kube["workload_kubeconfig"],
+                    kube["namespace"],
+                    service(kube["apiserver"]),
+                )
+                if kube
+                else None
+            ),
         )
 
 

@@ -18,9 +18,8 @@ from prometheus_client import parser as prom_parser
 
 import principal
 from election import _errors as cerrors
-from election import _etcd as etcd
-from election import _etcdrecords as etcdrecords
 from election import _shardmap as shardmap
+from election import _stores as stores
 from mooring import _fleet as fleet
 from mooring import _processes as processes
 from mooring import _state as state_
@@ -41,18 +40,22 @@ STORE_ROOT = "/mooring/"
 """Key prefix of everything the replicas write (PrincipalSettings.store_root's default)."""
 
 
-async def _read_owners(coordination: str, agents: list[str]) -> dict[str, str]:
+async def _read_owners(state: state_.ClusterState, agents: list[str]) -> dict[str, str]:
     """Agent -> owner replica id under the published shard map (empty when there is none)."""
-    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=STORE_TIMEOUT)
+    kube = state.kubernetes
+    records = stores.open_store(
+        state.coordination,
+        prefix=f"{STORE_ROOT}election/",
+        timeout=STORE_TIMEOUT,
+        namespace=kube.namespace if kube else "default",
+        env={"KUBECONFIG": kube.hub_kubeconfig} if kube else None,
+    )
     try:
-        await kv.connect()
-        record = await etcdrecords.EtcdRecordStore(kv, prefix=f"{STORE_ROOT}election/").get(
-            shardmap.MAP_RECORD
-        )
+        record = await records.get(shardmap.MAP_RECORD)
         if record is None:
             return {}
         current = shardmap.ShardMap.from_data(record.data)
-        registered = await _registered(coordination)
+        registered = await _registered(state.store or state.coordination)
         ring = current.build_ring(registered)
         out = {}
         for agent in agents:  # an agent not registered yet is placed as the replicas would
@@ -60,7 +63,7 @@ async def _read_owners(coordination: str, agents: list[str]) -> dict[str, str]:
             out[agent] = str(placed.owner(agent))
         return out
     finally:
-        await kv.close()
+        await records.close()
 
 
 async def _registered(coordination: str) -> set[str]:
@@ -77,7 +80,7 @@ def owners(state: state_.ClusterState) -> dict[str, str]:
     if not any(processes.alive(m.process) for m in state.etcd):
         return {}
     with contextlib.suppress(cerrors.CoordinationError, ValueError, OSError, TimeoutError):
-        return asyncio.run(_read_owners(state.coordination, [a.name for a in state.agents]))
+        return asyncio.run(_read_owners(state, [a.name for a in state.agents]))
     return {}
 
 

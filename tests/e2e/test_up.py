@@ -126,3 +126,58 @@ def test_missing_etcd_names_the_package(tmp_path: Path) -> None:
         "mooring: error: etcd not found on PATH: install it with `apt-get install etcd-server`"
     )
     assert not (tmp_path / "c").exists()
+
+
+def test_up_kubernetes_runs_the_whole_cluster_on_a_real_apiserver(tmp_path: Path) -> None:
+    """Leases, the hub's Applications and every agent's Argo CD namespace on the test bed's
+    kube-apiserver; cluster.json says where, so anyone can look with a kubeconfig."""
+    import kubernetes.client
+    import kubernetes.config
+
+    from tests import _testbed as testbed
+
+    testbed.require("kube-apiserver", "etcd", crds=True)
+    directory = tmp_path / "kube-cluster"
+    result = mooring(
+        "up",
+        "--kubernetes",
+        "--detach",
+        "--replicas",
+        "2",
+        "--agents",
+        "4",
+        "--dir",
+        str(directory),
+    )
+    assert "cluster up" in result.stdout
+    try:
+        wait_for(
+            lambda: status(directory)["agents_on_owner"] == 4, timeout=40, what="4 agents on owners"
+        )
+        recorded_state = json.loads((directory / "cluster.json").read_text())
+        kube = recorded_state["kubernetes"]
+        assert recorded_state["coordination"] == "kubernetes"
+        assert {"hub_kubeconfig", "workload_kubeconfig"} <= set(kube)
+        client = kubernetes.config.new_client_from_config(kube["hub_kubeconfig"])
+        try:
+            api = kubernetes.client.CustomObjectsApi(client)
+            found = {
+                (item["metadata"]["namespace"], item["metadata"]["name"])
+                for item in api.list_cluster_custom_object(
+                    "argoproj.io", "v1alpha1", "applications"
+                )["items"]
+            }
+            leases = kubernetes.client.CoordinationV1Api(client).list_namespaced_lease("mooring")
+        finally:
+            client.close()
+        for agent in recorded_state["agents"]:
+            app = "local-guestbook" if agent["mode"] == "autonomous" else "guestbook"
+            assert (agent["namespace"], app) in found  # on the hub
+            assert (agent["workload_namespace"], app) in found  # on its workload "cluster"
+        assert any(lease.metadata.name.endswith("shardmap") for lease in leases.items)
+        listed = mooring("app", "list", "--agent", "edge-01", "--dir", str(directory)).stdout
+        assert "guestbook" in listed
+    finally:
+        mooring("down", "--dir", str(directory), check=False)
+        for handle in recorded(directory):
+            assert not processes.alive(handle), f"pid {handle.pid} left running"
