@@ -384,6 +384,52 @@ async def run_peer(
 
 
 # ----------------------------------------------------------------------------- report
+def print_results(rows: Sequence[Result]) -> None:
+    """The main table: one line per run."""
+    head = (
+        f"{'run':<17}{'changes':>8}{'applied':>8}{'thr/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'max ms':>9}{'write/s':>9}{'call ms':>9}{'sessions':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        write = f"{r.write_rate:>9.0f}" if r.write_rate is not None else f"{'-':>9}"
+        call = f"{r.call_p50:>9.2f}" if r.call_p50 is not None else f"{'-':>9}"
+        sessions = f"{r.sessions:>9d}" if r.sessions is not None else f"{'-':>9}"
+        print(
+            f"{r.label:<17}{r.changes:>8d}{r.applied:>8d}{r.throughput:>9.0f}{r.p50:>9.1f}"
+            f"{r.p99:>9.1f}{r.worst:>9.1f}{write}{call}{sessions}"
+        )
+
+
+def print_cpu(rows: Sequence[Result], *, idle: Mapping[str, float] | None = None) -> None:
+    """CPU seconds of every process during each run (and while idle, when given)."""
+    names = sorted({name for r in rows for name in r.cpu})
+    print(f"{'CPU s during run':<17}{'wall s':>8}" + "".join(f"{n:>11}" for n in names))
+    if idle is not None:
+        print(
+            f"{'idle, connected':<17}{IDLE_SECONDS:>8.2f}"
+            + "".join(f"{idle[n]:>11.2f}" if n in idle else f"{'-':>11}" for n in names)
+        )
+    for r in rows:
+        print(
+            f"{r.label:<17}{r.wall:>8.2f}"
+            + "".join(f"{r.cpu[n]:>11.2f}" if n in r.cpu else f"{'-':>11}" for n in names)
+        )
+
+
+def print_events(results: Sequence[Result]) -> None:
+    """Per Mooring run: what the principal's metrics say it sent, and the latency after
+    the writer's call returned."""
+    for r in results:
+        print(
+            f"{r.label}: principal sent {r.extra['events_sent']:.0f} events, "
+            f"{r.extra['acks']:.0f} acked, mean send->ack {r.extra['ack_mean_ms']:.1f} ms; "
+            f"apply_desired return -> applied p50 {r.extra['after_p50']:.1f} ms, "
+            f"p99 {r.extra['after_p99']:.1f} ms"
+        )
+
+
 def report(
     results: list[Result],
     peer: Result,
@@ -403,20 +449,7 @@ def report(
         f"in {connect:.2f}s"
     )
     print()
-    head = (
-        f"{'run':<17}{'changes':>8}{'applied':>8}{'thr/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'max ms':>9}{'write/s':>9}{'call ms':>9}{'sessions':>9}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in [*results, peer]:
-        write = f"{r.write_rate:>9.0f}" if r.write_rate is not None else f"{'-':>9}"
-        call = f"{r.call_p50:>9.2f}" if r.call_p50 is not None else f"{'-':>9}"
-        sessions = f"{r.sessions:>9d}" if r.sessions is not None else f"{'-':>9}"
-        print(
-            f"{r.label:<17}{r.changes:>8d}{r.applied:>8d}{r.throughput:>9.0f}{r.p50:>9.1f}"
-            f"{r.p99:>9.1f}{r.worst:>9.1f}{write}{call}{sessions}"
-        )
+    print_results([*results, peer])
     print()
     print(f"{'ratio (ours/peer)':<17}{'thr':>9}{'p50':>9}{'p99':>9}")
     for r in results:
@@ -425,25 +458,9 @@ def report(
             f"{r.p99 / peer.p99:>8.1f}x"
         )
     print()
-    names = sorted({name for r in [*results, peer] for name in r.cpu})
-    print(f"{'CPU s during run':<17}{'wall s':>8}" + "".join(f"{n:>11}" for n in names))
-    print(
-        f"{'idle, connected':<17}{IDLE_SECONDS:>8.2f}"
-        + "".join(f"{idle[n]:>11.2f}" if n in idle else f"{'-':>11}" for n in names)
-    )
-    for r in [*results, peer]:
-        print(
-            f"{r.label:<17}{r.wall:>8.2f}"
-            + "".join(f"{r.cpu[n]:>11.2f}" if n in r.cpu else f"{'-':>11}" for n in names)
-        )
+    print_cpu([*results, peer], idle=idle)
     print()
-    for r in results:
-        print(
-            f"{r.label}: principal sent {r.extra['events_sent']:.0f} events, "
-            f"{r.extra['acks']:.0f} acked, mean send->ack {r.extra['ack_mean_ms']:.1f} ms; "
-            f"apply_desired return -> applied p50 {r.extra['after_p50']:.1f} ms, "
-            f"p99 {r.extra['after_p99']:.1f} ms"
-        )
+    print_events(results)
 
 
 # ----------------------------------------------------------------------------- main
@@ -501,7 +518,7 @@ async def start_fleet(
     log: str = "fleet.log",
 ) -> Child:
     """`bench/_fleet.py fleet` with `agents` agents PREFIX-000..., dialling 127.0.0.1:port."""
-    state_dir.mkdir()
+    await asyncio.to_thread(state_dir.mkdir)
     return await spawn(
         "fleet",
         [
@@ -546,20 +563,20 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
         agent_tls = [pki.issue_agent(pki_dir, name=name) for name in names]
 
         port, metrics_port = services.free_port(), services.free_port()
-        principal = await start_principal(
+        server = await start_principal(
             tmp,
             port=port,
             metrics_port=metrics_port,
             tls_dir=principal_tls,
             coordination=["--coordination", cluster.url],
         )
-        children.append(principal)
+        children.append(server)
         fleet = await start_fleet(
             tmp, pki_dir=pki_dir, port=port, agents=args.agents, state_dir=tmp / "fleet"
         )
         children.append(fleet)
         ready = await fleet.line(within=70)
-        pids = {"principal": principal.pid, "fleet": fleet.pid, "etcd": etcd_pid}
+        pids = {"principal": server.pid, "fleet": fleet.pid, "etcd": etcd_pid}
         cpu0 = cpu_snapshot(pids)
         await asyncio.sleep(IDLE_SECONDS)  # baseline: connected, nothing to sync
         cpu1 = cpu_snapshot(pids)
@@ -592,7 +609,7 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
         payload = envelope.SerializeToString()
 
         await stop_fleet(fleet)
-        await principal.stop()
+        await server.stop()
 
         echo_port = services.free_port()
         echo = await spawn(
