@@ -349,8 +349,15 @@ class KubeHubStore:
             raise hub.StoreError(f"{kind} {name} for agent {agent}: {err}") from err
 
     async def _mode(self, agent: str) -> Mode | None:
+        # A mode never changes once registered, so one read per agent and process is enough
+        # (it saves one apiserver request per apply_desired).
+        if agent in self._registered:
+            return self._registered[agent]
         record = await self.get_agent(agent)
-        return None if record is None else record.mode
+        if record is None:
+            return None
+        self._registered[agent] = record.mode
+        return record.mode
 
     async def apply_desired(self, agent: str, doc: Mapping[str, Any]) -> tuple[Resource, bool]:
         try:
