@@ -40,22 +40,31 @@ STORE_ROOT = "/mooring/"
 """Key prefix of everything the replicas write (PrincipalSettings.store_root's default)."""
 
 
-async def _read_owners(state: state_.ClusterState, agents: list[str]) -> dict[str, str]:
-    """Agent -> owner replica id under the published shard map (empty when there is none)."""
-    kube = state.kubernetes
+async def _read_owners(
+    coordination: str,
+    agents: list[str],
+    *,
+    hub_store: str | None = None,
+    namespace: str = "default",
+    env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Agent -> owner replica id under the published shard map (empty when there is none).
+
+    `coordination` as `principal serve` takes it (with `namespace` and `env` for Leases);
+    `hub_store` when the agent registry is not on the coordination etcd."""
     records = stores.open_store(
-        state.coordination,
+        coordination,
         prefix=f"{STORE_ROOT}election/",
         timeout=STORE_TIMEOUT,
-        namespace=kube.namespace if kube else "default",
-        env={"KUBECONFIG": kube.hub_kubeconfig} if kube else None,
+        namespace=namespace,
+        env=env,
     )
     try:
         record = await records.get(shardmap.MAP_RECORD)
         if record is None:
             return {}
         current = shardmap.ShardMap.from_data(record.data)
-        registered = await _registered(state.store or state.coordination)
+        registered = await _registered(hub_store or coordination)
         ring = current.build_ring(registered)
         out = {}
         for agent in agents:  # an agent not registered yet is placed as the replicas would
@@ -80,7 +89,16 @@ def owners(state: state_.ClusterState) -> dict[str, str]:
     if not any(processes.alive(m.process) for m in state.etcd):
         return {}
     with contextlib.suppress(cerrors.CoordinationError, ValueError, OSError, TimeoutError):
-        return asyncio.run(_read_owners(state, [a.name for a in state.agents]))
+        kube = state.kubernetes
+        return asyncio.run(
+            _read_owners(
+                state.coordination,
+                [a.name for a in state.agents],
+                hub_store=state.store,
+                namespace=kube.namespace if kube else "default",
+                env={"KUBECONFIG": kube.hub_kubeconfig} if kube else None,
+            )
+        )
     return {}
 
 
