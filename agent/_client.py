@@ -580,9 +580,11 @@ class _Live:
                 self.agent._resynced(self.started)
                 self.wake.set()
             elif body == "resync_request":
+                first = self.resyncing  # later ones: the hub's mirror drifted; answer again
                 await self._answer_resync(envelope.resync_request)
                 self.resyncing = False
-                self.agent._resynced(self.started)
+                if first:
+                    self.agent._resynced(self.started)
             elif body == "redirect":
                 self.agent.epoch = max(self.agent.epoch, envelope.redirect.epoch)
                 raise _SessionOver(

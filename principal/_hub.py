@@ -73,6 +73,7 @@ class Resource:
     status: Mapping[str, Any] | None = None
     status_checksum: str = ""
     origin: str = "principal"  # "principal" (managed) | "agent" (an autonomous mirror)
+    drifted: bool = False  # a mirror changed behind Mooring's back (no longer the agent's)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,6 +88,9 @@ class Change:
     version: int  # for the wire: the resource's version, or the delete's
     position: Cursor  # this change's own place in the feed (compare with a snapshot's cursor)
     cursor: Cursor  # where to resume: every change at or before it has been delivered
+    # An autonomous agent's mirror changed or deleted by someone other than this store
+    # (kubectl, etcdctl): the agent's session asks the agent for its objects again.
+    drifted: bool = False
 
 
 class HubStore(Protocol):

@@ -57,7 +57,8 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 ORIGIN = "mooring.io/origin"
 AGENT_VERSION = "mooring.io/agent-version"
 STATUS_SPEC_VERSION = "mooring.io/status-spec-version"
-OURS = frozenset({ORIGIN, AGENT_VERSION, STATUS_SPEC_VERSION})
+AGENT_CHECKSUM = "mooring.io/agent-checksum"  # of a mirror as its agent sent it
+OURS = frozenset({ORIGIN, AGENT_VERSION, STATUS_SPEC_VERSION, AGENT_CHECKSUM})
 NEGATIVE_TTL = 2.0  # seconds a namespace found not to be an agent's is not asked again
 RETRIES = 8  # compare-and-swap attempts before "too much contention"
 
@@ -104,6 +105,7 @@ class KubeHubStore:
         self._selector = f"{HUB_LABEL}={hub},{AGENT_LABEL}"
         self._registered: dict[str, Mode] = {}
         self._not_agents: dict[str, float] = {}  # namespace -> monotonic time of the answer
+        self._deleting: set[tuple[str, str, str]] = set()  # (namespace, kind, name) of mirrors
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -249,16 +251,19 @@ class KubeHubStore:
         status = obj.get("status")
         rv = _cursor(str(obj["metadata"]["resourceVersion"]))
         version = int(annotations.get(AGENT_VERSION, "0")) if origin == "agent" else rv
+        checksum = codec.checksum(synced)
+        sent = annotations.get(AGENT_CHECKSUM)
         return Resource(
             agent=agent,
             kind=str(obj["kind"]),
             name=str(obj["metadata"]["name"]),
             object=synced,
-            checksum=codec.checksum(synced),
+            checksum=checksum,
             version=version,
             status=status if origin == "agent" else None,
             status_checksum=codec.checksum(status) if origin == "agent" else "",
             origin=origin,
+            drifted=origin == "agent" and sent is not None and sent != checksum,
         )
 
     async def list_resources(self, agent: str) -> tuple[list[Resource], Cursor]:
@@ -435,7 +440,11 @@ class KubeHubStore:
                 ):
                     return False
             body = self._body(
-                agent, kind, name, obj, {ORIGIN: "agent", AGENT_VERSION: str(version)}
+                agent,
+                kind,
+                name,
+                obj,
+                {ORIGIN: "agent", AGENT_VERSION: str(version), AGENT_CHECKSUM: digest},
             )
             if status is not None:
                 body["status"] = dict(status)
@@ -449,6 +458,7 @@ class KubeHubStore:
             return False
         if self._resource(agent, current).version > version:
             return False
+        self._deleting.add((self.namespace(agent), kind, name))
         try:
             return await self.client.delete(
                 KINDS[kind],
@@ -577,7 +587,12 @@ class KubeHubStore:
                     if seen.get(key) == "deleted":
                         continue
                     seen[key] = "deleted"
-                    yield Change(agent, kind_name, name, True, None, position, position, cursor)
+                    mirror = (meta.get("annotations") or {}).get(ORIGIN) == "agent"
+                    foreign = mirror and key not in self._deleting
+                    self._deleting.discard(key)
+                    yield Change(
+                        agent, kind_name, name, True, None, position, position, cursor, foreign
+                    )
                     continue
                 event.object.setdefault("kind", kind_name)
                 resource = self._resource(agent, event.object)
@@ -586,7 +601,15 @@ class KubeHubStore:
                     continue  # a write that left the synced part as it was (a status report)
                 seen[key] = fingerprint
                 yield Change(
-                    agent, kind_name, name, False, resource, resource.version, position, cursor
+                    agent,
+                    kind_name,
+                    name,
+                    False,
+                    resource,
+                    resource.version,
+                    position,
+                    cursor,
+                    resource.drifted,
                 )
         finally:
             for task in tasks:

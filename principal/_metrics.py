@@ -68,6 +68,12 @@ class PrincipalMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.drift_repairs = prom.Counter(
+            "mooring_drift_repairs_total",
+            "Resync requests sent to autonomous agents because their mirror on the hub was"
+            " changed or deleted behind Mooring's back.",
+            registry=registry,
+        )
         self.resync_events = prom.Counter(
             "mooring_resync_events_total",
             "Events sent or requested during resync phases.",

@@ -495,7 +495,7 @@ class StreamHandler:
             hello.clear()
             tasks.append(
                 asyncio.create_task(
-                    self._request_autonomous(session), name=f"resync:{session.agent}"
+                    self._mirror_autonomous(session), name=f"resync:{session.agent}"
                 )
             )
         for task in tasks:
@@ -675,6 +675,34 @@ class StreamHandler:
             self._ack(session, envelope.seq, error="resource event without an operation")
             return
         self._ack(session, envelope.seq)
+
+    async def _mirror_autonomous(self, session: Session) -> None:
+        """Ask the agent for what differs from the mirror, at the start and again whenever
+        the mirror is changed or deleted behind Mooring's back (repairing the drift)."""
+        queue = self.dispatcher.subscribe(session.agent)
+        try:
+            await self._request_autonomous(session)
+            while True:
+                changes = [await queue.get()]
+                while queue.qsize():  # one request answers every drift queued so far
+                    changes.append(await queue.get())
+                if any(c is dispatch.RESYNC for c in changes):
+                    session.close("resync", "watch history lost; resync on reconnect")
+                    return
+                drifted = [c for c in changes if isinstance(c, hub.Change) and c.drifted]
+                if not drifted:
+                    continue
+                change = drifted[0]
+                logger.info(
+                    "agent %s: %s %s changed on the hub behind Mooring's back; asking the agent",
+                    session.agent,
+                    change.kind,
+                    change.name,
+                )
+                self.metrics.drift_repairs.inc()
+                await self._request_autonomous(session)
+        finally:
+            self.dispatcher.unsubscribe(session.agent, queue)
 
     async def _request_autonomous(self, session: Session) -> None:
         resources, _ = await self._store_call(self.desired.list_resources(session.agent))

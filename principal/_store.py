@@ -56,6 +56,7 @@ class EtcdHubStore:
         # Registrations this process has seen confirmed. Mooring never deletes or
         # re-modes an agent, so a reconnect storm needs no etcd round trip to re-check.
         self._registered: dict[str, Mode] = {}
+        self._deleting: set[bytes] = set()  # mirror keys this store is deleting
 
     async def connect(self) -> None:
         await self.kv.connect()
@@ -131,6 +132,7 @@ class EtcdHubStore:
             status=data.get("status"),
             status_checksum=data.get("status_checksum", ""),
             origin=origin,
+            drifted=origin == "agent" and codec.checksum(data["object"]) != data["checksum"],
         )
 
     async def list_resources(self, agent: str) -> tuple[list[Resource], Cursor]:
@@ -235,6 +237,7 @@ class EtcdHubStore:
         current = self._resource(agent, kind, name, raw)
         if current.version > version:
             return False
+        self._deleting.add(key)
         return await self.kv.delete_if(key, mod_revision=raw.mod_revision)
 
     # --- status of managed resources ----------------------------------------------
@@ -293,12 +296,24 @@ class EtcdHubStore:
                 agent, kind, name = parsed
                 cursor = Cursor(event.mod_revision)
                 if event.kind is etcd.WatchKind.DELETE:
-                    yield Change(agent, kind, name, True, None, event.mod_revision, cursor, cursor)
+                    foreign = event.key not in self._deleting
+                    self._deleting.discard(event.key)
+                    yield Change(
+                        agent, kind, name, True, None, event.mod_revision, cursor, cursor, foreign
+                    )
                 else:
                     raw = etcd.KeyValue(event.key, event.value, event.mod_revision, 0, 0)
                     resource = self._resource(agent, kind, name, raw)
                     yield Change(
-                        agent, kind, name, False, resource, resource.version, cursor, cursor
+                        agent,
+                        kind,
+                        name,
+                        False,
+                        resource,
+                        resource.version,
+                        cursor,
+                        cursor,
+                        resource.drifted,
                     )
         except cerrors.CompactedError as err:
             raise hub.HistoryLostError(

@@ -285,3 +285,25 @@ def test_drift_on_the_workload_cluster_is_repaired(plane: Plane) -> None:
     plane.api.delete_namespaced_custom_object(GROUP, VERSION, workload, "applications", "web")
     wait_for(lambda: path() == "guestbook", timeout=15, what="the app recreated")
     assert plane.metric("edge-x", "mooring_drift_repairs_total") >= 2
+
+
+def test_drift_of_an_autonomous_mirror_on_the_hub_is_repaired(plane: Plane) -> None:
+    plane.add_agent("edge-y", "autonomous")
+    wait_for(lambda: plane.connected("edge-y"), timeout=20, what="agent connected")
+    workload, hub = plane.workload("edge-y"), plane.hub("edge-y")
+    plane.api.create_namespaced_custom_object(GROUP, VERSION, workload, "applications", app("own"))
+    wait_for(lambda: plane.get(hub, "own"), timeout=15, what="the mirror")
+
+    def hub_path() -> str:
+        obj = plane.get(hub, "own")
+        return obj["spec"]["source"]["path"] if obj else ""
+
+    # Someone edits the mirror on the hub with kubectl: the agent's own version wins again.
+    plane.api.patch_namespaced_custom_object(
+        GROUP, VERSION, hub, "applications", "own",
+        {"spec": {"source": {"path": "tampered"}}}, _content_type="application/merge-patch+json",
+    )  # fmt: skip
+    wait_for(lambda: hub_path() == "guestbook", timeout=15, what="the mirror repaired")
+    # Someone deletes it on the hub: it comes back.
+    plane.api.delete_namespaced_custom_object(GROUP, VERSION, hub, "applications", "own")
+    wait_for(lambda: hub_path() == "guestbook", timeout=15, what="the mirror recreated")
