@@ -21,6 +21,7 @@ from typing import Any, Literal, NewType, Protocol
 
 __all__ = [
     "MODES",
+    "REFUSED_CONDITION",
     "AgentRecord",
     "Change",
     "Cursor",
@@ -31,11 +32,36 @@ __all__ = [
     "Resource",
     "StoreError",
     "open_hub_store",
+    "refusal_conditions",
 ]
 
 Mode = Literal["managed", "autonomous"]
 MODES: tuple[Mode, ...] = ("managed", "autonomous")
 Cursor = NewType("Cursor", int)
+REFUSED_CONDITION = "MooringDeliveryError"  # status.conditions[].type of a refused object
+MAX_CONDITION_MESSAGE = 1024  # characters of the agent's reason kept in a condition
+
+
+def refusal_conditions(status: Mapping[str, Any] | None, message: str) -> dict[str, Any]:
+    """`status` with one REFUSED_CONDITION saying `message` (any older one replaced)."""
+    import datetime
+
+    updated = dict(status or {})
+    kept = [
+        c
+        for c in updated.get("conditions") or []
+        if isinstance(c, Mapping) and c.get("type") != REFUSED_CONDITION
+    ]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kept.append(
+        {
+            "type": REFUSED_CONDITION,
+            "message": message[:MAX_CONDITION_MESSAGE],
+            "lastTransitionTime": now,
+        }
+    )
+    updated["conditions"] = kept
+    return updated
 
 
 class StoreError(Exception):
@@ -148,6 +174,11 @@ class HubStore(Protocol):
     ) -> bool: ...
 
     async def list_status(self, agent: str) -> dict[tuple[str, str], dict[str, Any]]: ...
+
+    async def record_refusal(self, agent: str, kind: str, name: str, *, message: str) -> None:
+        """Note in the object's status that its agent refused it: a status condition of type
+        REFUSED_CONDITION (Applications; replaced by the next status the agent reports)."""
+        ...
 
     # the change feed of resources (status reports are not in it)
     async def cursor(self) -> Cursor:

@@ -502,6 +502,36 @@ class KubeHubStore:
                 raise hub.StoreError(f"status of {kind} {name} for agent {agent}: {err}") from err
         raise hub.StoreError(f"status of {kind} {name} for agent {agent}: too much contention")
 
+    async def record_refusal(self, agent: str, kind: str, name: str, *, message: str) -> None:
+        if kind != "Application":
+            return  # an AppProject's status has no conditions
+        for _ in range(RETRIES):
+            current = await self._get(agent, kind, name)
+            if current is None:
+                return
+            ops = [
+                {
+                    "op": "add",
+                    "path": "/metadata/resourceVersion",
+                    "value": current["metadata"]["resourceVersion"],
+                },
+                {
+                    "op": "add",
+                    "path": "/status",
+                    "value": hub.refusal_conditions(current.get("status"), message),
+                },
+            ]
+            try:
+                await self.client.patch(KINDS[kind], name, ops, namespace=self.namespace(agent))
+                return
+            except cerrors.ConflictError:
+                continue
+            except cerrors.CoordinationError as err:
+                raise hub.StoreError(
+                    f"condition on {kind} {name} for agent {agent}: {err}"
+                ) from err
+        raise hub.StoreError(f"condition on {kind} {name} for agent {agent}: too much contention")
+
     async def list_status(self, agent: str) -> dict[tuple[str, str], dict[str, Any]]:
         out: dict[tuple[str, str], dict[str, Any]] = {}
         namespace = self.namespace(agent)

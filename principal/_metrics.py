@@ -68,6 +68,12 @@ class PrincipalMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.delivery_errors = prom.Counter(
+            "mooring_delivery_errors_total",
+            "Resource events a managed agent acknowledged as refused by its cluster (schema,"
+            " permissions, an object Mooring did not create); noted in the object's status.",
+            registry=registry,
+        )
         self.drift_repairs = prom.Counter(
             "mooring_drift_repairs_total",
             "Resync requests sent to autonomous agents because their mirror on the hub was"

@@ -113,7 +113,7 @@ class Session:
         self._closed = False
         self.close_reason = ""
         self.close_label = "stream_ended"
-        self.pending: dict[int, float] = {}
+        self.pending: dict[int, tuple[float, str, str]] = {}  # seq -> (sent at, kind, name)
         self._seq = 0
         self.last_received = time.monotonic()
 
@@ -456,7 +456,12 @@ class StreamHandler:
             envelope.seq = session.next_seq()
         body = envelope.WhichOneof("body") or "unknown"
         if body == "event":
-            session.pending[envelope.seq] = time.monotonic()
+            key = envelope.event.key
+            session.pending[envelope.seq] = (
+                time.monotonic(),
+                codec.KIND_NAMES.get(key.kind, ""),
+                key.name,
+            )
         await context.write(envelope)
         self.metrics.events_sent.labels(body).inc()
 
@@ -560,7 +565,9 @@ class StreamHandler:
             if body == "ack":
                 sent = session.pending.pop(envelope.ack.seq, None)
                 if sent is not None:
-                    self.metrics.ack_seconds.observe(time.monotonic() - sent)
+                    self.metrics.ack_seconds.observe(time.monotonic() - sent[0])
+                    if not envelope.ack.ok:
+                        await self._refused(session, sent[1], sent[2], envelope.ack.error)
             elif body == "status":
                 await self._store_status(session, envelope)
             elif body == "event":
@@ -574,6 +581,23 @@ class StreamHandler:
                 raise Rejection(
                     grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice", reason="protocol"
                 )
+
+    async def _refused(self, session: Session, kind: str, name: str, error: str) -> None:
+        """The agent could not apply what we sent (its cluster refused it): count it, log
+        it once, and say so in the object's status on the hub; the agent gets it again
+        when it changes or on the next resync, never in a retry loop."""
+        self.metrics.delivery_errors.inc()
+        reason = error.replace("\n", " ")[:300]
+        logger.warning("agent %s refused %s %s: %s", session.agent, kind, name, reason)
+        if not kind:
+            return
+        try:
+            await self.desired.record_refusal(session.agent, kind, name, message=error)
+        except (hub.StoreError, cerrors.CoordinationError) as err:
+            self.metrics.store_errors.inc()
+            logger.warning(
+                "agent %s: cannot note the refusal of %s %s: %s", session.agent, kind, name, err
+            )
 
     def _ack(self, session: Session, seq: int, *, error: str = "") -> None:
         self._send(session, pb.Envelope(ack=pb.Ack(seq=seq, ok=not error, error=error)))

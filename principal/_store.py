@@ -253,6 +253,16 @@ class EtcdHubStore:
         await self.kv.put(key, _dumps(value))
         return True
 
+    async def record_refusal(self, agent: str, kind: str, name: str, *, message: str) -> None:
+        if kind != "Application":
+            return  # an AppProject's status has no conditions
+        key = self._status_key(agent, kind, name)
+        raw = await self.kv.get(key)
+        record: dict[str, Any] = json.loads(raw.value) if raw is not None else {"spec_version": 0}
+        status = hub.refusal_conditions(record.get("status"), message)
+        record.update(status=status, status_checksum=codec.checksum(status))
+        await self.kv.put(key, _dumps(record))
+
     async def list_status(self, agent: str) -> dict[tuple[str, str], dict[str, Any]]:
         items, _ = await self.kv.get_prefix(f"{self.root}status/{agent}/".encode())
         out: dict[tuple[str, str], dict[str, Any]] = {}

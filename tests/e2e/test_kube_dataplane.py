@@ -262,6 +262,19 @@ def test_an_object_the_workload_refuses_is_counted_and_others_still_arrive(plane
     assert plane.get(workload, "theirs")["spec"]["source"]["path"] == "by-hand"
     assert plane.connected("edge-r")
 
+    # The hub's copy says why it never arrived (an Argo CD status condition).
+    def condition() -> dict | None:
+        hub_obj = plane.get(plane.hub("edge-r"), "theirs") or {}
+        found = [
+            c
+            for c in (hub_obj.get("status") or {}).get("conditions") or []
+            if c["type"] == "MooringDeliveryError"
+        ]
+        return found[0] if found else None
+
+    got = wait_for(condition, timeout=15, what="the refusal on the hub object")
+    assert "was not created by Mooring" in got["message"]
+
 
 def test_drift_on_the_workload_cluster_is_repaired(plane: Plane) -> None:
     plane.add_agent("edge-x", "managed")

@@ -187,6 +187,25 @@ async def test_status_is_kept_apart_and_idempotent(store: hub.HubStore) -> None:
     assert got[("Application", "guestbook")]["spec_version"] == created.version
 
 
+async def test_a_refusal_is_a_status_condition_until_the_next_status(store: hub.HubStore) -> None:
+    created, _ = await store.apply_desired("edge-1", app("guestbook"))
+    synced = {"sync": {"status": "Synced"}}
+    args = ("edge-1", "Application", "guestbook")
+    await store.put_status(*args, status=synced, spec_version=created.version)
+    await store.record_refusal(*args, message="admission webhook said no")
+    got = (await store.list_status("edge-1"))[("Application", "guestbook")]["status"]
+    assert got["sync"] == synced["sync"]  # what Argo CD reported stays
+    [condition] = got["conditions"]
+    assert condition["type"] == hub.REFUSED_CONDITION
+    assert condition["message"] == "admission webhook said no"
+    await store.record_refusal(*args, message="still no")  # replaced, not appended
+    got = (await store.list_status("edge-1"))[("Application", "guestbook")]["status"]
+    assert [c["message"] for c in got["conditions"]] == ["still no"]
+    await store.put_status(*args, status=synced, spec_version=created.version)
+    got = (await store.list_status("edge-1"))[("Application", "guestbook")]["status"]
+    assert got == synced  # the next report from the agent replaces it
+
+
 # --- the change feed ----------------------------------------------------------------------
 
 
