@@ -11,6 +11,7 @@ test plays Argo CD: it writes status, and removes the finalizer after a delete.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -320,3 +321,47 @@ def test_drift_of_an_autonomous_mirror_on_the_hub_is_repaired(plane: Plane) -> N
     # Someone deletes it on the hub: it comes back.
     plane.api.delete_namespaced_custom_object(GROUP, VERSION, hub, "applications", "own")
     wait_for(lambda: hub_path() == "guestbook", timeout=15, what="the mirror recreated")
+
+
+def test_a_killed_agent_receives_exactly_what_it_missed_on_the_workload_cluster(
+    plane: Plane,
+) -> None:
+    plane.add_agent("edge-k", "managed")
+    wait_for(lambda: plane.connected("edge-k"), timeout=20, what="agent connected")
+    workload = plane.workload("edge-k")
+    plane.apply("edge-k", [app(f"app-{i:02d}") for i in range(30)])
+
+    def names() -> set[str]:
+        items = plane.api.list_namespaced_custom_object(GROUP, VERSION, workload, "applications")
+        return {i["metadata"]["name"] for i in items["items"]}
+
+    wait_for(lambda: len(names()) == 30, timeout=30, what="30 apps on the workload")
+    plane.agents["edge-k"].kill(signal.SIGKILL)
+    # 25 changes while it is down: 15 updates, 5 creations, 5 deletions.
+    plane.apply(
+        "edge-k",
+        [app(f"app-{i:02d}", path="v2") for i in range(15)] + [app(f"new-{i}") for i in range(5)],
+    )
+    mooring(
+        "app",
+        "delete",
+        *[f"app-{i:02d}" for i in range(25, 30)],
+        "--agent",
+        "edge-k",
+        env=plane.env,
+    )
+    plane.agents["edge-k"].start()
+    wanted = {f"app-{i:02d}" for i in range(25)} | {f"new-{i}" for i in range(5)}
+    wait_for(lambda: plane.connected("edge-k") and names() == wanted, timeout=30, what="converged")
+
+    def paths() -> dict[str, str]:
+        items = plane.api.list_namespaced_custom_object(GROUP, VERSION, workload, "applications")
+        return {i["metadata"]["name"]: i["spec"]["source"]["path"] for i in items["items"]}
+
+    wait_for(
+        lambda: all(paths()[f"app-{i:02d}"] == "v2" for i in range(15)), what="updates applied"
+    )
+    assert plane.metric("edge-k", "mooring_resync_events_total") == 25
+    applied = plane.metric("edge-k", 'mooring_events_applied_total{operation="upsert"}')
+    applied += plane.metric("edge-k", 'mooring_events_applied_total{operation="delete"}')
+    assert applied == 25
