@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mooring import _processes as processes
 from mooring import _services as services
 from principal import _pki as pki
 
@@ -206,11 +207,11 @@ class KubeAPIServer:
     def pause(self) -> None:
         """SIGSTOP the apiserver: every request hangs until `resume`."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGSTOP)
+            processes.stop_signal(self.proc.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
+            processes.stop_signal(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         self.resume()

@@ -26,6 +26,7 @@ __all__ = [
     "spawn",
     "spawn_mooring",
     "start_time",
+    "stop_signal",
     "terminate",
 ]
 
@@ -61,6 +62,20 @@ def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if unknown."""
     fields = _stat(pid)
     return int(fields[19]) if fields is not None and len(fields) > 19 else None
+
+
+def stop_signal(pid: int, sig: int, *, timeout: float = 5.0) -> None:
+    """SIGSTOP or SIGCONT `pid` and wait until the kernel shows it stopped (state T) or
+    running again: a signal is delivered asynchronously, and a request can still be
+    answered in between."""
+    os.kill(pid, sig)
+    want_stopped = sig == signal.SIGSTOP
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fields = _stat(pid)
+        if fields is None or (fields[0] in ("T", "t")) == want_stopped:
+            return
+        time.sleep(0.001)
 
 
 def alive(handle: Handle | None) -> bool:

@@ -17,6 +17,7 @@ from election import _kube as kube
 from election import _memory as memory
 from election import _stores as stores
 from mooring import _kubeapi as kubeapi
+from mooring import _processes as processes
 from mooring import _services as services
 from tests import kube_lease_server
 from tests.election.store_harness import StoreHarness
@@ -33,9 +34,9 @@ def kube_server() -> Iterator[kube_lease_server.KubeLeaseServer]:
 
 
 def _stop_etcd(cluster: services.EtcdCluster, stopped: bool) -> None:
-    for i, member in enumerate(cluster.members):
+    for member in cluster.members:
         if member.proc is not None and member.proc.poll() is None:
-            cluster.kill_member(i, signal.SIGSTOP if stopped else signal.SIGCONT)
+            processes.stop_signal(member.proc.pid, signal.SIGSTOP if stopped else signal.SIGCONT)
     if not stopped:
         cluster.wait_healthy(timeout=10)
 
