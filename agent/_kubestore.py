@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,20 +42,11 @@ GROUP, VERSION = KINDS["Application"].group, KINDS["Application"].version
 AGENT_LABEL = "mooring.io/agent"
 VERSION_ANNOTATION = "mooring.io/version"
 CHECKSUM_ANNOTATION = "mooring.io/checksum"  # of the object as the principal sent it
-OURS = "mooring.io/"
 RETRIES = 8
 
 
 def from_url(url: str, *, mode: Mode, agent: str, timeout: float) -> KubeLocalStore:
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme != "kubernetes" or parsed.netloc or parsed.path not in ("", "/"):
-        raise ValueError(
-            f"bad local store URL {url[:80]!r}: expected kubernetes://[?kubeconfig=PATH][&namespace=NS]"
-        )
-    query = dict(urllib.parse.parse_qsl(parsed.query))
-    unknown = set(query) - {"kubeconfig", "namespace"}
-    if unknown:
-        raise ValueError(f"bad local store URL: unknown parameter {sorted(unknown)[0]!r}")
+    query = kobj.parse_url(url, params=frozenset({"kubeconfig", "namespace"}), what="local store")
     return KubeLocalStore(
         kobj.KubeObjects.load(kubeconfig=query.get("kubeconfig"), timeout=timeout),
         namespace=objects.validate_agent_name(query.get("namespace", "argocd")),
@@ -70,10 +60,6 @@ def _version(text: str | None) -> int:
         return int(text or "0")
     except ValueError:
         return 0
-
-
-def _without_ours(values: Mapping[str, str] | None) -> dict[str, str]:
-    return {k: v for k, v in (values or {}).items() if not k.startswith(OURS)}
 
 
 class KubeLocalStore:
@@ -90,7 +76,9 @@ class KubeLocalStore:
         self._watcher: asyncio.Task[None] | None = None
         self._tombstones: dict[tuple[str, str], int] = {}  # autonomous deletes not yet acked
         self._deleting: set[tuple[str, str]] = set()  # managed deletes Mooring itself made
-        self._drift = ""  # a managed object deleted behind Mooring's back
+        self._deleted_drift = ""  # a managed object deleted behind Mooring's back (watch)
+        self._changed_drift = ""  # one changed behind Mooring's back, as the last rows() saw
+        self._marks_cache: tuple[dict[str, dict[str, Any]], str | None] | None = None
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -107,9 +95,19 @@ class KubeLocalStore:
 
     # --- bookkeeping ----------------------------------------------------------------------
     async def _marks(self) -> tuple[dict[str, dict[str, Any]], str | None]:
-        found = await self._call(
-            self.client.get(kobj.CONFIGMAPS, self.bookkeeping, namespace=self.namespace)
-        )
+        """The bookkeeping ConfigMap's entries and resourceVersion. Only this agent writes
+        it, so it is read once and then kept as written; a conflict reads it again."""
+        if self._marks_cache is None:
+            found = await self._call(
+                self.client.get(kobj.CONFIGMAPS, self.bookkeeping, namespace=self.namespace)
+            )
+            self._marks_cache = self._parse_marks(found)
+        return self._marks_cache
+
+    @staticmethod
+    def _parse_marks(
+        found: Mapping[str, Any] | None,
+    ) -> tuple[dict[str, dict[str, Any]], str | None]:
         if found is None:
             return {}, None
         marks = {}
@@ -131,14 +129,18 @@ class KubeLocalStore:
                         "metadata": {"name": self.bookkeeping, "labels": {AGENT_LABEL: self.agent}},
                         "data": {key: json.dumps(entry)},
                     }
-                    await self.client.create(kobj.CONFIGMAPS, body, namespace=self.namespace)
+                    written = await self.client.create(
+                        kobj.CONFIGMAPS, body, namespace=self.namespace
+                    )
                 else:
                     patch = {"metadata": {"resourceVersion": rv}, "data": {key: json.dumps(entry)}}
-                    await self.client.patch(
+                    written = await self.client.patch(
                         kobj.CONFIGMAPS, self.bookkeeping, patch, namespace=self.namespace
                     )
+                self._marks_cache = self._parse_marks(written)
                 return
             except cerrors.ConflictError:
+                self._marks_cache = None  # written elsewhere meanwhile: read it again
                 continue
             except cerrors.CoordinationError as err:
                 raise LocalStoreError(f"bookkeeping {self.bookkeeping}: {err}") from err
@@ -148,14 +150,7 @@ class KubeLocalStore:
     def _resource(
         self, kind: str, obj: Mapping[str, Any], marks: Mapping[str, Any]
     ) -> LocalResource:
-        synced = objects.synced_object(obj)
-        meta = synced["metadata"]
-        for key in ("labels", "annotations"):
-            kept = _without_ours(meta.get(key))
-            if kept:
-                meta[key] = kept
-            else:
-                meta.pop(key, None)
+        synced = objects.synced_object(obj)  # without Mooring's own mooring.io/ keys
         annotations = obj.get("metadata", {}).get("annotations") or {}
         if self.mode == "managed":
             version = _version(annotations.get(VERSION_ANNOTATION))
@@ -179,6 +174,7 @@ class KubeLocalStore:
     async def rows(self, *, include_deleted: bool = False) -> list[LocalResource]:
         marks, _ = await self._marks()
         out = []
+        changed = ""
         for kind_name, kind in KINDS.items():
             items, _ = await self._call(
                 self.client.list(kind, namespace=self.namespace, label_selector=self._selector)
@@ -186,7 +182,12 @@ class KubeLocalStore:
             for item in items:
                 if item.get("metadata", {}).get("deletionTimestamp"):
                     continue  # being deleted: finalizers pending, gone to Mooring
-                out.append(self._resource(kind_name, item, marks))
+                row = self._resource(kind_name, item, marks)
+                sent = (item["metadata"].get("annotations") or {}).get(CHECKSUM_ANNOTATION)
+                if self.mode == "managed" and sent and row.checksum != sent and not changed:
+                    changed = f"{kind_name} {row.name} was changed on the cluster"
+                out.append(row)
+        self._changed_drift = changed
         if include_deleted:
             for (kind_name, name), version in self._tombstones.items():
                 if not any(r.kind == kind_name and r.name == name for r in out):
@@ -226,9 +227,9 @@ class KubeLocalStore:
         self, kind: str, name: str, obj: Mapping[str, Any], version: int, checksum: str
     ) -> dict[str, Any]:
         meta = dict(obj.get("metadata") or {})
-        labels = {**_without_ours(meta.get("labels")), AGENT_LABEL: self.agent}
+        labels = {**(meta.get("labels") or {}), AGENT_LABEL: self.agent}
         annotations = {
-            **_without_ours(meta.get("annotations")),
+            **(meta.get("annotations") or {}),
             VERSION_ANNOTATION: str(version),
             CHECKSUM_ANNOTATION: checksum,
         }
@@ -276,34 +277,7 @@ class KubeLocalStore:
                 if found is None:
                     await self.client.create(KINDS[kind], body, namespace=self.namespace)
                 else:
-                    ops = [
-                        {
-                            "op": "add",
-                            "path": "/metadata/resourceVersion",
-                            "value": found["metadata"]["resourceVersion"],
-                        },
-                        {
-                            "op": "add",
-                            "path": "/metadata/labels",
-                            "value": body["metadata"]["labels"],
-                        },
-                        {
-                            "op": "add",
-                            "path": "/metadata/annotations",
-                            "value": body["metadata"]["annotations"],
-                        },
-                        {"op": "add", "path": "/spec", "value": body["spec"]},
-                    ]
-                    if "finalizers" in body["metadata"]:
-                        ops.append(
-                            {
-                                "op": "add",
-                                "path": "/metadata/finalizers",
-                                "value": body["metadata"]["finalizers"],
-                            }
-                        )
-                    elif found.get("metadata", {}).get("finalizers"):
-                        ops.append({"op": "remove", "path": "/metadata/finalizers"})
+                    ops = kobj.replace_ops(found, body)
                     await self.client.patch(KINDS[kind], name, ops, namespace=self.namespace)
                 return True
             except cerrors.ConflictError:
@@ -343,22 +317,11 @@ class KubeLocalStore:
         await self._mark(kind, name, synced_version=version)
 
     async def drifted(self) -> str:
-        if self.mode != "managed":
-            return ""
-        if self._drift:
-            drift, self._drift = self._drift, ""
+        """As the watch and the last `rows()` (or `unsynced()`) saw it: no request here."""
+        if self._deleted_drift:
+            drift, self._deleted_drift = self._deleted_drift, ""
             return drift
-        for kind_name, kind in KINDS.items():
-            items, _ = await self._call(
-                self.client.list(kind, namespace=self.namespace, label_selector=self._selector)
-            )
-            for item in items:
-                if item.get("metadata", {}).get("deletionTimestamp"):
-                    continue
-                sent = (item["metadata"].get("annotations") or {}).get(CHECKSUM_ANNOTATION)
-                if sent and self._resource(kind_name, item, {}).checksum != sent:
-                    return f"{kind_name} {item['metadata']['name']} was changed on the cluster"
-        return ""
+        return self._changed_drift
 
     # --- changes made by others -------------------------------------------------------------
     async def data_version(self) -> int:
@@ -408,5 +371,5 @@ class KubeLocalStore:
                 "deletionTimestamp"
             ):
                 if (kind_name, name) not in self._deleting:
-                    self._drift = f"{kind_name} {name} was deleted on the cluster"
+                    self._deleted_drift = f"{kind_name} {name} was deleted on the cluster"
             self._changes += 1

@@ -69,7 +69,8 @@ class LocalStore(Protocol):
 
     async def drifted(self) -> str:
         """Managed agents: "" while every object is as the principal sent it, else what was
-        changed behind Mooring's back (one line); the agent then resyncs, which repairs it."""
+        changed behind Mooring's back (one line); the agent then resyncs, which repairs it.
+        As the last `rows()`/`unsynced()` and the store's watch saw it: it makes no request."""
         ...
 
 

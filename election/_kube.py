@@ -60,6 +60,7 @@ __all__ = [
     "ANNOTATION_PREFIX",
     "HTTP_ERRORS",
     "KubeLeaseStore",
+    "call",
     "lease_name",
     "load_api_client",
     "load_kube_store",
@@ -192,6 +193,34 @@ def _data(lease: Any) -> dict[str, Any]:
     return data
 
 
+RAISE = object()
+"""`call(missing=RAISE)`: a 404 is an error like any other status."""
+
+
+async def call(
+    what: str,
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    request_timeout: float,
+    missing: object = RAISE,
+    **kwargs: Any,
+) -> Any:
+    """Run a blocking call of the official client in a worker thread, bounded by
+    `request_timeout` seconds (on the wire and for the awaiting caller); map its errors
+    through HTTP_ERRORS. A 404 returns `missing` unless that is RAISE."""
+    bound = functools.partial(fn, *args, _request_timeout=request_timeout, **kwargs)
+    try:
+        async with asyncio.timeout(request_timeout):
+            return await asyncio.to_thread(bound)
+    except ApiException as err:
+        if err.status == 404 and missing is not RAISE:
+            return missing
+        raise _mapped(err, what) from err
+    except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as err:
+        raise _mapped(err, what) from err
+
+
 def _mapped(err: BaseException, what: str) -> errors.CoordinationError:
     if isinstance(err, ApiException):
         status = int(err.status or 0)
@@ -238,16 +267,8 @@ class KubeLeaseStore:
         none_if_missing: bool = False,
         **kwargs: Any,
     ) -> Any:
-        call = functools.partial(fn, *args, _request_timeout=self.timeout, **kwargs)
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.to_thread(call)
-        except ApiException as err:
-            if none_if_missing and err.status == 404:
-                return None
-            raise _mapped(err, what) from err
-        except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as err:
-            raise _mapped(err, what) from err
+        missing = None if none_if_missing else RAISE
+        return await call(what, fn, *args, request_timeout=self.timeout, missing=missing, **kwargs)
 
     def _lease(
         self, full_name: str, data: Mapping[str, Any], *, resource_version: str | None = None

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
+import json
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -30,14 +31,23 @@ from kubernetes.client.exceptions import ApiException
 from election import _errors as errors
 from election import _kube as kube
 
-__all__ = ["ARGOCD", "CONFIGMAPS", "NAMESPACES", "GoneError", "Kind", "KubeObjects", "WatchEvent"]
+__all__ = [
+    "ARGOCD",
+    "CONFIGMAPS",
+    "NAMESPACES",
+    "GoneError",
+    "Kind",
+    "KubeObjects",
+    "WatchEvent",
+    "if_unchanged",
+    "parse_url",
+    "replace_ops",
+]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 WATCH_SECONDS = 10  # the server ends each watch after this; it is re-opened at once
 READ_ATTEMPTS = 4
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_RAISE = object()
 
 
 class GoneError(errors.CoordinationError):
@@ -107,26 +117,19 @@ class KubeObjects:
                 return await self._call(what, fn, *args, **kwargs)
         raise AssertionError("unreachable: tenacity reraises")
 
-    async def _call(
-        self,
-        what: str,
-        fn: Callable[..., Any],
-        /,
-        *args: Any,
-        missing: object = _RAISE,
-        **kwargs: Any,
-    ) -> Any:
-        """Run `fn`; on 404 return `missing` when given, else raise (ConflictError)."""
-        call = functools.partial(fn, *args, _request_timeout=self.timeout, **kwargs)
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.to_thread(call)
-        except ApiException as err:
-            if err.status == 404 and missing is not _RAISE:
-                return missing
-            raise kube._mapped(err, what) from err
-        except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as err:
-            raise kube._mapped(err, what) from err
+    async def _call(self, what: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """`election._kube.call` with this client's timeout (`missing=` for a 404)."""
+        return await kube.call(what, fn, *args, request_timeout=self.timeout, **kwargs)
+
+    def _lister(self, kind: Kind, namespace: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The list function (which also watches) for `kind`, in `namespace` or all."""
+        if not kind.group:
+            return self._core("list", kind), ((namespace,) if kind.namespaced else ())
+        if namespace:
+            return self._custom.list_namespaced_custom_object, (
+                kind.group, kind.version, namespace, kind.plural,
+            )  # fmt: skip
+        return self._custom.list_cluster_custom_object, (kind.group, kind.version, kind.plural)
 
     def _core(self, verb: str, kind: Kind) -> Callable[..., Any]:
         """CoreV1Api's method for `verb` on a core kind (namespaces, configmaps)."""
@@ -145,27 +148,16 @@ class KubeObjects:
                 what, self._core("read", kind), *args, missing=None, _preload_content=False
             )
             return None if got is None else _json(got)
-        if kind.namespaced:
-            found = await self._read(
-                what,
-                self._custom.get_namespaced_custom_object,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-                name,
-                missing=None,
-            )
-        else:
-            found = await self._read(
-                what,
-                self._custom.get_cluster_custom_object,
-                kind.group,
-                kind.version,
-                kind.plural,
-                name,
-                missing=None,
-            )
+        found = await self._read(  # custom kinds here are all namespaced (Argo CD's)
+            what,
+            self._custom.get_namespaced_custom_object,
+            kind.group,
+            kind.version,
+            namespace,
+            kind.plural,
+            name,
+            missing=None,
+        )
         return None if found is None else dict(found)
 
     async def create(
@@ -254,37 +246,16 @@ class KubeObjects:
         self, kind: Kind, *, namespace: str = "", label_selector: str = ""
     ) -> tuple[list[dict[str, Any]], str]:
         """The objects (of one namespace, or all) and the list's resourceVersion."""
-        what = f"list {kind.plural}"
-        if not kind.group:
-            args = (namespace,) if kind.namespaced else ()
-            got = _json(
-                await self._read(
-                    what,
-                    self._core("list", kind),
-                    *args,
-                    label_selector=label_selector,
-                    _preload_content=False,
-                )
-            )
-        elif namespace:
-            got = await self._read(
-                what,
-                self._custom.list_namespaced_custom_object,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
+        lister, args = self._lister(kind, namespace)
+        got = _json(
+            await self._read(
+                f"list {kind.plural}",
+                lister,
+                *args,
                 label_selector=label_selector,
+                _preload_content=False,
             )
-        else:
-            got = await self._read(
-                what,
-                self._custom.list_cluster_custom_object,
-                kind.group,
-                kind.version,
-                kind.plural,
-                label_selector=label_selector,
-            )
+        )
         return list(got.get("items") or []), str(got["metadata"]["resourceVersion"])
 
     async def watch(
@@ -298,17 +269,9 @@ class KubeObjects:
         """Every change after `resource_version` (of one namespace, or all), bookmarks
         included."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[WatchEvent | BaseException | None] = asyncio.Queue()
+        queue: asyncio.Queue[WatchEvent | BaseException] = asyncio.Queue()
         stop = threading.Event()
-        if not kind.group:
-            lister: Callable[..., Any] = self._core("list", kind)
-            args: tuple[Any, ...] = (namespace,) if kind.namespaced else ()
-        elif namespace:
-            lister = self._custom.list_namespaced_custom_object
-            args = (kind.group, kind.version, namespace, kind.plural)
-        else:
-            lister = self._custom.list_cluster_custom_object
-            args = (kind.group, kind.version, kind.plural)
+        lister, args = self._lister(kind, namespace)
 
         def deliver(item: WatchEvent | BaseException) -> None:
             if stop.is_set():
@@ -344,7 +307,10 @@ class KubeObjects:
                         # Briefly unavailable (429 while the watch cache initializes, 5xx):
                         # open the watch again from the same place, a few times.
                         failures += 1
-                        if err.status not in RETRY_STATUSES or failures >= READ_ATTEMPTS:
+                        passing = (
+                            kube.HTTP_ERRORS.get(err.status or 0) is errors.StoreUnavailableError
+                        )
+                        if not passing or failures >= READ_ATTEMPTS:
                             raise
                         stop.wait(min(1.0, 0.1 * 2**failures))
             except BaseException as err:  # delivered to the awaiting side, never lost
@@ -357,17 +323,14 @@ class KubeObjects:
                 item = await queue.get()
                 if isinstance(item, BaseException):
                     raise _watch_error(item, kind)
-                if item is not None:
-                    yield item
+                yield item
         finally:
             stop.set()
 
 
 def _json(response: Any) -> dict[str, Any]:
-    import json
-
-    data = response.data if hasattr(response, "data") else response
-    return dict(json.loads(data))
+    """The body of a `_preload_content=False` answer, as a dict."""
+    return dict(json.loads(response.data))
 
 
 def _event(raw: Mapping[str, Any]) -> WatchEvent:
@@ -386,6 +349,48 @@ def _watch_error(err: BaseException, kind: Kind) -> BaseException:
     if isinstance(err, ApiException) and err.status == 410:
         return GoneError(f"kubernetes watch {kind.plural}: HTTP 410 {err.reason or 'Gone'}")
     if isinstance(err, ApiException | urllib3.exceptions.HTTPError | OSError | TimeoutError):
-        with contextlib.suppress(Exception):
-            return kube._mapped(err, f"watch {kind.plural}")
+        return kube._mapped(err, f"watch {kind.plural}")
     return err
+
+
+def parse_url(url: str, *, params: frozenset[str], what: str) -> dict[str, str]:
+    """The query of `kubernetes://[?k=v&...]` (only `params` allowed); one-line ValueError."""
+    parsed = urllib.parse.urlsplit(url)
+    usage = "kubernetes://" + "".join(
+        f"[{'?' if i == 0 else '&'}{p}=...]" for i, p in enumerate(sorted(params))
+    )
+    if parsed.scheme != "kubernetes" or parsed.netloc or parsed.path not in ("", "/"):
+        raise ValueError(f"bad {what} URL {url[:80]!r}: expected {usage}")
+    query = dict(urllib.parse.parse_qsl(parsed.query))
+    unknown = sorted(set(query) - params)
+    if unknown:
+        raise ValueError(f"bad {what} URL: unknown parameter {unknown[0]!r}; expected {usage}")
+    return query
+
+
+def replace_ops(current: Mapping[str, Any], body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A JSON Patch that makes `current` carry the labels, annotations, finalizers, spec
+    (and status, when `body` has one) of `body`, and only if `current` is unchanged: it
+    sets `current`'s resourceVersion, which the apiserver compares (409 otherwise)."""
+    meta, had = body["metadata"], current.get("metadata", {})
+    ops = [_unchanged(current)]
+    for key in ("labels", "annotations", "finalizers"):
+        if meta.get(key):
+            ops.append({"op": "add", "path": f"/metadata/{key}", "value": meta[key]})
+        elif had.get(key):
+            ops.append({"op": "remove", "path": f"/metadata/{key}"})
+    ops.append({"op": "add", "path": "/spec", "value": body["spec"]})
+    if "status" in body:
+        ops.append({"op": "add", "path": "/status", "value": body["status"]})
+    return ops
+
+
+def _unchanged(current: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON Patch operation that makes a patch a compare-and-swap on `current`."""
+    version = current["metadata"]["resourceVersion"]
+    return {"op": "add", "path": "/metadata/resourceVersion", "value": version}
+
+
+def if_unchanged(current: Mapping[str, Any], ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`ops` applied only if `current` is unchanged (409 otherwise)."""
+    return [_unchanged(current), *ops]

@@ -18,6 +18,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -88,6 +89,8 @@ class KubeAPIServer:
         self.pki_dir = self.root / "pki"
         self.log_path = self.root / "kube-apiserver.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.handle: processes.Handle | None = None  # the apiserver's, for cluster.json
+        self._context: ssl.SSLContext | None = None
         self._ca: pki.CertificateAuthority | None = None
 
     @property
@@ -112,7 +115,7 @@ class KubeAPIServer:
         try:
             self._start_apiserver()
             self._wait_ready(timeout=timeout)
-            self.identity(ADMIN, group=ADMIN_GROUP, path=self.kubeconfig)
+            self._user_kubeconfig(self._admin_files()[0].parent, self.kubeconfig)
             for crd in self.crds:
                 self.apply_crd(crd)
             for crd in self.crds:
@@ -123,6 +126,7 @@ class KubeAPIServer:
         return self
 
     def _write_pki(self) -> None:
+        shutil.rmtree(self.pki_dir / "users", ignore_errors=True)  # issued by an older CA
         pki.init_ca(self.pki_dir, force=True)
         self._ca = pki.load_ca(self.pki_dir)
         cert, key = pki.issue_certificate(
@@ -160,15 +164,7 @@ class KubeAPIServer:
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",  # no "kubernetes" Endpoints for a loopback address
         ]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        self.proc, self.handle = processes.spawn(cmd, log=self.log_path)
 
     def _wait_ready(self, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -179,7 +175,7 @@ class KubeAPIServer:
                     f"kube-apiserver exited with {self.proc.returncode}: {self._log_tail()}"
                 )
             try:
-                status, body = self.request("GET", "/readyz", admin_cert=self._admin_files())
+                status, body = self.request("GET", "/readyz")
                 if status == 200:
                     return
                 last = f"HTTP {status}: {body[-200:]!r}"
@@ -247,11 +243,14 @@ class KubeAPIServer:
     ) -> Path:
         """Write a kubeconfig for user `name` (client certificate; `group` becomes its O)."""
         folder = self._issue_user(name, group=group)
+        return self._user_kubeconfig(folder, path or self.root / f"{name}.kubeconfig", namespace)
+
+    def _user_kubeconfig(self, folder: Path, path: Path, namespace: str = "") -> Path:
         user = {
             "client-certificate": str(folder / pki.TLS_CERT),
             "client-key": str(folder / pki.TLS_KEY),
         }
-        return self.write_kubeconfig(path or self.root / f"{name}.kubeconfig", user, namespace)
+        return self.write_kubeconfig(path, user, namespace)
 
     def token_kubeconfig(self, token: str, *, path: Path, namespace: str = "") -> Path:
         """A kubeconfig that authenticates with a bearer token (e.g. from TokenRequest)."""
@@ -287,13 +286,14 @@ class KubeAPIServer:
         *,
         body: bytes | None = None,
         content_type: str = "application/json",
-        admin_cert: tuple[Path, Path] | None = None,
         timeout: float = 10.0,
     ) -> tuple[int, str]:
         """One HTTPS request as the admin; returns (status, body text)."""
-        context = ssl.create_default_context(cafile=str(self.ca_path))
-        certfile, keyfile = admin_cert or self._admin_files()
-        context.load_cert_chain(str(certfile), str(keyfile))
+        if self._context is None:  # one TLS context (CA and admin key read once)
+            self._context = ssl.create_default_context(cafile=str(self.ca_path))
+            certfile, keyfile = self._admin_files()
+            self._context.load_cert_chain(str(certfile), str(keyfile))
+        context = self._context
         req = urllib.request.Request(self.url + path, data=body, method=method)
         if body is not None:
             req.add_header("Content-Type", content_type)

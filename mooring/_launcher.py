@@ -286,7 +286,7 @@ def _start_kube(kube: kubeapi.KubeAPIServer, state: state_.ClusterState) -> None
     CD's CRDs and the Lease namespace; the replicas' hub store is Argo CD's objects there."""
     kube.start()
     member = kube.etcd.members[0].proc
-    assert member is not None and kube.proc is not None
+    assert member is not None
     state.etcd[0].process = processes.Handle(member.pid, processes.start_time(member.pid))
     kube.create_namespace(LEASE_NAMESPACE)
     state.kubernetes = state_.KubeRecord(
@@ -297,7 +297,7 @@ def _start_kube(kube: kubeapi.KubeAPIServer, state: state_.ClusterState) -> None
             "kube-apiserver",
             f"{HOST}:{kube.port}",
             str(kube.log_path),
-            processes.Handle(kube.proc.pid, processes.start_time(kube.proc.pid)),
+            kube.handle,
         ),
     )
     state.store = f"kubernetes://?kubeconfig={kube.kubeconfig}"

@@ -36,8 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from election import _errors as cerrors
@@ -58,22 +57,14 @@ ORIGIN = "mooring.io/origin"
 AGENT_VERSION = "mooring.io/agent-version"
 STATUS_SPEC_VERSION = "mooring.io/status-spec-version"
 AGENT_CHECKSUM = "mooring.io/agent-checksum"  # of a mirror as its agent sent it
-OURS = frozenset({ORIGIN, AGENT_VERSION, STATUS_SPEC_VERSION, AGENT_CHECKSUM})
 NEGATIVE_TTL = 2.0  # seconds a namespace found not to be an agent's is not asked again
 RETRIES = 8  # compare-and-swap attempts before "too much contention"
 
 
 def from_url(url: str, *, timeout: float) -> KubeHubStore:
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme != "kubernetes" or parsed.netloc or parsed.path not in ("", "/"):
-        raise ValueError(
-            f"bad hub store URL {url[:80]!r}: expected kubernetes://[?kubeconfig=PATH]"
-            "[&hub=NAME][&namespace-prefix=PREFIX]"
-        )
-    query = dict(urllib.parse.parse_qsl(parsed.query))
-    unknown = set(query) - {"kubeconfig", "hub", "namespace-prefix"}
-    if unknown:
-        raise ValueError(f"bad hub store URL: unknown parameter {sorted(unknown)[0]!r}")
+    query = kobj.parse_url(
+        url, params=frozenset({"kubeconfig", "hub", "namespace-prefix"}), what="hub store"
+    )
     return KubeHubStore(
         kobj.KubeObjects.load(kubeconfig=query.get("kubeconfig"), timeout=timeout),
         hub=query.get("hub", "mooring"),
@@ -239,14 +230,7 @@ class KubeHubStore:
     # --- resources ----------------------------------------------------------------------
     def _resource(self, agent: str, obj: Mapping[str, Any]) -> Resource:
         annotations = _annotations(obj)
-        synced = objects.synced_object(obj)
-        kept = {
-            k: v for k, v in (synced["metadata"].get("annotations") or {}).items() if k not in OURS
-        }
-        if kept:
-            synced["metadata"]["annotations"] = kept
-        else:
-            synced["metadata"].pop("annotations", None)
+        synced = objects.synced_object(obj)  # without Mooring's own mooring.io/ keys
         origin = "agent" if annotations.get(ORIGIN) == "agent" else "principal"
         status = obj.get("status")
         rv = _cursor(str(obj["metadata"]["resourceVersion"]))
@@ -270,13 +254,11 @@ class KubeHubStore:
         namespace = self.namespace(agent)
         out: list[Resource] = []
         cursors: list[Cursor] = []
-        for kind in KINDS.values():
+        for kind_name, kind in KINDS.items():
             items, rv = await self._call(self.client.list(kind, namespace=namespace))
             cursors.append(_cursor(rv))
             for item in items:
-                item.setdefault(
-                    "kind", "Application" if kind.plural == "applications" else "AppProject"
-                )
+                item.setdefault("kind", kind_name)
                 if not item.get("metadata", {}).get("deletionTimestamp"):
                     out.append(self._resource(agent, item))
         # The earlier list's position: a change between the two lists is delivered again
@@ -329,22 +311,7 @@ class KubeHubStore:
                 created = await self.client.create(KINDS[kind], body, namespace=namespace)
                 created.setdefault("kind", kind)
                 return created
-            meta = body["metadata"]
-            ops = [
-                {
-                    "op": "add",
-                    "path": "/metadata/resourceVersion",
-                    "value": current["metadata"]["resourceVersion"],
-                }
-            ]
-            for key in ("labels", "annotations", "finalizers"):
-                if key in meta:
-                    ops.append({"op": "add", "path": f"/metadata/{key}", "value": meta[key]})
-                elif key in current.get("metadata", {}):
-                    ops.append({"op": "remove", "path": f"/metadata/{key}"})
-            ops.append({"op": "add", "path": "/spec", "value": body["spec"]})
-            if "status" in body:
-                ops.append({"op": "add", "path": "/status", "value": body["status"]})
+            ops = kobj.replace_ops(current, body)
             patched = await self.client.patch(KINDS[kind], name, ops, namespace=namespace)
             patched.setdefault("kind", kind)
             return patched
@@ -476,61 +443,54 @@ class KubeHubStore:
         self, agent: str, kind: str, name: str, *, status: Mapping[str, Any], spec_version: int
     ) -> bool:
         digest = codec.checksum(status)
-        for _ in range(RETRIES):
-            current = await self._get(agent, kind, name)
-            if current is None:
-                return False  # deleted meanwhile: nothing to report on
+
+        def ops(current: Mapping[str, Any]) -> list[dict[str, Any]] | None:
             if codec.checksum(current.get("status")) == digest:
-                return False
-            ops = [
-                {
-                    "op": "add",
-                    "path": "/metadata/resourceVersion",
-                    "value": current["metadata"]["resourceVersion"],
-                },
+                return None
+            annotations = {**_annotations(current), STATUS_SPEC_VERSION: str(spec_version)}
+            return [
                 {"op": "add", "path": "/status", "value": dict(status)},
+                {"op": "add", "path": "/metadata/annotations", "value": annotations},
             ]
-            annotations = _annotations(current)
-            annotations[STATUS_SPEC_VERSION] = str(spec_version)
-            ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
-            try:
-                await self.client.patch(KINDS[kind], name, ops, namespace=self.namespace(agent))
-                return True
-            except cerrors.ConflictError:
-                continue
-            except cerrors.CoordinationError as err:
-                raise hub.StoreError(f"status of {kind} {name} for agent {agent}: {err}") from err
-        raise hub.StoreError(f"status of {kind} {name} for agent {agent}: too much contention")
+
+        return await self._patch_status(agent, kind, name, ops, what="status")
 
     async def record_refusal(self, agent: str, kind: str, name: str, *, message: str) -> None:
         if kind != "Application":
             return  # an AppProject's status has no conditions
+
+        def ops(current: Mapping[str, Any]) -> list[dict[str, Any]]:
+            status = hub.refusal_conditions(current.get("status"), message)
+            return [{"op": "add", "path": "/status", "value": status}]
+
+        await self._patch_status(agent, kind, name, ops, what="condition")
+
+    async def _patch_status(
+        self,
+        agent: str,
+        kind: str,
+        name: str,
+        ops: Callable[[Mapping[str, Any]], list[dict[str, Any]] | None],
+        *,
+        what: str,
+    ) -> bool:
+        """Patch the object with `ops(current)` (None: nothing to do) if it is unchanged
+        meanwhile, reading it again on a conflict; False when it is gone or nothing to do."""
+        where = f"{what} of {kind} {name} for agent {agent}"
         for _ in range(RETRIES):
             current = await self._get(agent, kind, name)
-            if current is None:
-                return
-            ops = [
-                {
-                    "op": "add",
-                    "path": "/metadata/resourceVersion",
-                    "value": current["metadata"]["resourceVersion"],
-                },
-                {
-                    "op": "add",
-                    "path": "/status",
-                    "value": hub.refusal_conditions(current.get("status"), message),
-                },
-            ]
+            planned = None if current is None else ops(current)
+            if current is None or planned is None:
+                return False  # deleted meanwhile, or already so
+            patch = kobj.if_unchanged(current, planned)
             try:
-                await self.client.patch(KINDS[kind], name, ops, namespace=self.namespace(agent))
-                return
+                await self.client.patch(KINDS[kind], name, patch, namespace=self.namespace(agent))
+                return True
             except cerrors.ConflictError:
                 continue
             except cerrors.CoordinationError as err:
-                raise hub.StoreError(
-                    f"condition on {kind} {name} for agent {agent}: {err}"
-                ) from err
-        raise hub.StoreError(f"condition on {kind} {name} for agent {agent}: too much contention")
+                raise hub.StoreError(f"{where}: {err}") from err
+        raise hub.StoreError(f"{where}: too much contention")
 
     async def list_status(self, agent: str) -> dict[tuple[str, str], dict[str, Any]]:
         out: dict[tuple[str, str], dict[str, Any]] = {}

@@ -21,6 +21,7 @@ a delete's version the revision of the delete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -132,7 +133,6 @@ class EtcdHubStore:
             status=data.get("status"),
             status_checksum=data.get("status_checksum", ""),
             origin=origin,
-            drifted=origin == "agent" and codec.checksum(data["object"]) != data["checksum"],
         )
 
     async def list_resources(self, agent: str) -> tuple[list[Resource], Cursor]:
@@ -314,6 +314,9 @@ class EtcdHubStore:
                 else:
                     raw = etcd.KeyValue(event.key, event.value, event.mod_revision, 0, 0)
                     resource = self._resource(agent, kind, name, raw)
+                    if resource.origin == "agent":  # hashed here only, not on every read
+                        drifted = codec.checksum(resource.object) != resource.checksum
+                        resource = dataclasses.replace(resource, drifted=drifted)
                     yield Change(
                         agent,
                         kind,

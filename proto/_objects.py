@@ -26,6 +26,7 @@ __all__ = [
     "API_VERSION",
     "KINDS",
     "MAX_OBJECT_BYTES",
+    "MOORING_PREFIX",
     "SERVER_MANAGED",
     "SYNCED_METADATA",
     "InvalidObjectError",
@@ -51,6 +52,7 @@ SERVER_MANAGED = (
 )
 # Annotations that describe one side's client, not the object: never synced.
 LOCAL_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+MOORING_PREFIX = "mooring.io/"  # labels and annotations Mooring keeps on one side only
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -196,13 +198,18 @@ def validate_manifest(doc: object, *, need_spec: bool = True) -> tuple[str, str]
 
 def synced_object(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a manifest that travels and is checksummed: metadata.{labels,
-    annotations, finalizers} (each only when non-empty) and spec."""
+    annotations, finalizers} (each only when non-empty) and spec. Labels and annotations
+    under MOORING_PREFIX are Mooring's own bookkeeping on one side and never travel."""
     meta = doc.get("metadata") or {}
     kept: dict[str, Any] = {}
     for key in SYNCED_METADATA:
         value = meta.get(key)
-        if key == "annotations" and value:
-            value = {k: v for k, v in value.items() if k not in LOCAL_ANNOTATIONS}
+        if key in ("labels", "annotations") and value:
+            value = {
+                k: v
+                for k, v in value.items()
+                if not k.startswith(MOORING_PREFIX) and k not in LOCAL_ANNOTATIONS
+            }
         if value:
             kept[key] = value
     return {"metadata": kept, "spec": doc.get("spec") or {}}

@@ -103,10 +103,11 @@ def test_other_agent_names_are_refused(name: str) -> None:
 def test_labels_annotations_finalizers_and_spec_travel_and_nothing_else() -> None:
     doc = app(
         namespace="argocd",
-        labels={"team": "web"},
+        labels={"team": "web", "mooring.io/agent": "edge-1"},
         annotations={
             "notifications.argoproj.io/subscribe.on-sync-succeeded.slack": "deploys",
             "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+            "mooring.io/agent-version": "7",
         },
         finalizers=["resources-finalizer.argocd.argoproj.io"],
         resourceVersion="42",
