@@ -27,12 +27,15 @@ from agent import _metrics as metrics_
 from agent import _settings as settings_
 from agent import _store as store_
 from proto import _credentials as credentials
+from proto import _logfields as logfields
 from proto import codec, pb
 
 __all__ = ["Agent", "AgentError", "channel_options"]
 
 logger = logging.getLogger(__name__)
 
+STORE_CHECK_SECONDS = 5.0
+"""How often the agent checks that its local store answers (readiness)."""
 MODES = {"managed": pb.MODE_MANAGED, "autonomous": pb.MODE_AUTONOMOUS}
 REJECTING_CODES = {
     grpc.StatusCode.PERMISSION_DENIED: "rejected",
@@ -170,13 +173,47 @@ class Agent:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._last_endpoint = ""  # where the last session was welcomed
         self.standby = ""  # where that replica said to go first if it stops answering
+        self._store_error: str | None = None
+        self._store_checked = False
+        for label, key in (("client", "leaf"), ("ca", "ca")):
+            self.metrics.certificate_expiry.labels(label).set_function(
+                credentials.expiry_of(settings.tls_dir, key)
+            )
 
     def stop(self) -> None:
         self._stop.set()
 
+    # ------------------------------------------------------------------ health
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while the local store answers (checked every STORE_CHECK_SECONDS); the
+        session is reported but never decides: an unreachable hub is an edge's normal
+        weather, and restarting or unreadying the agent would not bring it back."""
+        session = (
+            f"session open with replica {self.replica_id}"
+            if self.welcomed.is_set()
+            else "no session with the hub"
+        )
+        if self._store_error is not None:
+            return False, f"local store not answering: {self._store_error}; {session}"
+        if not self._store_checked:
+            return False, f"local store not checked yet; {session}"
+        return True, f"local store ok; {session}"
+
+    async def _check_store(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(STORE_CHECK_SECONDS):
+                    await self.store.data_version()
+                self._store_error = None
+            except Exception as err:  # any failure means "not answering"; said in the reason
+                self._store_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+            self._store_checked = True
+            await self._sleep(STORE_CHECK_SECONDS)
+
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         """Keep a session with the owner until stop(); never raises for network faults."""
+        checker = asyncio.create_task(self._check_store(), name=f"{self.settings.name}:store-check")
         try:
             while not self._stop.is_set():
                 retrying = tenacity.AsyncRetrying(
@@ -198,7 +235,9 @@ class Agent:
                     # whole, rest, and start over with a fresh session and resync.
                     self.metrics.connect_errors.labels("internal").inc()
                     logger.exception(
-                        "agent %s: session loop failed; restarting", self.settings.name
+                        "agent %s: session loop failed; restarting",
+                        self.settings.name,
+                        extra=logfields.of(agent=self.settings.name, reason="internal"),
                     )
                     self.welcomed.clear()
                     self.metrics.connected.set(0)
@@ -206,6 +245,9 @@ class Agent:
         except _Stopped:
             pass
         finally:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, _Stopped):
+                await checker
             self.metrics.connected.set(0)
             for target in list(self._channels):
                 await self._drop_channel(target)
@@ -243,7 +285,13 @@ class Agent:
                 except ConnectFailed as err:
                     self.metrics.connect_errors.labels(err.reason).inc()
                     logger.warning(
-                        "agent %s: cannot open a session on %s: %s", self.settings.name, target, err
+                        "agent %s: cannot open a session on %s: %s",
+                        self.settings.name,
+                        target,
+                        err,
+                        extra=logfields.of(
+                            agent=self.settings.name, endpoint=target, reason=err.reason
+                        ),
                     )
                     failures.append(f"{target}: {err}")
                     if err.answered and err.reason == "busy":
@@ -377,6 +425,13 @@ class Agent:
                     target,
                     first.redirect.owner_endpoint,
                     first.redirect.epoch,
+                    extra=logfields.of(
+                        agent=self.settings.name,
+                        replica=first.redirect.owner_replica_id or None,
+                        epoch=first.redirect.epoch,
+                        endpoint=first.redirect.owner_endpoint,
+                        reason="redirect",
+                    ),
                 )
                 return _Redirected(
                     first.redirect.owner_endpoint,
@@ -405,6 +460,13 @@ class Agent:
                 welcome.session_id,
                 welcome.replica_id,
                 target,
+                extra=logfields.of(
+                    agent=self.settings.name,
+                    replica=welcome.replica_id,
+                    session=welcome.session_id,
+                    epoch=welcome.epoch,
+                    endpoint=target,
+                ),
             )
             live = _Live(self, call, welcome=welcome, started=started)
             reason = await live.run()
@@ -414,7 +476,17 @@ class Agent:
             if isinstance(reason, _Redirected):
                 return reason
             logger.info(
-                "agent %s: session %s ended: %s", self.settings.name, welcome.session_id, reason
+                "agent %s: session %s ended: %s",
+                self.settings.name,
+                welcome.session_id,
+                reason,
+                extra=logfields.of(
+                    agent=self.settings.name,
+                    replica=welcome.replica_id,
+                    session=welcome.session_id,
+                    epoch=welcome.epoch,
+                    endpoint=target,
+                ),
             )
             if live.silent or reason.startswith(("UNAVAILABLE", "stream ended")):
                 await self._drop_channel(target)  # the connection itself is gone
@@ -484,14 +556,38 @@ class _Live:
         )
         self.outbox: asyncio.Queue[pb.Envelope] = asyncio.Queue()
         self.seq = 1
-        self.pending: dict[
-            int, tuple[str, str, str, int | str]
-        ] = {}  # seq -> (what, kind, name, marker)
+        # seq -> (what, kind, name, marker, operation): "event" at a version, "status" at a checksum
+        self.pending: dict[int, tuple[str, str, str, int | str, str]] = {}
         self.inflight: dict[tuple[str, str], int | str] = {}
         self.resyncing = True
         self.last_received = time.monotonic()
         self.silent = False  # set when the heartbeat timeout ends the session
         self.wake = asyncio.Event()
+
+    def _fields(
+        self,
+        *,
+        kind: str | None = None,
+        name: str | None = None,
+        version: int | None = None,
+        operation: str | None = None,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        """Log fields naming this agent and session, and what the line is about."""
+        agent = self.agent
+        return logfields.of(
+            agent=agent.settings.name,
+            replica=agent.replica_id,
+            session=agent.session_id,
+            epoch=agent.epoch,
+            kind=kind,
+            name=name,
+            version=version,
+            operation=operation,
+            reason=reason,
+            error=error,
+        )
 
     def send(self, envelope: pb.Envelope) -> int:
         self.seq += 1
@@ -630,13 +726,33 @@ class _Live:
                 # once; the principal sends it again only when it changes or on a resync.
                 error = str(err)
                 self.metrics.apply_errors.inc()
-        if changed:
-            op = "delete" if event.operation == pb.OPERATION_DELETE else "upsert"
+        if changed:  # once per change: a resent or unchanged event changes nothing
+            assert kind is not None
+            op = logfields.DELETE if event.operation == pb.OPERATION_DELETE else logfields.UPSERT
             self.metrics.events_applied.labels(op).inc()
+            logger.info(
+                "agent %s: deleted %s %s (version %d)"
+                if op == logfields.DELETE
+                else "agent %s: applied %s %s (version %d)",
+                self.agent.settings.name,
+                kind,
+                event.key.name,
+                event.version,
+                extra=self._fields(
+                    kind=kind, name=event.key.name, version=event.version, operation=op
+                ),
+            )
         if self.resyncing:
             self.metrics.resync_events.inc()
         if error:
-            logger.warning("agent %s: refused event: %s", self.agent.settings.name, error)
+            logger.warning(
+                "agent %s: refused event: %s",
+                self.agent.settings.name,
+                error,
+                extra=self._fields(
+                    kind=kind, name=event.key.name or None, version=event.version, error=error
+                ),
+            )
         self.send(pb.Envelope(ack=pb.Ack(seq=envelope.seq, ok=not error, error=error)))
 
     # --- autonomous ------------------------------------------------------------------
@@ -661,7 +777,8 @@ class _Live:
 
     def _push_row(self, row: store_.LocalResource) -> None:
         seq = self.send(self._event_for(row))
-        self.pending[seq] = ("event", row.kind, row.name, row.version)
+        operation = logfields.DELETE if row.deleted else logfields.UPSERT
+        self.pending[seq] = ("event", row.kind, row.name, row.version, operation)
         self.inflight[(row.kind, row.name)] = row.version
 
     async def _answer_resync(self, request: pb.ResyncRequest) -> None:
@@ -683,6 +800,8 @@ class _Live:
                 self._push_row(row)
                 sent += 1
             else:
+                if row.synced_version < row.version:  # sent before, its ack lost with a session
+                    self._sent(row.kind, row.name, row.version, logfields.UPSERT)
                 await self.store.mark_synced(row.kind, row.name, row.version)
         for (kind, name), item in theirs.items():
             if not kind:
@@ -698,6 +817,20 @@ class _Live:
             sent += 1
         self.metrics.resync_events.inc(sent)
         self.send(pb.Envelope(resync_done=pb.ResyncDone(sent=sent)))
+
+    def _sent(self, kind: str, name: str, version: int, operation: str) -> None:
+        """A local change is the principal's now: logged once, when it is acknowledged
+        (or, its ack lost with a session, when the next resync finds the hub has it)."""
+        logger.info(
+            "agent %s: sent the deletion of %s %s to the principal (version %d)"
+            if operation == logfields.DELETE
+            else "agent %s: sent %s %s to the principal (version %d)",
+            self.agent.settings.name,
+            kind,
+            name,
+            version,
+            extra=self._fields(kind=kind, name=name, version=version, operation=operation),
+        )
 
     # --- both: local changes and acknowledgements ---------------------------------------
     async def _watch_local(self) -> None:
@@ -723,7 +856,12 @@ class _Live:
                     # Repaired by the resync that every session starts with: what differs
                     # from the principal's inventory is sent again, and wins.
                     self.metrics.drift_repairs.inc()
-                    logger.info("agent %s: %s; resyncing", self.agent.settings.name, drift)
+                    logger.info(
+                        "agent %s: %s; resyncing",
+                        self.agent.settings.name,
+                        drift,
+                        extra=self._fields(reason="drift"),
+                    )
                     raise _SessionOver(f"local drift: {drift}")
             else:
                 interval = min(interval * 1.5, self.agent.settings.poll_interval_max)
@@ -752,14 +890,14 @@ class _Live:
                         )
                     )
                 )
-                self.pending[seq] = ("status", row.kind, row.name, row.status_checksum)
+                self.pending[seq] = ("status", row.kind, row.name, row.status_checksum, "")
                 self.inflight[key] = row.status_checksum
 
     async def _acked(self, ack: pb.Ack) -> None:
         entry = self.pending.pop(ack.seq, None)
         if entry is None:
             return
-        what, kind, name, marker = entry
+        what, kind, name, marker, operation = entry
         if not ack.ok:
             logger.warning(
                 "agent %s: principal refused %s of %s %s: %s",
@@ -768,11 +906,13 @@ class _Live:
                 kind,
                 name,
                 ack.error,
+                extra=self._fields(kind=kind, name=name, error=ack.error),
             )
             return  # stays in flight at this version: resent only after it changes again
         if what == "event":
             assert isinstance(marker, int)
             await self.store.mark_synced(kind, name, marker)
+            self._sent(kind, name, marker, operation)
         else:
             assert isinstance(marker, str)
             await self.store.mark_status_synced(kind, name, marker)

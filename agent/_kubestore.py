@@ -31,6 +31,7 @@ from typing import Any
 from agent._store import LocalResource, LocalStoreError, Mode
 from election import _errors as cerrors
 from election import _kubeobjects as kobj
+from proto import _logfields as logfields
 from proto import codec, objects
 
 __all__ = ["KubeLocalStore", "from_url"]
@@ -352,7 +353,10 @@ class KubeLocalStore:
             except* cerrors.CoordinationError as errs:
                 ready.set()
                 logger.warning(
-                    "agent %s: local watch broke, re-listing: %s", self.agent, errs.exceptions[0]
+                    "agent %s: local watch broke, re-listing: %s",
+                    self.agent,
+                    errs.exceptions[0],
+                    extra=logfields.of(agent=self.agent, error=str(errs.exceptions[0])),
                 )
                 await asyncio.sleep(1.0)
 

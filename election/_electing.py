@@ -33,6 +33,7 @@ from election import _errors as errors
 from election import _records as records
 from election import _ring as ring
 from election import _settings as settings_
+from proto import catalog
 
 __all__ = [
     "LEASE_RECORD",
@@ -154,39 +155,12 @@ class ElectorMetrics:
     @classmethod
     def create(cls, registry: prometheus_client.CollectorRegistry) -> ElectorMetrics:
         return cls(
-            leader=prometheus_client.Gauge(
-                "mooring_leader",
-                "1 while this replica holds the lease within its local renew deadline.",
-                registry=registry,
-            ),
-            state=prometheus_client.Gauge(
-                "mooring_election_state",
-                "1 for the elector's current state.",
-                ["state"],
-                registry=registry,
-            ),
-            state_transitions=prometheus_client.Counter(
-                "mooring_election_state_transitions",
-                "Elector state changes.",
-                ["from_state", "to_state"],
-                registry=registry,
-            ),
-            lease_transitions=prometheus_client.Counter(
-                "mooring_lease_transitions",
-                "Lease takeovers by this replica (each one increments leaseTransitions).",
-                registry=registry,
-            ),
-            renew_seconds=prometheus_client.Histogram(
-                "mooring_lease_renew_seconds",
-                "Duration of successful lease renewals.",
-                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-                registry=registry,
-            ),
-            renew_failures=prometheus_client.Counter(
-                "mooring_lease_renew_failures",
-                "Lease renewals that failed or timed out.",
-                registry=registry,
-            ),
+            leader=catalog.gauge(registry, catalog.LEADER),
+            state=catalog.gauge(registry, catalog.ELECTION_STATE),
+            state_transitions=catalog.counter(registry, catalog.ELECTION_STATE_TRANSITIONS),
+            lease_transitions=catalog.counter(registry, catalog.LEASE_TRANSITIONS),
+            renew_seconds=catalog.histogram(registry, catalog.LEASE_RENEW_SECONDS),
+            renew_failures=catalog.counter(registry, catalog.LEASE_RENEW_FAILURES),
         )
 
 

@@ -26,6 +26,7 @@ from election import _electing as electing
 from election import _errors as errors
 from election import _records as records
 from election import _settings as settings_
+from proto import catalog
 
 __all__ = ["MEMBER_PREFIX", "Member", "Membership", "member_record_name"]
 
@@ -128,10 +129,10 @@ class Membership:
         self._dirty = asyncio.Event()
         self._first_beat = asyncio.Event()
         self._changed = electing.Notifier()
-        self._live_gauge = prometheus_client.Gauge(
-            "mooring_members_live",
-            "Replicas whose member record was seen to change within the lease duration.",
-            registry=registry or prometheus_client.CollectorRegistry(),
+        registry = registry or prometheus_client.CollectorRegistry()
+        self._live_gauge = catalog.gauge(registry, catalog.MEMBERS_LIVE)
+        catalog.gauge(registry, catalog.MEMBER).set_function(
+            lambda: 1.0 if self.is_registered() else 0.0
         )
 
     # -- what callers read --

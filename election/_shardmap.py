@@ -28,6 +28,7 @@ from election import _membership as membership
 from election import _records as records
 from election import _ring as ring
 from election import _settings as settings_
+from proto import catalog
 
 __all__ = [
     "DEFAULT_EPSILON",
@@ -317,10 +318,8 @@ class MapWatcher:
         self._seen_version: str | None = None
         self._stopping = asyncio.Event()
         self._changed = electing.Notifier()
-        self._epoch_gauge = prometheus_client.Gauge(
-            "mooring_shard_epoch",
-            "Epoch of the newest shard map this replica has seen (0: none yet).",
-            registry=registry or prometheus_client.CollectorRegistry(),
+        self._epoch_gauge = catalog.gauge(
+            registry or prometheus_client.CollectorRegistry(), catalog.SHARD_EPOCH
         )
 
     @property

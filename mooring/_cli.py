@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ if TYPE_CHECKING:  # the commands import what they use, so `agent run` stays sma
     from agent import _settings as agent_settings
 
 from mooring import _localcli as localcli
+from mooring import _logging as logging_
 from proto import objects
 
 __all__ = ["main"]
@@ -346,9 +346,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 async def _run_agent(settings: agent_settings.AgentSettings) -> None:
     import signal
 
-    import prometheus_client as prom
-
     from agent import _client as agent_client
+    from proto import _exposition as exposition
 
     agent = agent_client.Agent(settings)
     loop = asyncio.get_running_loop()
@@ -360,12 +359,12 @@ async def _run_agent(settings: agent_settings.AgentSettings) -> None:
         if not host or not port_text.isdigit():
             raise ValueError(f"bad --metrics {settings.metrics!r}: expected HOST:PORT")
         host, port = host.strip("[]"), int(port_text)
-        server, _ = prom.start_http_server(port, addr=host, registry=agent.registry)
+        server = exposition.serve(host, port, registry=agent.registry, ready=agent.readiness)
     try:
         await agent.run()
     finally:
         if server is not None:
-            server.shutdown()
+            server.close()
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -472,11 +471,7 @@ COMMANDS.update(localcli.COMMANDS)  # the local cluster launcher (mooring/_launc
 
 def _setup_logging(args: argparse.Namespace) -> None:
     level = "DEBUG" if args.debug else str(args.log_level).upper()
-    if args.log_format == "json":
-        fmt = '{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    logging_.setup(level, args.log_format, sys.stderr)
 
 
 OUR_PACKAGES = {"proto", "election", "principal", "agent", "mooring"}

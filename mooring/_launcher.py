@@ -33,6 +33,7 @@ import principal
 from agent import _store as agent_store
 from mooring import _fleet as fleet
 from mooring import _kubeapi as kubeapi
+from mooring import _monitoring as monitoring
 from mooring import _processes as processes
 from mooring import _services as services
 from mooring import _state as state_
@@ -70,6 +71,9 @@ class UpOptions:
     base_port: int | None = None  # fixed replica ports instead of free ones
     detach: bool = False  # return once the cluster is up
     kubernetes: bool = False  # Leases, the hub store and the agents on a real kube-apiserver
+    prometheus: bool = False  # a real Prometheus scraping everything, with the alert rules
+    prometheus_port: int | None = None  # its HTTP port (default: a free one)
+    alert_for_scale: float = 1.0  # every alert rule's `for:` times this (local demos: 0.1)
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -80,6 +84,8 @@ class UpOptions:
             raise ValueError(f"--fleets must be at least 1, got {self.fleets}")
         if self.etcd_members not in (1, 3):
             raise ValueError(f"--etcd-members must be 1 or 3, got {self.etcd_members}")
+        if self.alert_for_scale <= 0:
+            raise ValueError(f"--alert-for-scale must be positive, got {self.alert_for_scale}")
         if self.base_port is not None and not 1024 <= self.base_port <= 65535 - 2 * METRICS_OFFSET:
             raise ValueError(f"--base-port {self.base_port} is out of range (1024-65335)")
 
@@ -491,6 +497,14 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
                         f"the agent fleet did not start; {fleet_record.log}: {_last_line(Path(fleet_record.log))}"
                     )
                 time.sleep(0.05)
+        if options.prometheus:
+            monitoring.start_prometheus(
+                state,
+                directory,
+                port=options.prometheus_port,
+                for_scale=options.alert_for_scale,
+            )
+            state_.save(directory, state)
         return state
     except BaseException:
         _stop_state(state)
@@ -577,6 +591,9 @@ def _summary(state: state_.ClusterState) -> str:
         f"  state:    {state_.state_path(Path(state.dir))}   logs: {Path(state.dir) / 'logs'}",
         f"  stop:     mooring down --dir {state.dir}",
     ]
+    if state.prometheus:
+        url = f"http://{state.prometheus.endpoint}"
+        lines.insert(-1, f"  prometheus: {url}   (alerts: {url}/alerts)")
     return "\n".join(lines)
 
 
@@ -608,7 +625,8 @@ def _watch(directory: Path, signals: _Signals, *, out: TextIO) -> None:
 
 # ----------------------------------------------------------------------------- down / scale
 def _tiers(state: state_.ClusterState) -> Iterator[list[processes.Handle | None]]:
-    """Shutdown order: agents (they say goodbye), replicas, kube-apiserver, Redis, etcd."""
+    """Shutdown order: Prometheus, agents (they say goodbye), replicas, kube-apiserver, Redis, etcd."""
+    yield [state.prometheus.process if state.prometheus else None]
     yield [f.process for f in state.fleets] + [a.process for a in state.agents]
     yield [r.process for r in state.replicas]
     yield [state.kubernetes.apiserver.process if state.kubernetes else None]

@@ -43,6 +43,20 @@ def add_parsers(top: Any) -> None:
         help="replica pN listens on P+N-1, its /metrics on P+100+N-1 (default: free ports)",
     )
     p.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run a real Prometheus (Debian's `prometheus`) scraping every process every"
+        " second, with Mooring's alert rules; prints its URL",
+    )
+    p.add_argument("--prometheus-port", type=int, help="its HTTP port (default: a free one)")
+    p.add_argument(
+        "--alert-for-scale",
+        type=float,
+        default=1.0,
+        help="multiply every alert rule's `for:` by this (e.g. 0.1 to see alerts fire in"
+        " seconds; default 1)",
+    )
+    p.add_argument(
         "--kubernetes",
         action="store_true",
         help="Leases, the hub's Applications and each agent's Argo CD namespace on a real"
@@ -84,6 +98,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         base_port=args.base_port,
         detach=args.detach,
         kubernetes=args.kubernetes,
+        prometheus=args.prometheus,
+        prometheus_port=args.prometheus_port,
+        alert_for_scale=args.alert_for_scale,
     )
     return launcher.up(options)
 

@@ -37,6 +37,10 @@ __all__ = [
 
 STATE_FILE = "cluster.json"
 LOCK_FILE = ".lock"
+TARGETS_FILE = "prometheus/targets.json"
+"""Prometheus file_sd targets of the cluster's processes, rewritten with every save."""
+PRINCIPAL_JOB = "mooring-principal"
+AGENT_JOB = "mooring-agent"
 
 
 class StateError(RuntimeError):
@@ -111,10 +115,12 @@ class ClusterState:
     started: float = 0.0  # unix seconds
     store: str | None = None  # the hub store's URL when not the coordination etcd
     kubernetes: KubeRecord | None = None
+    prometheus: ServiceRecord | None = None  # `mooring up --prometheus`
 
     def handles(self) -> list[processes.Handle | None]:
         """Every recorded process, in shutdown order (supervisor first, etcd last)."""
         out: list[processes.Handle | None] = [self.supervisor]
+        out += [self.prometheus.process if self.prometheus else None]
         out += [f.process for f in self.fleets]
         out += [a.process for a in self.agents]
         out += [r.process for r in self.replicas]
@@ -143,6 +149,20 @@ class ClusterState:
         data["logs"] = self.logs()
         return data
 
+    def targets(self) -> list[dict[str, Any]]:
+        """Prometheus file_sd target groups: every replica (job mooring-principal) and every
+        agent with its own metrics port (job mooring-agent), labelled with its name."""
+        groups: list[dict[str, Any]] = [
+            {"targets": [r.metrics], "labels": {"job": PRINCIPAL_JOB, "replica": r.id}}
+            for r in self.replicas
+        ]
+        groups += [
+            {"targets": [a.metrics], "labels": {"job": AGENT_JOB, "agent": a.name}}
+            for a in self.agents
+            if a.metrics
+        ]
+        return groups
+
     def logs(self) -> dict[str, str]:
         out = {m.name: m.log for m in self.etcd}
         if self.kubernetes:
@@ -153,6 +173,8 @@ class ClusterState:
         for i, record in enumerate(self.fleets, start=1):
             out["fleet" if len(self.fleets) == 1 else f"fleet{i}"] = record.log
         out.update({a.name: a.log for a in self.agents if a.log})
+        if self.prometheus:
+            out["prometheus"] = self.prometheus.log
         return out
 
     @classmethod
@@ -164,6 +186,7 @@ class ClusterState:
             return ServiceRecord(item["name"], item["endpoint"], item["log"], handle(item))
 
         redis_server = data.get("redis_server")
+        prometheus = data.get("prometheus")
         kube = data.get("kubernetes")
         # version 1 files written before several fleets existed hold one "fleet"
         fleets = data.get("fleets") or ([data["fleet"]] if data.get("fleet") else [])
@@ -210,6 +233,7 @@ class ClusterState:
                 if kube
                 else None
             ),
+            prometheus=service(prometheus) if prometheus else None,
         )
 
 
@@ -238,6 +262,11 @@ def save(directory: Path, state: ClusterState) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+    targets = Path(directory) / TARGETS_FILE
+    targets.parent.mkdir(parents=True, exist_ok=True)
+    tmp = targets.with_name(f".{targets.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state.targets(), indent=2) + "\n")
+    os.replace(tmp, targets)  # Prometheus re-reads it on change: never half-written
 
 
 @contextlib.contextmanager

@@ -23,14 +23,13 @@ from election import _stores as stores
 from mooring import _fleet as fleet
 from mooring import _processes as processes
 from mooring import _state as state_
+from proto import catalog
 
 __all__ = ["REPLICA_SAMPLES", "collect", "owners", "render", "scrape"]
 
-REPLICA_SAMPLES = (
-    "mooring_leader",
-    "mooring_shard_epoch",
-    "mooring_sessions_open",
-    "mooring_agents_owned",
+REPLICA_SAMPLES = tuple(
+    f.name
+    for f in (catalog.LEADER, catalog.SHARD_EPOCH, catalog.SESSIONS_OPEN, catalog.AGENTS_OWNED)
 )
 SCRAPE_TIMEOUT = 1.0
 """Seconds to wait for one /metrics answer."""
@@ -103,7 +102,8 @@ def owners(state: state_.ClusterState) -> dict[str, str]:
 
 
 def scrape(address: str, *, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float] | None:
-    """Sample name -> value (the largest over label sets) from http://ADDRESS/metrics."""
+    """Sample name -> value from http://ADDRESS/metrics: a counter's samples summed over
+    its label sets, any other family's unlabelled sample only."""
     try:
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as resp:
             text = resp.read().decode()
@@ -112,8 +112,10 @@ def scrape(address: str, *, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float]
     out: dict[str, float] = {}
     for family in prom_parser.text_string_to_metric_families(text):
         for sample in family.samples:
-            value = float(sample.value)
-            out[sample.name] = max(value, out.get(sample.name, value))
+            if family.type == "counter":
+                out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+            elif not sample.labels:
+                out[sample.name] = float(sample.value)
     return out
 
 
@@ -166,8 +168,8 @@ def _agents(state: state_.ClusterState) -> list[dict[str, Any]]:
                 else None
             )
             if samples is not None:
-                row["connected"] = samples.get("mooring_agent_connected") == 1.0
-                row["sessions"] = int(samples.get("mooring_sessions_total", 0))
+                row["connected"] = samples.get(catalog.AGENT_CONNECTED.name) == 1.0
+                row["sessions"] = int(samples.get(catalog.SESSIONS.name, 0))
         elif record.name in seen:
             info = seen[record.name]
             row["connected"] = bool(info.get("connected"))
@@ -195,13 +197,13 @@ def collect(state: state_.ClusterState) -> dict[str, Any]:
     if not state.fleets:
         # Agents in their own processes do not say where they are: use the replicas' count.
         for replica in replicas:
-            open_ = replica["metrics"]["mooring_sessions_open"]
+            open_ = replica["metrics"][catalog.SESSIONS_OPEN.name]
             replica["agents"] = int(open_) if open_ is not None else 0
-    leaders = [r["id"] for r in replicas if r["live"] and r["metrics"]["mooring_leader"] == 1.0]
+    leaders = [r["id"] for r in replicas if r["live"] and r["metrics"][catalog.LEADER.name] == 1.0]
     epochs = [
-        int(r["metrics"]["mooring_shard_epoch"])
+        int(r["metrics"][catalog.SHARD_EPOCH.name])
         for r in replicas
-        if r["live"] and r["metrics"]["mooring_shard_epoch"] is not None
+        if r["live"] and r["metrics"][catalog.SHARD_EPOCH.name] is not None
     ]
     etcd = [
         {"name": m.name, "endpoint": m.endpoint, "live": processes.alive(m.process)}
@@ -259,9 +261,9 @@ def render(status: dict[str, Any]) -> str:
             "endpoint": r["endpoint"],
             "pid": _show(r["pid"]),
             "live": "yes" if r["live"] else "no",
-            "leader": _flag(r["metrics"]["mooring_leader"]),
+            "leader": _flag(r["metrics"][catalog.LEADER.name]),
             "agents": r["agents"],
-            "sessions": _count(r["metrics"]["mooring_sessions_open"]),
+            "sessions": _count(r["metrics"][catalog.SESSIONS_OPEN.name]),
         }
         for r in status["replicas"]
     ]

@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from principal import _hub as hub
 from principal import _queue as queue_
+from proto import _logfields as logfields
 
 __all__ = ["RESYNC", "Dispatcher"]
 
@@ -65,12 +66,21 @@ class Dispatcher:
                     for queue in self._subscribers.get(change.agent, ()):
                         queue.put_nowait(change)
             except hub.HistoryLostError as err:
-                logger.warning("watch history lost; every session resyncs: %s", err)
+                logger.warning(
+                    "watch history lost; every session resyncs: %s",
+                    err,
+                    extra=logfields.of(reason="history_lost", error=str(err)),
+                )
                 self._cursor = err.resume
                 for queues in list(self._subscribers.values()):
                     for queue in queues:
                         queue.put_nowait(RESYNC)
             except hub.StoreError as err:
-                logger.warning("store watch broke, restarting in %.2fs: %s", delay, err)
+                logger.warning(
+                    "store watch broke, restarting in %.2fs: %s",
+                    delay,
+                    err,
+                    extra=logfields.of(reason="store", error=str(err)),
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from principal import _registry as registry
+from proto import _logfields as logfields
 
 __all__ = ["HeldElsewhere", "LocalHolds", "RedisHolds"]
 
@@ -115,7 +116,11 @@ class RedisHolds:
                 self._beat()
             except Exception as err:
                 self.errors += 1
-                logger.warning("session registry beat failed: %s", err)
+                logger.warning(
+                    "session registry beat failed: %s",
+                    err,
+                    extra=logfields.of(replica=self.replica, reason="registry", error=str(err)),
+                )
 
     async def start(self) -> None:
         """Beat once before serving (without our liveness key, others may take our
@@ -123,7 +128,11 @@ class RedisHolds:
         try:
             await asyncio.to_thread(self._beat)
         except registry.RegistryError as err:
-            logger.warning("session registry unreachable at start (agents wait): %s", err)
+            logger.warning(
+                "session registry unreachable at start (agents wait): %s",
+                err,
+                extra=logfields.of(replica=self.replica, reason="registry", error=str(err)),
+            )
         self._beating = threading.Thread(
             target=self._beat_forever, name=f"liveness:{self.replica}", daemon=True
         )
@@ -168,7 +177,18 @@ class RedisHolds:
             await self.registry.release(agent, replica=self.replica, token=token)
         except registry.RegistryError as err:
             # The entry expires by its TTL; nobody else can take it before then.
-            logger.warning("could not release agent %s (expires by TTL): %s", agent, err)
+            logger.warning(
+                "could not release agent %s (expires by TTL): %s",
+                agent,
+                err,
+                extra=logfields.of(
+                    agent=agent,
+                    replica=self.replica,
+                    fencing_token=token,
+                    reason="registry",
+                    error=str(err),
+                ),
+            )
 
     async def run(self, on_lost: Callable[[str, int], None]) -> None:
         """Renew held entries every ttl/3 and fence the moment liveness lapses (the
@@ -189,11 +209,24 @@ class RedisHolds:
             results = await self.registry.renew_many(snapshot, replica=self.replica)
         except registry.RegistryError as err:
             self.errors += 1
-            logger.warning("session registry renew failed: %s", err)
+            logger.warning(
+                "session registry renew failed: %s",
+                err,
+                extra=logfields.of(replica=self.replica, reason="registry", error=str(err)),
+            )
             return
         for agent, still in results.items():
             if not still and self.held.get(agent) == snapshot[agent]:
-                logger.warning("lost the session entry of agent %s", agent)
+                logger.warning(
+                    "lost the session entry of agent %s",
+                    agent,
+                    extra=logfields.of(
+                        agent=agent,
+                        replica=self.replica,
+                        fencing_token=snapshot[agent],
+                        reason="self_fence",
+                    ),
+                )
                 on_lost(agent, snapshot[agent])
 
     async def _watchdog(self, on_lost: Callable[[str, int], None]) -> None:
@@ -206,6 +239,7 @@ class RedisHolds:
                     "liveness unconfirmed for %.2fs: closing %d session(s) (self-fence)",
                     time.monotonic() - (self.confirmed_at or 0.0),
                     len(self.held),
+                    extra=logfields.of(replica=self.replica, reason="self_fence"),
                 )
                 for agent, token in list(self.held.items()):
                     on_lost(agent, token)

@@ -59,12 +59,15 @@ redis.call('SET', ARGV[6] .. 'seen:' .. KEYS[3], ARGV[5], 'EX', 86400)
 return {1, ARGV[1], tostring(token), 0}
 """
 
-# KEYS=entries; ARGV: replica, ttl_ms, token per key -> list of 1 renewed / 0 lost
+# KEYS=entries; ARGV: replica, ttl_ms, now_ms, prefix, token per key -> list of 1 renewed /
+# 0 lost. A renewal also records the agent as seen now (presence, for last-seen metrics).
 _RENEW_MANY = """
 local out = {}
+local skip = #ARGV[4] + #'session:'
 for i, key in ipairs(KEYS) do
-  if redis.call('HGET', key, 'replica') == ARGV[1] and redis.call('HGET', key, 'token') == ARGV[i + 2] then
+  if redis.call('HGET', key, 'replica') == ARGV[1] and redis.call('HGET', key, 'token') == ARGV[i + 4] then
     redis.call('PEXPIRE', key, ARGV[2])
+    redis.call('SET', ARGV[4] .. 'seen:' .. string.sub(key, skip + 1), ARGV[3], 'EX', 86400)
     out[i] = 1
   else
     out[i] = 0
@@ -224,7 +227,13 @@ class SessionRegistry:
         results = await self._call(
             self._renew_many(
                 keys=[self._entry_key(a) for a in agents],
-                args=[replica, int(self.ttl * 1000), *(held[a] for a in agents)],
+                args=[
+                    replica,
+                    int(self.ttl * 1000),
+                    int(time.time() * 1000),
+                    self.prefix,
+                    *(held[a] for a in agents),
+                ],
             )
         )
         return {agent: bool(int(r)) for agent, r in zip(agents, results, strict=True)}

@@ -24,11 +24,13 @@ from principal import _holds as holds
 from principal import _hub as hub
 from principal import _metrics as metrics_
 from principal import _ownership as ownership
+from principal import _presence as presence
 from principal import _registry as registry_
 from principal import _session as session_
 from principal import _settings as settings_
 from principal import _sharding as sharding
 from proto import _credentials as credentials
+from proto import _exposition as exposition
 from proto import codec, pb
 
 __all__ = ["Replica", "grpc_server_options", "run"]
@@ -101,7 +103,6 @@ class Replica:
             sessions=self.sessions,
             on_handoff=self.metrics.handoffs.inc,
             on_owned=self.metrics.agents_owned.set,
-            on_epoch=self.metrics.shard_epoch_applied.set,
             standbys=bool(settings.redis),  # stand-ins need the shared Redis entries
         )
         self.routing: ownership.Ownership = self.sharding
@@ -120,11 +121,24 @@ class Replica:
         else:
             self.holder = holds.LocalHolds(settings.replica_id)
         self.recorder = history.Recorder(settings.history, replica=settings.replica_id)
+        self.presence = presence.Presence(
+            self.registry,
+            replica_id=settings.replica_id,
+            sessions=self.sessions,
+            routing=self.sharding,
+            shared=self.holder.registry if isinstance(self.holder, holds.RedisHolds) else None,
+            on_counts=self._counts,
+        )
+        self.sessions.on_release = self.presence.closed
+        for label, key in (("serving", "leaf"), ("ca", "ca")):
+            self.metrics.certificate_expiry.labels(label).set_function(
+                credentials.expiry_of(settings.tls_dir, key)
+            )
         self.server: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._metrics_server: Any = None
+        self._metrics_server: exposition.MetricsServer | None = None
         self._stopped = False
 
     async def start(self) -> None:
@@ -135,6 +149,7 @@ class Replica:
         await self.holder.start()
         self.coordinator.start()
         self._tasks.append(asyncio.create_task(self.sharding.run(), name="sharding"))
+        self._tasks.append(asyncio.create_task(self.presence.run(), name="presence"))
         self._tasks.append(
             asyncio.create_task(self.holder.run(self.sessions.close_lost), name="holds")
         )
@@ -181,11 +196,30 @@ class Replica:
         await self.health.set(codec.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.metrics:
             mhost, mport = settings_.parse_hostport(self.settings.metrics, what="--metrics")
-            self._metrics_server, _ = prom.start_http_server(
-                mport, addr=mhost, registry=self.registry
+            self._metrics_server = exposition.serve(
+                mhost, mport, registry=self.registry, ready=self.readiness
             )
         await self._wait_first_map()
         logger.info("replica %s serving agents on %s:%d", self.settings.replica_id, host, self.port)
+
+    def _counts(self, registered: int, standins: int) -> None:
+        self.metrics.agents_registered.set(registered)
+        self.metrics.standins_open.set(standins)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready: serving, a member of the cluster, with a shard map applied."""
+        if self._stopped:
+            return False, "shutting down"
+        if self.server is None:
+            return False, "starting"
+        if not self.coordinator.is_registered():
+            return False, "not a member: this replica's member record is not current"
+        if not self.sharding.applied.is_set():
+            return False, "no shard map applied yet"
+        return (
+            True,
+            f"member, shard map epoch {self.sharding.map.epoch if self.sharding.map else 0}",
+        )
 
     async def _wait_first_map(self) -> None:
         """Agents are served once a shard map is applied; wait a bounded time for the first."""
@@ -221,7 +255,7 @@ class Replica:
         await self.desired.close()
         self.recorder.close()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            self._metrics_server.close()
 
 
 async def run(settings: settings_.PrincipalSettings) -> None:

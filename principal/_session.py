@@ -34,6 +34,7 @@ from principal import _ownership as ownership
 from principal import _queue as queue_
 from principal import _registry as registry
 from proto import _credentials as credentials
+from proto import _logfields as logfields
 from proto import codec, objects, pb
 
 __all__ = ["SessionManager", "SessionSettings", "StreamHandler"]
@@ -113,7 +114,8 @@ class Session:
         self._closed = False
         self.close_reason = ""
         self.close_label = "stream_ended"
-        self.pending: dict[int, tuple[float, str, str]] = {}  # seq -> (sent at, kind, name)
+        # seq -> (sent at, kind, name, operation, version) of each unacknowledged event
+        self.pending: dict[int, tuple[float, str, str, str, int]] = {}
         self._seq = 0
         self.last_received = time.monotonic()
 
@@ -155,9 +157,15 @@ class Session:
 class SessionManager:
     """The sessions open on this replica, at most one per agent (the newest wins)."""
 
-    def __init__(self, *, on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_change: Callable[[int], None] | None = None,
+        on_release: Callable[[str], None] | None = None,
+    ) -> None:
         self.sessions: dict[str, Session] = {}
         self._on_change = on_change
+        self.on_release = on_release  # agent name, after its session here ended
 
     def open(self, session: Session) -> None:
         previous = self.sessions.get(session.agent)
@@ -170,6 +178,8 @@ class SessionManager:
     def release(self, session: Session) -> None:
         if self.sessions.get(session.agent) is session:
             del self.sessions[session.agent]
+            if self.on_release:
+                self.on_release(session.agent)
         if self._on_change:
             self._on_change(len(self.sessions))
 
@@ -238,7 +248,15 @@ class StreamHandler:
             await self._serve(agent, context)
         except Rejection as rej:
             self.metrics.sessions_rejected.labels(rej.reason).inc()
-            logger.warning("rejected stream from %s (agent %s): %s", peer, agent, rej.message)
+            logger.warning(
+                "rejected stream from %s (agent %s): %s",
+                peer,
+                agent,
+                rej.message,
+                extra=logfields.of(
+                    agent=agent, replica=self.replica_id, peer=peer, reason=rej.reason
+                ),
+            )
             # The trailer tells the agent that a replica answered (it is reachable),
             # and why it said no.
             await context.abort(
@@ -337,6 +355,7 @@ class StreamHandler:
                     "agent %s cannot reach its owner %s: serving it as a stand-in",
                     agent,
                     unreachable,
+                    extra=logfields.of(agent=agent, replica=self.replica_id, reason="standin"),
                 )
                 self.metrics.standins.inc()
                 standin_for = unreachable
@@ -407,6 +426,14 @@ class StreamHandler:
             protocol,
             route.epoch,
             token,
+            extra=logfields.of(
+                agent=agent,
+                replica=self.replica_id,
+                session=session_id,
+                epoch=route.epoch,
+                mode=mode,
+                fencing_token=token,
+            ),
         )
         try:
             # Whom the agent should try first if we fail (stand-ins need shared holds).
@@ -446,6 +473,13 @@ class StreamHandler:
                 session.session_id,
                 agent,
                 session.close_reason or "stream ended",
+                extra=logfields.of(
+                    agent=agent,
+                    replica=self.replica_id,
+                    session=session_id,
+                    epoch=route.epoch,
+                    reason=session.close_label,
+                ),
             )
 
     # ------------------------------------------------------------------ running
@@ -456,11 +490,13 @@ class StreamHandler:
             envelope.seq = session.next_seq()
         body = envelope.WhichOneof("body") or "unknown"
         if body == "event":
-            key = envelope.event.key
+            event = envelope.event
             session.pending[envelope.seq] = (
                 time.monotonic(),
-                codec.KIND_NAMES.get(key.kind, ""),
-                key.name,
+                codec.KIND_NAMES.get(event.key.kind, ""),
+                event.key.name,
+                logfields.DELETE if event.operation == pb.OPERATION_DELETE else logfields.UPSERT,
+                event.version,
             )
         await context.write(envelope)
         self.metrics.events_sent.labels(body).inc()
@@ -565,9 +601,12 @@ class StreamHandler:
             if body == "ack":
                 sent = session.pending.pop(envelope.ack.seq, None)
                 if sent is not None:
-                    self.metrics.ack_seconds.observe(time.monotonic() - sent[0])
-                    if not envelope.ack.ok:
-                        await self._refused(session, sent[1], sent[2], envelope.ack.error)
+                    sent_at, kind, name, operation, version = sent
+                    self.metrics.ack_seconds.observe(time.monotonic() - sent_at)
+                    if envelope.ack.ok:
+                        self._delivered(session, kind, name, operation, version)
+                    else:
+                        await self._refused(session, kind, name, envelope.ack.error)
             elif body == "status":
                 await self._store_status(session, envelope)
             elif body == "event":
@@ -582,13 +621,51 @@ class StreamHandler:
                     grpc.StatusCode.INVALID_ARGUMENT, "hello sent twice", reason="protocol"
                 )
 
+    def _delivered(
+        self, session: Session, kind: str, name: str, operation: str, version: int
+    ) -> None:
+        """The agent acknowledged an event: one line per change it took (the principal
+        sends a resource only when the agent's copy differs, so each ack is one change)."""
+        logger.info(
+            "agent %s: delivered the deletion of %s %s (version %d)"
+            if operation == logfields.DELETE
+            else "agent %s: delivered %s %s (version %d)",
+            session.agent,
+            kind,
+            name,
+            version,
+            extra=logfields.of(
+                agent=session.agent,
+                replica=self.replica_id,
+                session=session.session_id,
+                kind=kind,
+                name=name,
+                version=version,
+                operation=operation,
+            ),
+        )
+
     async def _refused(self, session: Session, kind: str, name: str, error: str) -> None:
         """The agent could not apply what we sent (its cluster refused it): count it, log
         it once, and say so in the object's status on the hub; the agent gets it again
         when it changes or on the next resync, never in a retry loop."""
         self.metrics.delivery_errors.inc()
         reason = error.replace("\n", " ")[:300]
-        logger.warning("agent %s refused %s %s: %s", session.agent, kind, name, reason)
+        logger.warning(
+            "agent %s refused %s %s: %s",
+            session.agent,
+            kind,
+            name,
+            reason,
+            extra=logfields.of(
+                agent=session.agent,
+                replica=self.replica_id,
+                session=session.session_id,
+                kind=kind or None,
+                name=name or None,
+                error=reason,
+            ),
+        )
         if not kind:
             return
         try:
@@ -596,7 +673,19 @@ class StreamHandler:
         except (hub.StoreError, cerrors.CoordinationError) as err:
             self.metrics.store_errors.inc()
             logger.warning(
-                "agent %s: cannot note the refusal of %s %s: %s", session.agent, kind, name, err
+                "agent %s: cannot note the refusal of %s %s: %s",
+                session.agent,
+                kind,
+                name,
+                err,
+                extra=logfields.of(
+                    agent=session.agent,
+                    replica=self.replica_id,
+                    kind=kind,
+                    name=name,
+                    reason="store",
+                    error=str(err),
+                ),
             )
 
     def _ack(self, session: Session, seq: int, *, error: str = "") -> None:
@@ -662,7 +751,8 @@ class StreamHandler:
             self._ack(session, envelope.seq, error=str(err))
             return
         if event.operation == pb.OPERATION_DELETE:
-            await self._store_call(
+            operation = logfields.DELETE
+            changed = await self._store_call(
                 self.desired.mirror_delete(
                     session.agent, kind, event.key.name, version=event.version
                 )
@@ -685,7 +775,8 @@ class StreamHandler:
                     error=f"{kind} {event.key.name}: object is not a JSON object",
                 )
                 return
-            await self._store_call(
+            operation = logfields.UPSERT
+            changed = await self._store_call(
                 self.desired.mirror_upsert(
                     session.agent,
                     kind,
@@ -698,6 +789,25 @@ class StreamHandler:
         else:
             self._ack(session, envelope.seq, error="resource event without an operation")
             return
+        if changed:  # not for what the mirror already holds (a resent event)
+            logger.info(
+                "agent %s: deleted %s %s from the hub (version %d)"
+                if operation == logfields.DELETE
+                else "agent %s: applied %s %s to the hub (version %d)",
+                session.agent,
+                kind,
+                event.key.name,
+                event.version,
+                extra=logfields.of(
+                    agent=session.agent,
+                    replica=self.replica_id,
+                    session=session.session_id,
+                    kind=kind,
+                    name=event.key.name,
+                    version=event.version,
+                    operation=operation,
+                ),
+            )
         self._ack(session, envelope.seq)
 
     async def _mirror_autonomous(self, session: Session) -> None:
@@ -722,6 +832,14 @@ class StreamHandler:
                     session.agent,
                     change.kind,
                     change.name,
+                    extra=logfields.of(
+                        agent=session.agent,
+                        replica=self.replica_id,
+                        session=session.session_id,
+                        kind=change.kind,
+                        name=change.name,
+                        reason="drift",
+                    ),
                 )
                 self.metrics.drift_repairs.inc()
                 await self._request_autonomous(session)

@@ -31,9 +31,10 @@ the setting, that test fails and tells us to set it here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,29 @@ def load_tls_dir(tls_dir: str | os.PathLike[str]) -> TlsFiles:
         private_key=key_pem,
         root_certificates=ca_pem,
     )
+
+
+def expiry(tls_dir: str | os.PathLike[str]) -> dict[str, float]:
+    """When TLS_DIR's certificate and its CA stop being valid (Unix times): {"leaf", "ca"}.
+
+    Read from the files each time, so a rotated certificate shows at once; a file that
+    cannot be read gives NaN for its entry (the metric says "unknown", never a guess)."""
+    directory = Path(tls_dir)
+    out = {}
+    for key, name in (("leaf", TLS_CERT), ("ca", CA_CERT)):
+        try:
+            certs = _certificates(directory / name, _read(directory / name))
+        except CredentialsError:
+            out[key] = math.nan
+            continue
+        chosen = certs[:1] if key == "leaf" else certs
+        out[key] = min(c.not_valid_after_utc.timestamp() for c in chosen)
+    return out
+
+
+def expiry_of(tls_dir: str | os.PathLike[str], key: str) -> Callable[[], float]:
+    """A callable giving `expiry(tls_dir)[key]` (for metrics read at scrape time)."""
+    return lambda: expiry(tls_dir)[key]
 
 
 def server_credentials(tls_dir: str | os.PathLike[str]) -> grpc.ServerCredentials:

@@ -109,7 +109,7 @@ class Cluster:
         self.agents: dict[str, procs.Proc] = {}
         self.agent_metrics: dict[str, int] = {}
 
-    def add_agent(self, name: str, mode: str) -> procs.Proc:
+    def add_agent(self, name: str, mode: str, *, env: dict[str, str] | None = None) -> procs.Proc:
         mooring("pki", "issue", "agent", "--dir", str(self.pki), "--name", name)
         port = procs.free_port()
         self.agent_metrics[name] = port
@@ -131,6 +131,7 @@ class Cluster:
                 f"127.0.0.1:{port}",
             ],
             log=self.root / f"agent-{name}.log",
+            env=env,
         )
         self.agents[name] = proc
         return proc.start()

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 EXPECTED = {
-    "proto": ["codec", "objects", "pb", "rpc"],
+    "proto": ["catalog", "codec", "objects", "pb", "rpc"],
     "agent": [
         "Agent",
         "AgentError",
