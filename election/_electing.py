@@ -154,10 +154,14 @@ class ElectorMetrics:
 
     @classmethod
     def create(cls, registry: prometheus_client.CollectorRegistry) -> ElectorMetrics:
+        transitions = catalog.counter(registry, catalog.ELECTION_STATE_TRANSITIONS)
+        for before, afters in TRANSITIONS.items():  # every pair at 0: first moves count
+            for after in afters:
+                transitions.labels(before.value, after.value)
         return cls(
             leader=catalog.gauge(registry, catalog.LEADER),
             state=catalog.gauge(registry, catalog.ELECTION_STATE),
-            state_transitions=catalog.counter(registry, catalog.ELECTION_STATE_TRANSITIONS),
+            state_transitions=transitions,
             lease_transitions=catalog.counter(registry, catalog.LEASE_TRANSITIONS),
             renew_seconds=catalog.histogram(registry, catalog.LEASE_RENEW_SECONDS),
             renew_failures=catalog.counter(registry, catalog.LEASE_RENEW_FAILURES),

@@ -76,6 +76,17 @@ def add_parsers(top: Any) -> None:
     p.add_argument("--replicas", type=int, required=True)
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
 
+    p = top.add_parser(
+        "replica", help="stop, kill or start one principal replica of a local cluster"
+    )
+    p.add_argument(
+        "action",
+        choices=("stop", "kill", "start"),
+        help="stop: SIGTERM, it hands its agents over; kill: SIGKILL, as a crash; start: again",
+    )
+    p.add_argument("id", help="the replica's id, e.g. p2 (see `mooring status`)")
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+
     p = top.add_parser("down", help="stop a local cluster (idempotent)")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
 
@@ -103,6 +114,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         alert_for_scale=args.alert_for_scale,
     )
     return launcher.up(options)
+
+
+def cmd_replica(args: argparse.Namespace) -> int:
+    from mooring import _launcher as launcher
+
+    return launcher.replica(args.dir, args.action, args.id)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -164,6 +181,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": cmd_up,
     "status": cmd_status,
     "scale": cmd_scale,
+    "replica": cmd_replica,
     "down": cmd_down,
     "fleet": cmd_fleet,
 }

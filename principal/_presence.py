@@ -4,7 +4,9 @@ Every second the replica rebuilds a snapshot, on the event loop, of the agents i
 under the applied ring: an agent with a session open here counts as seen now; else the
 time its last session here closed; else the shared presence in Redis (every replica's
 acquire and renewal records it, refreshed here every `remote_interval` seconds for
-owned agents not connected here); else 0 ("not seen within a day", Redis' key lifetime).
+owned agents not connected here, and at once for an agent newly owned); else 0 ("not
+seen within a day", Redis' key lifetime). An owned agent whose shared presence has not
+been read yet has no series until it has (never a guess that would page).
 Without Redis there is no shared presence: an agent not seen by this replica counts
 from the replica's start.
 
@@ -60,6 +62,7 @@ class Presence(Collector):
         self._closed_at: dict[str, float] = {}
         self._remote: dict[str, float] = {}
         self._snapshot: dict[str, float] = {}
+        self._unknown = False  # some owned agent's shared presence was not read yet
         registry.register(self)
 
     # -- what the session manager tells us --
@@ -86,13 +89,17 @@ class Presence(Collector):
         open_ = self._sessions.sessions
         fallback = 0.0 if self._shared is not None else self._started
         snapshot = {}
+        self._unknown = False
         for agent in self.owned():
             if agent in open_:
                 snapshot[agent] = now
+            elif self._shared is not None and agent not in self._remote:
+                self._unknown = True  # not looked up yet: no series rather than a wrong one
+                if agent in self._closed_at:
+                    snapshot[agent] = self._closed_at[agent]
             else:
-                snapshot[agent] = (
-                    max(self._closed_at.get(agent, 0.0), self._remote.get(agent, 0.0)) or fallback
-                )
+                seen = max(self._closed_at.get(agent, 0.0), self._remote.get(agent, 0.0))
+                snapshot[agent] = seen or fallback
         self._snapshot = snapshot
         if self._on_counts is not None:
             standins = sum(1 for s in open_.values() if s.standin_for)
@@ -107,13 +114,13 @@ class Presence(Collector):
         except registry_.RegistryError as err:
             logger.debug("presence refresh failed: %s", err)
             return
-        self._remote = {a: ms / 1000 for a, ms in seen.items() if ms}
+        self._remote = {a: (ms or 0) / 1000 for a, ms in seen.items()}
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_remote = loop.time()
         while True:
-            if loop.time() >= next_remote:
+            if loop.time() >= next_remote or self._unknown:
                 next_remote = loop.time() + self._remote_interval
                 await self._refresh_remote()
             self.refresh()

@@ -52,6 +52,9 @@ class Family:
     buckets: tuple[float, ...] = ()
     cardinality: str = ""
     """For labelled families: what bounds the number of series."""
+    initial: tuple[tuple[str, ...], ...] = ()
+    """Label values created at start (at 0), so that the first event is an increase that
+    `rate()`/`increase()` can see, not the birth of a series."""
 
     @property
     def base(self) -> str:
@@ -179,6 +182,7 @@ SESSIONS_REJECTED = Family(
     "Agent streams refused, by reason (identity_mismatch, malformed, oversized, ...).",
     labels=("reason",),
     cardinality="a fixed set of refusal reasons",
+    initial=(("identity_mismatch",), ("no_identity",), ("malformed",), ("oversized",)),
 )
 SESSIONS_CLOSED = Family(
     "mooring_sessions_closed_total",
@@ -186,6 +190,7 @@ SESSIONS_CLOSED = Family(
     "Agent sessions closed, by reason (agent_gone, handoff, self_fence, shutdown, ...).",
     labels=("reason",),
     cardinality="a fixed set of close reasons",
+    initial=(("self_fence",), ("heartbeat_timeout",), ("goodbye",), ("moved",), ("superseded",)),
 )
 HANDOFFS = Family(
     "mooring_handoffs_total",
@@ -292,6 +297,7 @@ CONNECT_ERRORS = Family(
     labels=("reason",),
     components=A,
     cardinality="five reasons",
+    initial=(("tls",), ("unavailable",), ("rejected",), ("timeout",), ("protocol",)),
 )
 FAILOVER_SECONDS = Family(
     "mooring_failover_seconds",
@@ -331,7 +337,10 @@ def _check(family: Family, kind: str) -> None:
 
 def counter(registry: prom.CollectorRegistry, family: Family) -> prom.Counter:
     _check(family, "counter")
-    return prom.Counter(family.base, family.help, family.labels, registry=registry)
+    made = prom.Counter(family.base, family.help, family.labels, registry=registry)
+    for values in family.initial:
+        made.labels(*values)
+    return made
 
 
 def gauge(registry: prom.CollectorRegistry, family: Family) -> prom.Gauge:

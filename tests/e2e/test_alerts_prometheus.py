@@ -151,8 +151,9 @@ def test_alerts_fire_and_resolve_on_real_faults(cluster: Path) -> None:
         agent = state.agents[0]
         assert leader.process is not None and agent.process is not None
         t0 = time.monotonic()
-        os.kill(leader.process.pid, signal.SIGKILL)
+        said = mooring("replica", "kill", leader_id, "--dir", str(cluster)).stdout
         os.kill(agent.process.pid, signal.SIGTERM)
+        assert f"killed replica {leader_id} (pid {leader.process.pid}) (it was the leader)" in said
 
         down_for = rule_for("MooringReplicaDown")
         pending = alerts.wait(
@@ -176,7 +177,8 @@ def test_alerts_fire_and_resolve_on_real_faults(cluster: Path) -> None:
         )
         assert alerts.first("MooringNoLeader", "firing", since=t0) is None
 
-        mooring("scale", "--replicas", "3", "--dir", str(cluster))  # restarts the dead replica
+        said = mooring("replica", "start", leader_id, "--dir", str(cluster)).stdout
+        assert f"started replica {leader_id} on {leader.endpoint}" in said  # same port
         restarted = time.monotonic()
         resolved = alerts.resolved("MooringReplicaDown", timeout=15, replica=leader_id)
         figures["replica_down_resolved_after_restart_s"] = resolved - restarted
