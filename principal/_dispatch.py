@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from principal import _hub as hub
 from principal import _queue as queue_
@@ -26,8 +27,11 @@ RESYNC = object()
 
 
 class Dispatcher:
-    def __init__(self, desired: hub.HubStore, *, on_error: object = None) -> None:
+    def __init__(
+        self, desired: hub.HubStore, *, on_error: Callable[[], None] | None = None
+    ) -> None:
         self.desired = desired
+        self._on_error = on_error  # each broken watch (counted as a store error)
         self._subscribers: dict[str, set[queue_.LightQueue[object]]] = defaultdict(set)
         self._cursor = hub.Cursor(0)
         self._ready = asyncio.Event()
@@ -76,6 +80,8 @@ class Dispatcher:
                     for queue in queues:
                         queue.put_nowait(RESYNC)
             except hub.StoreError as err:
+                if self._on_error is not None:
+                    self._on_error()
                 logger.warning(
                     "store watch broke, restarting in %.2fs: %s",
                     delay,

@@ -77,6 +77,7 @@ class RedisHolds:
         handoff_wait: float | None = None,  # seconds to wait for a previous holder to let go
         alive_ttl: float = 1.0,  # seconds our liveness key lives without a beat
         fence_at: float = 0.75,  # fraction of alive_ttl after an unconfirmed beat we fence at
+        on_error: Callable[[], None] | None = None,  # each failed beat or renewal (any thread)
     ) -> None:
         if not 0 < fence_at < 1:
             raise ValueError("fence_at must be a fraction between 0 and 1")
@@ -90,6 +91,7 @@ class RedisHolds:
         self.held: dict[str, int] = {}  # agent -> token
         self.confirmed_at: float | None = None  # monotonic start of the last confirmed beat
         self.errors = 0
+        self._on_error = on_error
         self._beating: threading.Thread | None = None
         self._halt = threading.Event()
 
@@ -116,6 +118,8 @@ class RedisHolds:
                 self._beat()
             except Exception as err:
                 self.errors += 1
+                if self._on_error is not None:
+                    self._on_error()
                 logger.warning(
                     "session registry beat failed: %s",
                     err,
@@ -209,6 +213,8 @@ class RedisHolds:
             results = await self.registry.renew_many(snapshot, replica=self.replica)
         except registry.RegistryError as err:
             self.errors += 1
+            if self._on_error is not None:
+                self._on_error()
             logger.warning(
                 "session registry renew failed: %s",
                 err,

@@ -79,7 +79,7 @@ class Replica:
         self.desired = hub.open_hub_store(
             settings.desired_store, root=settings.store_root, timeout=settings.store_timeout
         )
-        self.dispatcher = dispatch.Dispatcher(self.desired)
+        self.dispatcher = dispatch.Dispatcher(self.desired, on_error=self.metrics.store_errors.inc)
         self.sessions = session_.SessionManager(on_change=self.metrics.sessions_open.set)
         self.records = stores.open_store(
             settings.coordination,
@@ -104,6 +104,7 @@ class Replica:
             on_handoff=self.metrics.handoffs.inc,
             on_owned=self.metrics.agents_owned.set,
             standbys=bool(settings.redis),  # stand-ins need the shared Redis entries
+            on_store_error=self.metrics.store_errors.inc,
         )
         self.routing: ownership.Ownership = self.sharding
         self.holder: holds.LocalHolds | holds.RedisHolds
@@ -117,6 +118,7 @@ class Replica:
                 ),
                 replica=settings.replica_id,
                 alive_ttl=settings.liveness_ttl,
+                on_error=self.metrics.registry_errors.inc,
             )
         else:
             self.holder = holds.LocalHolds(settings.replica_id)

@@ -41,7 +41,7 @@ class Sharding:
         sessions: session_.SessionManager,
         on_handoff: Callable[[int], None] | None = None,
         on_owned: Callable[[int], None] | None = None,
-        on_epoch: Callable[[int], None] | None = None,
+        on_store_error: Callable[[], None] | None = None,
         standbys: bool = True,  # name standbys (only where stand-ins are possible)
     ) -> None:
         self.replica_id = replica_id
@@ -50,7 +50,7 @@ class Sharding:
         self.sessions = sessions
         self.on_handoff = on_handoff
         self.on_owned = on_owned
-        self.on_epoch = on_epoch
+        self.on_store_error = on_store_error
         self.standbys = standbys
         self.agents: set[str] = set()
         self.map: shardmap.ShardMap | None = None
@@ -150,6 +150,8 @@ class Sharding:
                     self.agents = set(agents)
                     self.changed.set()
             except hub.StoreError as err:
+                if self.on_store_error:
+                    self.on_store_error()
                 logger.warning("agent registry watch broke, re-listing: %s", err)
                 await asyncio.sleep(0.5)
 
@@ -189,8 +191,6 @@ class Sharding:
                 self.on_handoff(moved)
         if self.on_owned:
             self.on_owned(self.ring.loads().get(ring.ReplicaId(self.replica_id), 0))
-        if self.on_epoch:
-            self.on_epoch(current.epoch)
         self.coordinator.set_applied_epoch(current.epoch)
         self.applied.set()
 
