@@ -103,7 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default="default", help="namespace of the Lease objects")
     p.add_argument("--redis", help="redis://HOST:PORT session registry")
     p.add_argument("--tls-dir", required=True, type=Path)
-    p.add_argument("--metrics", help="HOST:PORT for /metrics")
+    p.add_argument("--metrics", help="HOST:PORT for /metrics, /healthz and /readyz")
+    p.add_argument(
+        "--health",
+        help="HOST:PORT of a plaintext grpc.health.v1 server for probes (kubelet's gRPC probes"
+        " cannot do mTLS): service `liveness` is SERVING while the process runs, `readiness`"
+        ' (and "") while it is a member with a shard map applied',
+    )
     p.add_argument("--max-message-bytes", type=int, default=1 << 20)
     p.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds")
     p.add_argument("--lease-duration", type=float, default=4.0, help="seconds (client-go: 15)")
@@ -306,6 +312,7 @@ def cmd_principal(args: argparse.Namespace) -> int:
         redis=args.redis,
         tls_dir=args.tls_dir,
         metrics=args.metrics,
+        health=args.health,
         session=session.SessionSettings(
             max_message_bytes=args.max_message_bytes,
             heartbeat_interval=args.heartbeat_interval,

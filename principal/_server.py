@@ -37,6 +37,12 @@ __all__ = ["Replica", "grpc_server_options", "run"]
 
 logger = logging.getLogger(__name__)
 
+LIVENESS = "liveness"
+READINESS = "readiness"
+"""Service names on the --health port (kubelet gRPC probes name one in `service`)."""
+PROBE_REFRESH = 0.5
+"""Seconds between readiness updates on the --health port."""
+
 
 def grpc_server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     """Server channel args, agreed with the agent's keepalive settings.
@@ -138,6 +144,8 @@ class Replica:
             )
         self.server: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
+        self.probes = health_aio.HealthServicer()  # the plaintext --health port's
+        self.probe_server: grpc.aio.Server | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: exposition.MetricsServer | None = None
@@ -145,6 +153,8 @@ class Replica:
 
     async def start(self) -> None:
         creds = credentials.server_credentials(self.settings.tls_dir)
+        if self.settings.health:  # first: a slow store must not fail the liveness probe
+            await self._start_probes()
         await self.desired.connect()
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatch-watch"))
         await asyncio.wait_for(self.dispatcher.wait_ready(), self.settings.store_timeout * 3)
@@ -204,6 +214,30 @@ class Replica:
         await self._wait_first_map()
         logger.info("replica %s serving agents on %s:%d", self.settings.replica_id, host, self.port)
 
+    async def _start_probes(self) -> None:
+        """A plaintext grpc.health.v1 server for kubelet probes: `liveness` answers SERVING
+        while the process runs (never asks a store, Redis or an agent); `readiness` and ""
+        follow `readiness()`, refreshed every PROBE_REFRESH seconds."""
+        assert self.settings.health is not None
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.probes, server)
+        host, port = settings_.parse_hostport(self.settings.health, what="--health")
+        if server.add_insecure_port(f"{host}:{port}") == 0:
+            raise OSError(f"cannot listen on {self.settings.health}")
+        await server.start()
+        self.probe_server = server
+        await self.probes.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        self._tasks.append(asyncio.create_task(self._mirror_readiness(), name="probes"))
+
+    async def _mirror_readiness(self) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            ready, _ = self.readiness()
+            for service in ("", READINESS):
+                await self.probes.set(service, serving if ready else not_serving)
+            await asyncio.sleep(PROBE_REFRESH)
+
     def _counts(self, registered: int, standins: int) -> None:
         self.metrics.agents_registered.set(registered)
         self.metrics.standins_open.set(standins)
@@ -237,6 +271,7 @@ class Replica:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
+        await self.probes.enter_graceful_shutdown()  # readiness goes NOT_SERVING at once
         # Hand every agent to its owner in the map without us, then leave the member
         # set (releasing the lease if leading) so peers publish that map at once.
         drained = self.sharding.drain()
@@ -258,6 +293,8 @@ class Replica:
         self.recorder.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
+        if self.probe_server is not None:
+            await self.probe_server.stop(None)
 
 
 async def run(settings: settings_.PrincipalSettings) -> None:

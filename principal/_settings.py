@@ -27,6 +27,7 @@ class PrincipalSettings:
     coordination: str  # etcd://HOST:PORT[,HOST:PORT] or "kubernetes" (leases, members, map)
     tls_dir: Path  # folder with tls.crt, tls.key, ca.crt
     metrics: str | None = None  # HOST:PORT for /metrics, None = off
+    health: str | None = None  # HOST:PORT of a plaintext grpc.health.v1 server, None = off
     redis: str | None = None  # redis://HOST:PORT session registry (HA only)
     store: str | None = None  # the hub store: etcd://... or kubernetes://...; default: coordination
     namespace: str = (
@@ -55,6 +56,8 @@ class PrincipalSettings:
         parse_hostport(self.advertise, what="--advertise")
         if self.metrics:
             parse_hostport(self.metrics, what="--metrics")
+        if self.health:
+            parse_hostport(self.health, what="--health")
         if self.coordination != "kubernetes" and not self.coordination.startswith("etcd://"):
             raise ValueError(
                 f"bad --coordination {self.coordination!r}: expected etcd://HOST:PORT[,HOST:PORT]"
