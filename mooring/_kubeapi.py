@@ -116,10 +116,7 @@ class KubeAPIServer:
             self._start_apiserver()
             self._wait_ready(timeout=timeout)
             self._user_kubeconfig(self._admin_files()[0].parent, self.kubeconfig)
-            for crd in self.crds:
-                self.apply_crd(crd)
-            for crd in self.crds:
-                self._wait_established(crd, timeout=timeout)
+            self.install_crds(self.crds, timeout=timeout)
         except BaseException:
             self.stop()
             raise
@@ -163,8 +160,42 @@ class KubeAPIServer:
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",  # no "kubernetes" Endpoints for a loopback address
+            f"--audit-policy-file={self._audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # an event is on disk before its answer is sent
         ]
         self.proc, self.handle = processes.spawn(cmd, log=self.log_path)
+
+    # -- audit -------------------------------------------------------------------------
+
+    @property
+    def audit_log(self) -> Path:
+        """Every request's metadata (user, verb, resource, namespace, status), JSON lines."""
+        return self.root / "audit.log"
+
+    def _audit_policy(self) -> Path:
+        path = self.root / "audit-policy.yaml"
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata"}],
+        }
+        path.write_text(json.dumps(policy))
+        return path
+
+    def audit_events(self, user: str) -> list[dict[str, Any]]:
+        """The audit events of requests made by `user` (e.g. a ServiceAccount's
+        system:serviceaccount:NS:NAME), in order."""
+        events = []
+        with contextlib.suppress(FileNotFoundError), self.audit_log.open() as lines:
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if event.get("user", {}).get("username") == user:
+                        events.append(event)
+        return events
 
     def _wait_ready(self, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -323,6 +354,13 @@ class KubeAPIServer:
         )
         if status not in (200, 201):
             raise KubeAPIError(f"CRD {name} from {path} refused: HTTP {status}: {text[:300]}")
+
+    def install_crds(self, paths: Sequence[Path], *, timeout: float = 60.0) -> None:
+        """Server-side apply CRD files and wait until each is Established and served."""
+        for path in paths:
+            self.apply_crd(path)
+        for path in paths:
+            self._wait_established(path, timeout=timeout)
 
     def _wait_established(self, path: Path, *, timeout: float) -> None:
         name = _crd_name(path)

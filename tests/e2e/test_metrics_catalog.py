@@ -115,9 +115,12 @@ def test_alerting_series_have_values(cluster: state_.ClusterState) -> None:
     def settled() -> list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] | None:
         got = [samples(r.metrics) for r in cluster.replicas if r.metrics]
         seen = [k for s in got for k in s if k[0] == catalog.AGENT_LAST_SEEN.name]
-        return got if len(seen) == 2 else None
+        registered = [s.get((catalog.AGENTS_REGISTERED.name, ())) for s in got]
+        return got if len(seen) == 2 and registered == [2.0, 2.0] else None
 
-    replicas = wait_for(settled, timeout=20, interval=0.3, what="last-seen series for 2 agents")
+    replicas = wait_for(
+        settled, timeout=20, interval=0.3, what="both replicas list 2 agents and their last-seen"
+    )
     assert sum(s[(catalog.MEMBER.name, ())] for s in replicas) == 2
     assert sum(s[(catalog.LEADER.name, ())] for s in replicas) == 1
     assert all(s[(catalog.AGENTS_REGISTERED.name, ())] == 2 for s in replicas)
