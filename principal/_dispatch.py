@@ -90,3 +90,13 @@ class Dispatcher:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except Exception:  # a bug must not end change delivery for every agent here
+                if self._on_error is not None:
+                    self._on_error()
+                logger.exception(
+                    "store watch failed unexpectedly, restarting in %.2fs",
+                    delay,
+                    extra=logfields.of(reason="internal"),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -39,7 +40,10 @@ from principal._hub import (
     Resource,
     StoreError,
 )
+from proto import _logfields as logfields
 from proto import codec, objects
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EtcdHubStore"]
 
@@ -58,6 +62,7 @@ class EtcdHubStore:
         # re-modes an agent, so a reconnect storm needs no etcd round trip to re-check.
         self._registered: dict[str, Mode] = {}
         self._deleting: set[bytes] = set()  # mirror keys this store is deleting
+        self._corrupt: set[tuple[bytes, int]] = set()  # undecodable records already logged
 
     async def connect(self) -> None:
         await self.kv.connect()
@@ -119,21 +124,40 @@ class EtcdHubStore:
         return AgentRecord(name=name, mode=mode)
 
     # --- resources --------------------------------------------------------------
-    def _resource(self, agent: str, kind: str, name: str, raw: etcd.KeyValue) -> Resource:
-        data = json.loads(raw.value)
-        origin = data.get("origin", "principal")
-        version = int(data["agent_version"]) if origin == "agent" else raw.mod_revision
-        return Resource(
-            agent=agent,
-            kind=kind,
-            name=name,
-            object=data["object"],
-            checksum=data["checksum"],
-            version=version,
-            status=data.get("status"),
-            status_checksum=data.get("status_checksum", ""),
-            origin=origin,
-        )
+    def _resource(self, agent: str, kind: str, name: str, raw: etcd.KeyValue) -> Resource | None:
+        """The record at `raw`, or None (logged once) when it cannot be decoded: a value
+        written around Mooring must not stop the change feed or a session, and a write of
+        that resource replaces it."""
+        try:
+            data = json.loads(raw.value)
+            origin = data.get("origin", "principal")
+            version = int(data["agent_version"]) if origin == "agent" else raw.mod_revision
+            obj, checksum = data["object"], data["checksum"]
+            if not isinstance(obj, dict) or not isinstance(checksum, str):
+                raise TypeError("object must be a mapping and checksum a string")
+            return Resource(
+                agent=agent,
+                kind=kind,
+                name=name,
+                object=obj,
+                checksum=checksum,
+                version=version,
+                status=data.get("status"),
+                status_checksum=data.get("status_checksum", ""),
+                origin=origin,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            seen = (raw.key, raw.mod_revision)
+            if seen not in self._corrupt:
+                self._corrupt.add(seen)
+                logger.warning(
+                    "skipping undecodable record %s at revision %d: %s",
+                    raw.key.decode(errors="replace")[:200],
+                    raw.mod_revision,
+                    str(err)[:200],
+                    extra=logfields.of(agent=agent, kind=kind, name=name, reason="corrupt"),
+                )
+            return None
 
     async def list_resources(self, agent: str) -> tuple[list[Resource], Cursor]:
         """The agent's resources and the store revision they were read at."""
@@ -141,8 +165,9 @@ class EtcdHubStore:
         out = []
         for item in items:
             parsed = self._parse_app_key(item.key)
-            if parsed is not None:
-                out.append(self._resource(*parsed, item))
+            resource = self._resource(*parsed, item) if parsed is not None else None
+            if resource is not None:
+                out.append(resource)
         return out, Cursor(revision)
 
     async def get_resource(self, agent: str, kind: str, name: str) -> Resource | None:
@@ -170,8 +195,8 @@ class EtcdHubStore:
                     "cannot be changed from the principal; change it on the agent"
                 )
             raw_app = await self.kv.get(app_key)
-            if raw_app is not None:
-                current = self._resource(agent, kind, name, raw_app)
+            current = None if raw_app is None else self._resource(agent, kind, name, raw_app)
+            if current is not None:
                 if current.checksum == digest:
                     return current, False
             puts = [(app_key, value)]
@@ -211,8 +236,8 @@ class EtcdHubStore:
         digest, status_digest = codec.checksum(obj), codec.checksum(status)
         while True:
             raw = await self.kv.get(key)
-            if raw is not None:
-                current = self._resource(agent, kind, name, raw)
+            current = None if raw is None else self._resource(agent, kind, name, raw)
+            if current is not None:
                 if current.version > version or (
                     current.checksum == digest and current.status_checksum == status_digest
                 ):
@@ -235,7 +260,7 @@ class EtcdHubStore:
         if raw is None:
             return False
         current = self._resource(agent, kind, name, raw)
-        if current.version > version:
+        if current is not None and current.version > version:
             return False
         self._deleting.add(key)
         return await self.kv.delete_if(key, mod_revision=raw.mod_revision)
@@ -313,7 +338,10 @@ class EtcdHubStore:
                     )
                 else:
                     raw = etcd.KeyValue(event.key, event.value, event.mod_revision, 0, 0)
-                    resource = self._resource(agent, kind, name, raw)
+                    decoded = self._resource(agent, kind, name, raw)
+                    if decoded is None:
+                        continue  # logged; the next good write of it comes through
+                    resource = decoded
                     if resource.origin == "agent":  # hashed here only, not on every read
                         drifted = codec.checksum(resource.object) != resource.checksum
                         resource = dataclasses.replace(resource, drifted=drifted)
