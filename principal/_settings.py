@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from election import _settings as election_settings
@@ -17,6 +18,9 @@ def parse_hostport(value: str, *, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"bad {what} {value!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+_REPLICA_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +54,18 @@ class PrincipalSettings:
         return self.store or self.coordination
 
     def __post_init__(self) -> None:
-        if not self.replica_id:
-            raise ValueError("--id must not be empty")
+        if not _REPLICA_ID.fullmatch(self.replica_id):
+            raise ValueError(
+                f"bad --id {self.replica_id[:80]!r}: a replica id is a lowercase DNS label"
+                " (letters, digits and '-', at most 63; e.g. a pod name)"
+            )
         parse_hostport(self.listen, what="--listen")
-        parse_hostport(self.advertise, what="--advertise")
+        host, port = parse_hostport(self.advertise, what="--advertise")
+        if port == 0 or host in ("0.0.0.0", "::", ""):
+            raise ValueError(
+                f"--advertise {self.advertise} is not an address agents can dial: give"
+                " --advertise HOST:PORT when --listen uses port 0 or a wildcard address"
+            )
         if self.metrics:
             parse_hostport(self.metrics, what="--metrics")
         if self.health:

@@ -46,10 +46,11 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def replica(pki_dir: Path, etcd) -> AsyncIterator[server.Replica]:
+    listen = f"127.0.0.1:{free_port()}"
     cfg = settings.PrincipalSettings(
         replica_id="p1",
-        listen=f"127.0.0.1:{free_port()}",
-        advertise="127.0.0.1:0",
+        listen=listen,
+        advertise=listen,
         coordination=etcd.url,
         tls_dir=pki_dir / "principals" / "p1",
         session=session.SessionSettings(max_message_bytes=LIMIT),
