@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +27,7 @@ from agent import _settings as settings_
 from agent import _store as store_
 from proto import _credentials as credentials
 from proto import _logfields as logfields
-from proto import codec, pb
+from proto import codec, objects, pb
 
 __all__ = ["Agent", "AgentError", "channel_options"]
 
@@ -713,13 +712,13 @@ class _Live:
                     changed = await self.store.apply_remote_upsert(
                         kind,
                         event.key.name,
-                        obj=json.loads(event.object_json),
+                        obj=objects.load_json(event.object_json, what=f"{kind} {event.key.name}"),
                         version=event.version,
                         checksum=event.checksum,
                         force=self.resyncing,
                     )
-            except ValueError:
-                error = f"{kind} {event.key.name}: object is not JSON"
+            except objects.InvalidObjectError as err:
+                error = str(err)
             except store_.LocalStoreError as err:
                 # Refused by the local store (the workload apiserver's schema or RBAC, an
                 # object Mooring did not create): acknowledged as an error, counted, logged

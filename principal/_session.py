@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 import uuid
@@ -721,11 +720,10 @@ class StreamHandler:
             self._ack(session, envelope.seq, error=str(err))
             return
         try:
-            status = json.loads(update.status_json) if update.status_json else {}
-        except ValueError:
-            self._ack(
-                session, envelope.seq, error=f"status of {kind} {update.key.name} is not JSON"
-            )
+            what = f"status of {kind} {update.key.name}"
+            status = objects.load_json(update.status_json, what=what) if update.status_json else {}
+        except objects.InvalidObjectError as err:
+            self._ack(session, envelope.seq, error=str(err))
             return
         await self._store_call(
             self.desired.put_status(
@@ -759,7 +757,7 @@ class StreamHandler:
             )
         elif event.operation == pb.OPERATION_UPSERT:
             try:
-                doc = json.loads(event.object_json)
+                doc = objects.load_json(event.object_json, what=f"{kind} {event.key.name}")
                 obj = objects.synced_object(doc)  # the agent checksummed exactly this part
                 status = doc.get("status")
                 named = {**obj, "kind": kind}

@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "API_VERSION",
     "KINDS",
+    "MAX_DEPTH",
     "MAX_OBJECT_BYTES",
     "MOORING_PREFIX",
     "SERVER_MANAGED",
@@ -63,6 +64,9 @@ MAX_ANNOTATIONS_BYTES = 256 * 1024  # the apiserver's limit on all annotations t
 # default, `--max-message-bytes`) with room for its status; etcd's own limit is 1.5 MiB.
 MAX_OBJECT_BYTES = 900 * 1024
 _SHOWN = 60  # characters of an offending value quoted in an error
+MAX_DEPTH = 100
+"""Deepest nesting of maps and lists accepted in an object or status from the wire
+(Kubernetes objects stay far below; deeper ones are an attack on the decoder's stack)."""
 
 
 class InvalidObjectError(ValueError):
@@ -213,3 +217,36 @@ def synced_object(doc: Mapping[str, Any]) -> dict[str, Any]:
         if value:
             kept[key] = value
     return {"metadata": kept, "spec": doc.get("spec") or {}}
+
+
+def load_json(text: str, *, what: str) -> Any:
+    """Decode JSON from the wire, or InvalidObjectError naming `what`: not JSON, nested
+    deeper than MAX_DEPTH, or holding text that is not valid Unicode (a lone surrogate
+    such as "\\ud800" decodes in Python but can never be encoded again)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise InvalidObjectError(f"{what} is nested too deeply") from None
+    except ValueError as err:
+        raise InvalidObjectError(f"{what} is not JSON: {str(err)[:_SHOWN]}") from None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidObjectError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+            children = list(item.items()) if isinstance(item, dict) else list(enumerate(item))
+            for key, child in children:
+                if isinstance(key, str):
+                    _valid_text(key, what=what)
+                stack.append((child, depth + 1))
+        elif isinstance(item, str):
+            _valid_text(item, what=what)
+    return value
+
+
+def _valid_text(text: str, *, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidObjectError(f"{what} holds text that is not valid Unicode") from None
