@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: setup testbed test lint proto bench up
+.PHONY: setup testbed test lint proto bench up image
 
 setup:  ## install system packages (Debian) and the project with its dev extras
 	bash scripts/setup.sh
@@ -23,3 +23,6 @@ proto:  ## regenerate the committed gRPC stubs
 
 bench:
 	for b in bench/bench_*.py; do $(PYTHON) $$b || exit 1; done
+
+image:  ## build the container image offline (buildah, chroot isolation; as root)
+	bash scripts/build-image.sh
