@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,31 @@ def binary(name: str) -> Path:
     return directory() / "bin" / name
 
 
+CRD_SETS = {
+    "argocd": "Argo CD CRDs",
+    "prometheus-operator": "prometheus-operator CRDs",
+    "cert-manager": "cert-manager CRDs",
+}
+
+
+def crd_files(crd_set: str) -> list[Path]:
+    """The CRD files of one set in the test bed (a key of CRD_SETS), sorted."""
+    return sorted((directory() / "crds" / crd_set).glob("*.yaml"))
+
+
 def argocd_crds() -> list[Path]:
-    return sorted((directory() / "crds" / "argocd").glob("*.yaml"))
+    """Application, AppProject, ApplicationSet (argoproj.io)."""
+    return crd_files("argocd")
+
+
+def monitoring_crds() -> list[Path]:
+    """prometheus-operator's ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)."""
+    return crd_files("prometheus-operator")
+
+
+def cert_manager_crds() -> list[Path]:
+    """cert-manager's Certificate, Issuer and ClusterIssuer (cert-manager.io/v1)."""
+    return crd_files("cert-manager")
 
 
 def argocd_example(name: str) -> Path:
@@ -43,11 +67,15 @@ def argocd_example(name: str) -> Path:
     return directory() / "examples" / "argocd" / name
 
 
-def require(*binaries: str, crds: bool = False, examples: bool = False) -> None:
-    """Skip (fail under CI=true) unless the named binaries, CRDs and examples are built."""
+def require(
+    *binaries: str, crds: bool = False, examples: bool = False, crd_sets: Sequence[str] = ()
+) -> None:
+    """Skip (fail under CI=true) unless the named binaries, CRDs and examples are built.
+
+    `crds` asks for Argo CD's CRDs; `crd_sets` for any of CRD_SETS by name."""
     missing = [name for name in binaries if not binary(name).is_file()]
-    if crds and not argocd_crds():
-        missing.append("Argo CD CRDs")
+    wanted = dict.fromkeys([*(["argocd"] if crds else []), *crd_sets])  # once each, in order
+    missing += [CRD_SETS[name] for name in wanted if not crd_files(name)]
     if examples and not argocd_example("application.yaml").is_file():
         missing.append("Argo CD examples")
     if not missing:

@@ -64,16 +64,20 @@ def etcd36(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.EtcdCl
 
 @pytest.fixture(scope="session")
 def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kubeapi.KubeAPIServer]:
-    """One real kube-apiserver on its own etcd 3.6, with Argo CD's CRDs, for the session.
+    """One real kube-apiserver on its own etcd 3.6, with Argo CD's, prometheus-operator's
+    and cert-manager's CRDs, for the session.
 
     Tests isolate themselves by namespace or name prefix; `kubeconfig` is the admin's.
     """
-    testbed.require("kube-apiserver", "etcd", crds=True)
+    testbed.require(
+        "kube-apiserver", "etcd", crds=True, crd_sets=("prometheus-operator", "cert-manager")
+    )
     server = kubeapi.KubeAPIServer(
         tmp_path_factory.mktemp("kube"),
         binary=str(testbed.binary("kube-apiserver")),
         etcd_binary=str(testbed.binary("etcd")),
-        crds=testbed.argocd_crds(),
+        # Every CRD a test or a chart references, installed once before any test runs.
+        crds=testbed.argocd_crds() + testbed.monitoring_crds() + testbed.cert_manager_crds(),
     ).start()
     try:
         yield server

@@ -3,11 +3,17 @@
 The apiserver reports the version it was built from, serves Argo CD's CRDs with their
 schema, authorizes by RBAC (an identity without a grant is refused, with one it is not),
 and issues service-account tokens through TokenRequest; the etcd beside it is 3.6.
+prometheus-operator's and cert-manager's CRDs are the definitions asked for, and the
+apiserver accepts and serves them.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -17,12 +23,25 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 import pytest
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from mooring import _kubeapi as kubeapi
 from tests import _testbed as testbed
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
+# CRD set -> {kind: (group, scope)}; every one of them serves and stores v1 only
+MORE_CRDS = {
+    "prometheus-operator": {
+        "ServiceMonitor": ("monitoring.coreos.com", "Namespaced"),
+        "PrometheusRule": ("monitoring.coreos.com", "Namespaced"),
+    },
+    "cert-manager": {
+        "Certificate": ("cert-manager.io", "Namespaced"),
+        "Issuer": ("cert-manager.io", "Namespaced"),
+        "ClusterIssuer": ("cert-manager.io", "Cluster"),
+    },
+}
 
 
 def required_version(module: str, gomod: Path) -> str:
@@ -92,6 +111,50 @@ def test_argo_cd_crds_are_served_with_their_schema(admin: Any, namespace: str) -
     assert refused.value.status == 422 and "spec" in str(refused.value.body)
     projects = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "appprojects")
     assert projects["items"] == []
+
+
+def pinned(name: str) -> str:
+    for line in (testbed.ROOT / "testbed/versions.env").read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.partition("=")[2].strip()
+    raise AssertionError(f"{name} not in testbed/versions.env")
+
+
+def definitions(crd_set: str) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """kind -> (file, its CustomResourceDefinition) of one CRD set of the test bed."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster on 300 KB
+    found = {}
+    for path in testbed.crd_files(crd_set):
+        doc = yaml.load(path.read_text(), Loader=loader)  # a safe loader either way
+        found[doc["spec"]["names"]["kind"]] = (path, doc)
+    return found
+
+
+@pytest.mark.parametrize("crd_set", sorted(MORE_CRDS))
+def test_prometheus_operator_and_cert_manager_crds_are_the_definitions_asked_for(
+    crd_set: str,
+) -> None:
+    testbed.require(crd_sets=[crd_set])
+    crds = {kind: doc for kind, (_, doc) in definitions(crd_set).items()}
+    assert set(crds) == set(MORE_CRDS[crd_set])
+    for kind, (group, scope) in MORE_CRDS[crd_set].items():
+        crd = crds[kind]
+        assert (crd["apiVersion"], crd["kind"]) == (
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+        )
+        spec = crd["spec"]
+        assert (spec["group"], spec["scope"]) == (group, scope)
+        assert crd["metadata"]["name"] == f"{spec['names']['plural']}.{group}"
+        versions = [(v["name"], v["served"], v["storage"]) for v in spec["versions"]]
+        assert versions == [("v1", True, True)]
+        assert spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    if crd_set == "prometheus-operator":  # the operator stamps its version on its CRDs
+        stamped = {
+            crd["metadata"]["annotations"]["operator.prometheus.io/version"]
+            for crd in crds.values()
+        }
+        assert stamped == {pinned("PROMETHEUS_OPERATOR_VERSION").removeprefix("v")}
 
 
 def test_rbac_refuses_an_identity_without_a_grant_and_honours_one(
@@ -165,6 +228,8 @@ def test_without_the_test_bed_kubernetes_tests_skip_with_the_way_to_build_it(
         monkeypatch.setenv("CI", "true")
         with pytest.raises(pytest.fail.Exception, match=r"kube-apiserver, Argo CD CRDs"):
             testbed.require("kube-apiserver", crds=True)
+        with pytest.raises(pytest.fail.Exception, match=r"lacks prometheus-operator CRDs, cert"):
+            testbed.require(crd_sets=["prometheus-operator", "cert-manager"])
     finally:
         testbed.directory.cache_clear()
 
@@ -180,3 +245,114 @@ def test_the_launcher_names_a_binary_that_does_not_start(tmp_path: Path) -> None
     with pytest.raises(kubeapi.KubeAPIError, match="exited with 1: flag provided"):
         server.start(timeout=20)
     assert server.etcd.members[0].proc is None  # the etcd it started is stopped again
+
+
+def test_a_new_folder_links_the_binaries_an_older_one_built_from_the_same_recipe(
+    tmp_path: Path,
+) -> None:
+    """A new CRD version (or any new folder) must not cost a kube-apiserver build."""
+    binaries = ("kube-apiserver", "etcd", "helm")
+    testbed.require(*binaries, crds=True, crd_sets=sorted(MORE_CRDS))
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("needs Go (the CRDs come from the Go module proxy)")
+    older = tmp_path / "mooring-testbed" / "older" / "bin"
+    older.mkdir(parents=True)
+    for name in binaries:
+        stamp = testbed.binary(name).with_name(f"{name}.recipe")
+        if not stamp.is_file():
+            pytest.skip(f"{stamp} is missing: rebuild with `bash scripts/testbed.sh`")
+        os.link(testbed.binary(name), older / name)  # one file system: the cache's
+        shutil.copy(stamp, older / stamp.name)
+    gocache = subprocess.run([go, "env", "GOCACHE"], capture_output=True, text=True).stdout
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path), "GOCACHE": gocache.strip()}
+    env.pop("MOORING_TESTBED", None)
+    run = subprocess.run(
+        ["bash", str(testbed.SCRIPT)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    folder = Path(run.stdout.strip())
+    assert folder.parent == tmp_path / "mooring-testbed"
+    assert folder.name == testbed.directory().name
+    for name in binaries:
+        assert f"testbed: {name} reused from {older.parent}" in run.stderr
+        assert (folder / "bin" / name).samefile(testbed.binary(name))
+    for crd_set in testbed.CRD_SETS:
+        made = sorted(path.name for path in (folder / "crds" / crd_set).glob("*.yaml"))
+        assert made == [path.name for path in testbed.crd_files(crd_set)]
+
+
+def served(server: kubeapi.KubeAPIServer, doc: dict[str, Any], *, timeout: float = 60.0) -> str:
+    """Wait until an applied CRD is Established and its list answers; return the URL path
+    of its resources (the namespace left as {ns} when namespaced)."""
+    spec, name = doc["spec"], doc["metadata"]["name"]
+    resources = f"/apis/{spec['group']}/v1"
+    if spec["scope"] == "Namespaced":
+        resources += "/namespaces/{ns}"
+    resources += f"/{spec['names']['plural']}"
+    deadline = time.monotonic() + timeout
+    while True:
+        status, text = server.request(
+            "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        )
+        crd = json.loads(text) if status == 200 else {}
+        conditions = (crd.get("status") or {}).get("conditions") or []  # null until accepted
+        established = any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+        if (
+            established
+            and server.request("GET", resources.format(ns="default") + "?limit=1")[0] == 200
+        ):
+            return resources
+        assert time.monotonic() < deadline, f"CRD {name} not served after {timeout:.0f}s"
+        time.sleep(0.1)
+
+
+def test_the_apiserver_serves_prometheus_operator_and_cert_manager_crds(
+    kube_apiserver: kubeapi.KubeAPIServer, namespace: str
+) -> None:
+    # Last in the file: installing 700 KB of CRDs keeps the apiserver busy (OpenAPI) for a
+    # while, which can delay when a fresh RoleBinding takes effect for a test right after.
+    testbed.require(crd_sets=sorted(MORE_CRDS))
+    crds = {kind: crd for crd_set in MORE_CRDS for kind, crd in definitions(crd_set).items()}
+    for path, _ in crds.values():
+        kube_apiserver.apply_crd(path)
+    urls = {kind: served(kube_apiserver, doc) for kind, (_, doc) in crds.items()}
+    objects: dict[str, dict[str, Any]] = {
+        "ServiceMonitor": {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "spec": {
+                "selector": {"matchLabels": {"app": "mooring"}},
+                "endpoints": [{"port": "metrics", "interval": "15s"}],
+            },
+        },
+        "PrometheusRule": {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "spec": {
+                "groups": [{"name": "mooring", "rules": [{"alert": "Down", "expr": "up == 0"}]}]
+            },
+        },
+        "Issuer": {"apiVersion": "cert-manager.io/v1", "spec": {"selfSigned": {}}},
+        "Certificate": {
+            "apiVersion": "cert-manager.io/v1",
+            "spec": {
+                "secretName": "mooring-tls",
+                "dnsNames": ["mooring.example"],
+                "issuerRef": {"name": "mooring", "kind": "Issuer"},
+            },
+        },
+    }
+    for kind, doc in objects.items():
+        doc |= {"kind": kind, "metadata": {"name": "mooring"}}
+        url = urls[kind].format(ns=namespace)
+        status, text = kube_apiserver.request("POST", url, body=json.dumps(doc).encode())
+        assert status == 201, f"{kind}: HTTP {status}: {text[:300]}"
+        status, text = kube_apiserver.request("GET", f"{url}/mooring")
+        assert status == 200 and json.loads(text)["spec"] == doc["spec"]
+    # the schemas are enforced: a Certificate must name its Secret
+    lacking = objects["Certificate"] | {"metadata": {"name": "nosecret"}}
+    lacking["spec"] = {k: v for k, v in lacking["spec"].items() if k != "secretName"}
+    url = urls["Certificate"].format(ns=namespace)
+    status, text = kube_apiserver.request("POST", url, body=json.dumps(lacking).encode())
+    assert status == 422 and "secretName" in text
+    status, text = kube_apiserver.request("GET", urls["ClusterIssuer"] + "?limit=1")
+    assert status == 200 and isinstance(json.loads(text)["items"], list)
