@@ -453,19 +453,20 @@ class Agent:
             self.sessions_opened += 1
             self.metrics.sessions.inc()
             self.metrics.events_received.labels("welcome").inc()
+            fields = logfields.of(
+                agent=self.settings.name,
+                replica=welcome.replica_id,
+                session=welcome.session_id,
+                epoch=welcome.epoch,
+                endpoint=target,
+            )
             logger.info(
                 "agent %s: session %s with replica %s on %s",
                 self.settings.name,
                 welcome.session_id,
                 welcome.replica_id,
                 target,
-                extra=logfields.of(
-                    agent=self.settings.name,
-                    replica=welcome.replica_id,
-                    session=welcome.session_id,
-                    epoch=welcome.epoch,
-                    endpoint=target,
-                ),
+                extra=fields,
             )
             live = _Live(self, call, welcome=welcome, started=started)
             reason = await live.run()
@@ -479,13 +480,7 @@ class Agent:
                 self.settings.name,
                 welcome.session_id,
                 reason,
-                extra=logfields.of(
-                    agent=self.settings.name,
-                    replica=welcome.replica_id,
-                    session=welcome.session_id,
-                    epoch=welcome.epoch,
-                    endpoint=target,
-                ),
+                extra=fields,
             )
             if live.silent or reason.startswith(("UNAVAILABLE", "stream ended")):
                 await self._drop_channel(target)  # the connection itself is gone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import prometheus_client as prom
 
-from proto import catalog, codec
+from proto import catalog
 
 __all__ = ["AgentMetrics"]
 
@@ -15,10 +15,11 @@ class AgentMetrics:
     def __init__(self, registry: prom.CollectorRegistry, *, agent: str) -> None:
         self.registry = registry
         self.agent = agent
-        catalog.gauge(registry, catalog.BUILD_INFO).labels(
-            VERSION, f"{codec.PROTOCOL_MIN}-{codec.PROTOCOL_MAX}", "agent"
-        ).set(1)
-        self.certificate_expiry = catalog.gauge(registry, catalog.CERTIFICATE_EXPIRY)
+        self.certificate_expiry = catalog.identify(
+            registry,
+            catalog.Component.AGENT,
+            version=VERSION,
+        )
         self.connected = catalog.gauge(registry, catalog.AGENT_CONNECTED)
         self.events_received = catalog.counter(registry, catalog.EVENTS_RECEIVED)
         self.events_sent = catalog.counter(registry, catalog.EVENTS_SENT)

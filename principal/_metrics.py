@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import prometheus_client as prom
 
-from proto import catalog, codec
+from proto import catalog
 
 __all__ = ["VERSION", "PrincipalMetrics"]
 
@@ -18,10 +18,11 @@ class PrincipalMetrics:
     def __init__(self, registry: prom.CollectorRegistry, *, replica_id: str) -> None:
         self.registry = registry
         self.replica_id = replica_id
-        catalog.gauge(registry, catalog.BUILD_INFO).labels(
-            VERSION, f"{codec.PROTOCOL_MIN}-{codec.PROTOCOL_MAX}", "principal"
-        ).set(1)
-        self.certificate_expiry = catalog.gauge(registry, catalog.CERTIFICATE_EXPIRY)
+        self.certificate_expiry = catalog.identify(
+            registry,
+            catalog.Component.PRINCIPAL,
+            version=VERSION,
+        )
         self.sessions_open = catalog.gauge(registry, catalog.SESSIONS_OPEN)
         self.standins_open = catalog.gauge(registry, catalog.STANDIN_SESSIONS_OPEN)
         self.agents_owned = catalog.gauge(registry, catalog.AGENTS_OWNED)

@@ -633,15 +633,19 @@ class StreamHandler:
             kind,
             name,
             version,
-            extra=logfields.of(
-                agent=session.agent,
-                replica=self.replica_id,
-                session=session.session_id,
+            extra=self._fields(
+                session,
                 kind=kind,
                 name=name,
                 version=version,
                 operation=operation,
             ),
+        )
+
+    def _fields(self, session: Session, **more: Any) -> dict[str, Any]:
+        """Log fields naming the agent, this replica and the session, plus `more`."""
+        return logfields.of(
+            agent=session.agent, replica=self.replica_id, session=session.session_id, **more
         )
 
     async def _refused(self, session: Session, kind: str, name: str, error: str) -> None:
@@ -656,10 +660,8 @@ class StreamHandler:
             kind,
             name,
             reason,
-            extra=logfields.of(
-                agent=session.agent,
-                replica=self.replica_id,
-                session=session.session_id,
+            extra=self._fields(
+                session,
                 kind=kind or None,
                 name=name or None,
                 error=reason,
@@ -796,10 +798,8 @@ class StreamHandler:
                 kind,
                 event.key.name,
                 event.version,
-                extra=logfields.of(
-                    agent=session.agent,
-                    replica=self.replica_id,
-                    session=session.session_id,
+                extra=self._fields(
+                    session,
                     kind=kind,
                     name=event.key.name,
                     version=event.version,
@@ -830,10 +830,8 @@ class StreamHandler:
                     session.agent,
                     change.kind,
                     change.name,
-                    extra=logfields.of(
-                        agent=session.agent,
-                        replica=self.replica_id,
-                        session=session.session_id,
+                    extra=self._fields(
+                        session,
                         kind=change.kind,
                         name=change.name,
                         reason="drift",

@@ -19,6 +19,8 @@ from typing import Literal
 
 import prometheus_client as prom
 
+from proto import _codec as codec
+
 __all__ = [
     "FAMILIES",
     "Component",
@@ -26,6 +28,7 @@ __all__ = [
     "counter",
     "gauge",
     "histogram",
+    "identify",
 ]
 
 
@@ -353,3 +356,11 @@ def histogram(registry: prom.CollectorRegistry, family: Family) -> prom.Histogra
     return prom.Histogram(
         family.base, family.help, family.labels, registry=registry, buckets=family.buckets
     )
+
+
+def identify(registry: prom.CollectorRegistry, component: Component, *, version: str) -> prom.Gauge:
+    """Set this process's mooring_build_info (release, wire protocol range, component) and
+    return its certificate-expiry gauge (every process has both)."""
+    protocol = f"{codec.PROTOCOL_MIN}-{codec.PROTOCOL_MAX}"
+    gauge(registry, BUILD_INFO).labels(version, protocol, component.value).set(1)
+    return gauge(registry, CERTIFICATE_EXPIRY)
