@@ -10,6 +10,9 @@ holds a space, a quote, `=` or a control character. Messages may carry text an a
 chose (an error it reports, a name): every line break and control character in the
 message and the fields is escaped (`\\n`, `\\x1b`, ...), and each line of a traceback is
 indented, so no record can pass for another. Only lines that start with a time are records.
+
+Both formats cut a message or a field value at MAX_TEXT characters and say how much
+was cut: a peer that sends a 900 KB name must not turn each refusal into 900 KB of log.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from typing import IO, Any
 
 from proto import _logfields as logfields
 
-__all__ = ["JsonFormatter", "TextFormatter", "setup"]
+__all__ = ["MAX_TEXT", "JsonFormatter", "TextFormatter", "clip", "setup"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CORE_KEYS = ("time", "level", "logger", "message")
+MAX_TEXT = 2048
+"""Characters of a message or field value kept in a log line."""
 
 # Every attribute a LogRecord has of its own; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
@@ -51,6 +56,17 @@ def rfc3339(created: float) -> str:
     """A record's time as RFC 3339 in UTC with milliseconds: 2026-12-01T09:15:02.123Z."""
     moment = datetime.datetime.fromtimestamp(created, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def clip(text: str) -> str:
+    """`text`, cut at MAX_TEXT characters with a note of how many were left out."""
+    if len(text) <= MAX_TEXT:
+        return text
+    return f"{text[:MAX_TEXT]}... ({len(text) - MAX_TEXT} more characters)"
+
+
+def _clipped(value: Any) -> Any:
+    return clip(value) if isinstance(value, str) else value
 
 
 def escape(text: str) -> str:
@@ -83,10 +99,10 @@ class JsonFormatter(logging.Formatter):
             "time": rfc3339(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": clip(record.getMessage()),
         }
         for key, value in record_fields(record).items():
-            out.setdefault(key, value)
+            out.setdefault(key, _clipped(value))
         if record.exc_info:
             record.exc_text = record.exc_text or self.formatException(record.exc_info)
         if record.exc_text:
@@ -103,13 +119,13 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        record.message = record.getMessage()
+        record.message = clip(record.getMessage())
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
         lines = [
             escape(self.formatMessage(record))
             + "".join(
-                f" {escape(str(key))}={escape(_value(value))}"
+                f" {escape(str(key))}={escape(_value(_clipped(value)))}"
                 for key, value in record_fields(record).items()
             )
         ]

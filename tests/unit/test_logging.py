@@ -201,3 +201,20 @@ def test_setup_installs_one_handler_on_the_root_and_replaces_its_own() -> None:
             root.removeHandler(h)
             h.close()
         root.setLevel(saved_level)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_huge_message_or_field_is_cut_and_says_so(fmt: str) -> None:
+    stream = io.StringIO()
+    handler = logging_.setup("INFO", fmt, stream)
+    try:
+        name = "x" * 900_000  # what a hostile hello may claim
+        logging.getLogger("test.huge").warning(
+            "refused %s", name, extra=logfields.of(agent=name, reason="identity_mismatch")
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    line = stream.getvalue()
+    assert len(line) < 3 * logging_.MAX_TEXT + 500
+    assert f"... ({900_000 + len('refused ') - logging_.MAX_TEXT} more characters)" in line
+    assert "identity_mismatch" in line
