@@ -269,6 +269,8 @@ class EtcdHubStore:
     async def put_status(
         self, agent: str, kind: str, name: str, *, status: Mapping[str, Any], spec_version: int
     ) -> bool:
+        if await self.kv.get(self._app_key(agent, kind, name)) is None:
+            return False  # no such resource: nothing to report on (as on Kubernetes)
         key = self._status_key(agent, kind, name)
         digest = codec.checksum(status)
         raw = await self.kv.get(key)

@@ -187,6 +187,17 @@ async def test_status_is_kept_apart_and_idempotent(store: hub.HubStore) -> None:
     assert got[("Application", "guestbook")]["spec_version"] == created.version
 
 
+async def test_a_status_for_a_resource_that_does_not_exist_is_not_stored(
+    store: hub.HubStore,
+) -> None:
+    await store.apply_desired("edge-1", app("real"))
+    for name in ("ghost", "real"):
+        await store.put_status(
+            "edge-1", "Application", name, status={"health": {"status": "Healthy"}}, spec_version=1
+        )
+    assert set(await store.list_status("edge-1")) == {("Application", "real")}
+
+
 async def test_a_refusal_is_a_status_condition_until_the_next_status(store: hub.HubStore) -> None:
     created, _ = await store.apply_desired("edge-1", app("guestbook"))
     synced = {"sync": {"status": "Synced"}}
