@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the commands import what they use, so `agent run` stays sma
 
 from mooring import _localcli as localcli
 from mooring import _logging as logging_
-from proto import objects
+from proto import codec, objects
 
 __all__ = ["main"]
 
@@ -32,7 +32,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse would print usage; we want one line
-        raise UsageError(f"{self.prog}: {message}")
+        where = self.prog.removeprefix("mooring").strip()  # main() prints "mooring: " itself
+        raise UsageError(f"{where}: {message}" if where else message)
 
 
 def _apply_env(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -61,6 +62,11 @@ def _apply_env(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mooring", description="HA control plane for pull-based GitOps agents.")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"mooring {codec.RELEASE} (wire protocol {codec.PROTOCOL_MIN}-{codec.PROTOCOL_MAX})",
+    )
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--log-level", default="INFO")

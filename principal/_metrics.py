@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import prometheus_client as prom
 
-from proto import catalog
+from proto import catalog, codec
 
 __all__ = ["VERSION", "PrincipalMetrics"]
 
-VERSION = "0.1.0"
+VERSION = codec.RELEASE
 
 
 class PrincipalMetrics:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ __all__ = [
     "PROTOCOL_MAX",
     "PROTOCOL_MIN",
     "REJECTED_TRAILER",
+    "RELEASE",
     "RETRY_REASONS",
     "SERVICE_NAME",
     "SUBSCRIBE_METHOD",
@@ -33,6 +35,17 @@ __all__ = [
 # raises PROTOCOL_MAX keeps every old agent connected).
 PROTOCOL_MIN = 1
 PROTOCOL_MAX = 1
+
+
+def _release() -> str:
+    try:
+        return importlib.metadata.version("mooring")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "0+unknown"
+
+
+RELEASE = _release()
+"""Mooring's release, from the installed package's metadata (pyproject's version)."""
 
 SERVICE_NAME = "mooring.v1.AgentStream"
 SUBSCRIBE_METHOD = f"/{SERVICE_NAME}/Subscribe"
