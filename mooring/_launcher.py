@@ -65,6 +65,8 @@ METRICS_OFFSET = 100
 """With --base-port P, replica pN listens on P+N-1 and serves /metrics on P+100+N-1."""
 LEASE_NAMESPACE = "mooring"
 """With --kubernetes: the namespace of the replicas' Leases."""
+AGENTS_TIMEOUT = 30.0
+"""Seconds `up --detach` waits for every agent's first session."""
 REFRESH_TTY = 1.0
 REFRESH_PLAIN = 5.0
 """Seconds between status tables: in place on a terminal, appended otherwise."""
@@ -370,6 +372,7 @@ def up(options: UpOptions, *, out: TextIO = sys.stdout) -> int:
             return 130
         print(_summary(state), file=out, flush=True)
         if options.detach:
+            print(_agents_connected(state), file=out, flush=True)
             return 0
         try:
             with state_.locked(directory):
@@ -587,6 +590,22 @@ def _start_agents(
         )
         started.append((f"agent {agent.name}", proc, Path(agent.log), _port(agent.metrics)))
     return started
+
+
+def _agents_connected(state: state_.ClusterState, *, timeout: float = AGENTS_TIMEOUT) -> str:
+    """Wait (bounded) until every agent has a session, so that `up --detach` returns a
+    cluster `mooring status` shows whole; the line says how many made it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = status_.collect(state)
+        connected, total = got["agents_connected"], got["agents_total"]
+        if connected == total or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    line = f"  agents connected: {connected}/{total}"
+    if connected < total:
+        line += f" after {timeout:.0f}s (the others keep retrying; see `mooring status`)"
+    return line
 
 
 def _summary(state: state_.ClusterState) -> str:

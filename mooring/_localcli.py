@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,11 +136,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             print(remote_render(status))
         return 0
-    status = status_.collect(state_.load(args.dir.resolve()))
+    directory = args.dir.resolve()
+    status = status_.collect(state_.load(directory))
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
         print(status_.render(status))
+    if not status["running"]:
+        # Say so, and exit 1 (the contract's runtime failure): scripts need not parse the table.
+        print(
+            f"mooring: the cluster in {directory} is stopped: start it with"
+            f" `mooring up --dir {directory}`",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -109,7 +109,11 @@ def test_down_leaves_no_process_behind(cluster: Path) -> None:
     assert [h.pid for h in handles if processes.alive(h)] == []
     again = mooring("down", "--dir", str(cluster))  # idempotent
     assert "not running" in again.stdout
-    assert status(cluster)["running"] is False
+    stopped = mooring("status", "--json", "--dir", str(cluster), check=False)
+    assert stopped.returncode == 1 and json.loads(stopped.stdout)["running"] is False
+    assert stopped.stderr.strip() == (
+        f"mooring: the cluster in {cluster} is stopped: start it with `mooring up --dir {cluster}`"
+    )
 
 
 def test_missing_etcd_names_the_package(tmp_path: Path) -> None:
