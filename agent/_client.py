@@ -152,7 +152,9 @@ class Agent:
         )
         self.settings = settings
         self.registry = registry or prom.CollectorRegistry()
-        self.metrics = metrics_.AgentMetrics(self.registry, agent=settings.name)
+        self.metrics = metrics_.AgentMetrics(
+            self.registry, agent=settings.name, tls_dir=settings.tls_dir
+        )
         self.store = localstore.open_local_store(
             settings.store_url, mode=settings.mode, agent=settings.name
         )
@@ -174,10 +176,6 @@ class Agent:
         self.standby = ""  # where that replica said to go first if it stops answering
         self._store_error: str | None = None
         self._store_checked = False
-        for label, key in (("client", "leaf"), ("ca", "ca")):
-            self.metrics.certificate_expiry.labels(label).set_function(
-                credentials.expiry_of(settings.tls_dir, key)
-            )
 
     def stop(self) -> None:
         self._stop.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import prometheus_client as prom
 
 from proto import catalog, codec
@@ -12,14 +14,12 @@ VERSION = codec.RELEASE
 
 
 class AgentMetrics:
-    def __init__(self, registry: prom.CollectorRegistry, *, agent: str) -> None:
+    def __init__(
+        self, registry: prom.CollectorRegistry, *, agent: str, tls_dir: str | os.PathLike[str]
+    ) -> None:
         self.registry = registry
         self.agent = agent
-        self.certificate_expiry = catalog.identify(
-            registry,
-            catalog.Component.AGENT,
-            version=VERSION,
-        )
+        catalog.identify(registry, catalog.Component.AGENT, version=VERSION, tls_dir=tls_dir)
         self.connected = catalog.gauge(registry, catalog.AGENT_CONNECTED)
         self.events_received = catalog.counter(registry, catalog.EVENTS_RECEIVED)
         self.events_sent = catalog.counter(registry, catalog.EVENTS_SENT)
@@ -32,8 +32,3 @@ class AgentMetrics:
         self.connect_errors = catalog.counter(registry, catalog.CONNECT_ERRORS)
         self.redirects = catalog.counter(registry, catalog.REDIRECTS)
         self.sessions = catalog.counter(registry, catalog.SESSIONS)
-        for kind in catalog.MESSAGE_TYPES:
-            self.events_sent.labels(kind)
-            self.events_received.labels(kind)
-        for operation in ("upsert", "delete"):
-            self.events_applied.labels(operation)

@@ -22,6 +22,7 @@ import yaml
 from mooring import _processes as processes
 from mooring import _services as services
 from mooring import _state as state_
+from proto import catalog
 
 __all__ = [
     "ALERTS",
@@ -148,8 +149,6 @@ def start_prometheus(
 
 def metrics_doc() -> str:
     """docs/metrics.md, generated from `proto.catalog` (scripts/gendocs.py writes it)."""
-    from proto import catalog
-
     lines = [
         "# Metrics",
         "",

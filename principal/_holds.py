@@ -117,14 +117,7 @@ class RedisHolds:
             try:
                 self._beat()
             except Exception as err:
-                self.errors += 1
-                if self._on_error is not None:
-                    self._on_error()
-                logger.warning(
-                    "session registry beat failed: %s",
-                    err,
-                    extra=logfields.of(replica=self.replica, reason="registry", error=str(err)),
-                )
+                self._failed("beat", err)
 
     async def start(self) -> None:
         """Beat once before serving (without our liveness key, others may take our
@@ -207,19 +200,24 @@ class RedisHolds:
             if not self.is_fenced():
                 await self._renew(on_lost)
 
+    def _failed(self, call: str, err: Exception) -> None:
+        """A beat or renewal failed (on any thread): count it and say so once."""
+        self.errors += 1
+        if self._on_error is not None:
+            self._on_error()
+        logger.warning(
+            "session registry %s failed: %s",
+            call,
+            err,
+            extra=logfields.of(replica=self.replica, reason="registry", error=str(err)),
+        )
+
     async def _renew(self, on_lost: Callable[[str, int], None]) -> None:
         snapshot = dict(self.held)
         try:
             results = await self.registry.renew_many(snapshot, replica=self.replica)
         except registry.RegistryError as err:
-            self.errors += 1
-            if self._on_error is not None:
-                self._on_error()
-            logger.warning(
-                "session registry renew failed: %s",
-                err,
-                extra=logfields.of(replica=self.replica, reason="registry", error=str(err)),
-            )
+            self._failed("renew", err)
             return
         for agent, still in results.items():
             if not still and self.held.get(agent) == snapshot[agent]:

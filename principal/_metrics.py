@@ -5,6 +5,8 @@ Every family comes from `proto.catalog`; this class only holds the replica's col
 
 from __future__ import annotations
 
+import os
+
 import prometheus_client as prom
 
 from proto import catalog, codec
@@ -15,14 +17,12 @@ VERSION = codec.RELEASE
 
 
 class PrincipalMetrics:
-    def __init__(self, registry: prom.CollectorRegistry, *, replica_id: str) -> None:
+    def __init__(
+        self, registry: prom.CollectorRegistry, *, replica_id: str, tls_dir: str | os.PathLike[str]
+    ) -> None:
         self.registry = registry
         self.replica_id = replica_id
-        self.certificate_expiry = catalog.identify(
-            registry,
-            catalog.Component.PRINCIPAL,
-            version=VERSION,
-        )
+        catalog.identify(registry, catalog.Component.PRINCIPAL, version=VERSION, tls_dir=tls_dir)
         self.sessions_open = catalog.gauge(registry, catalog.SESSIONS_OPEN)
         self.standins_open = catalog.gauge(registry, catalog.STANDIN_SESSIONS_OPEN)
         self.agents_owned = catalog.gauge(registry, catalog.AGENTS_OWNED)
@@ -41,6 +41,3 @@ class PrincipalMetrics:
         self.registry_errors = catalog.counter(registry, catalog.REGISTRY_ERRORS)
         self.handoffs = catalog.counter(registry, catalog.HANDOFFS)
         self.standins = catalog.counter(registry, catalog.STANDIN_SESSIONS)
-        for kind in catalog.MESSAGE_TYPES:
-            self.events_sent.labels(kind)
-            self.events_received.labels(kind)

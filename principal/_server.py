@@ -91,7 +91,9 @@ class Replica:
     ) -> None:
         self.settings = settings
         self.registry = registry or prom.CollectorRegistry()
-        self.metrics = metrics_.PrincipalMetrics(self.registry, replica_id=settings.replica_id)
+        self.metrics = metrics_.PrincipalMetrics(
+            self.registry, replica_id=settings.replica_id, tls_dir=settings.tls_dir
+        )
         self.desired = hub.open_hub_store(
             settings.desired_store, root=settings.store_root, timeout=settings.store_timeout
         )
@@ -148,10 +150,6 @@ class Replica:
             on_counts=self._counts,
         )
         self.sessions.on_release = self.presence.closed
-        for label, key in (("serving", "leaf"), ("ca", "ca")):
-            self.metrics.certificate_expiry.labels(label).set_function(
-                credentials.expiry_of(settings.tls_dir, key)
-            )
         self.server: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
         self.probes = health_aio.HealthServicer()  # the plaintext --health port's

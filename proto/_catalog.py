@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
+from pathlib import Path
 from typing import Literal
 
 import prometheus_client as prom
 
 from proto import _codec as codec
+from proto import _credentials as credentials
+
+# No `_created` companion series, in any registry of this process: a process-wide switch
+# of prometheus-client, thrown once when the catalog is first imported.
+prom.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = [
     "FAMILIES",
@@ -236,6 +243,7 @@ EVENTS_SENT = Family(
     labels=("type",),
     components=BOTH,
     cardinality="ten message types",
+    initial=tuple((kind,) for kind in MESSAGE_TYPES),
 )
 EVENTS_RECEIVED = Family(
     "mooring_events_received_total",
@@ -244,6 +252,7 @@ EVENTS_RECEIVED = Family(
     labels=("type",),
     components=BOTH,
     cardinality="ten message types",
+    initial=tuple((kind,) for kind in MESSAGE_TYPES),
 )
 RESYNC_SECONDS = Family(
     "mooring_resync_seconds",
@@ -317,6 +326,7 @@ EVENTS_APPLIED = Family(
     labels=("operation",),
     components=A,
     cardinality="upsert, delete",
+    initial=(("upsert",), ("delete",)),
 )
 APPLY_ERRORS = Family(
     "mooring_apply_errors_total",
@@ -335,7 +345,6 @@ BY_NAME = {family.name: family for family in FAMILIES}
 def _check(family: Family, kind: str) -> None:
     if family.type != kind:
         raise TypeError(f"{family.name} is a {family.type}, not a {kind}")
-    prom.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` companion series, anywhere
 
 
 def counter(registry: prom.CollectorRegistry, family: Family) -> prom.Counter:
@@ -358,9 +367,20 @@ def histogram(registry: prom.CollectorRegistry, family: Family) -> prom.Histogra
     )
 
 
-def identify(registry: prom.CollectorRegistry, component: Component, *, version: str) -> prom.Gauge:
-    """Set this process's mooring_build_info (release, wire protocol range, component) and
-    return its certificate-expiry gauge (every process has both)."""
+def identify(
+    registry: prom.CollectorRegistry,
+    component: Component,
+    *,
+    version: str,
+    tls_dir: str | os.PathLike[str],
+) -> None:
+    """What every process exports about itself: mooring_build_info (release, wire
+    protocol range, component) and, read at each scrape, when its own certificate
+    (certificate="serving" on a replica, "client" on an agent) and its CA expire."""
     protocol = f"{codec.PROTOCOL_MIN}-{codec.PROTOCOL_MAX}"
     gauge(registry, BUILD_INFO).labels(version, protocol, component.value).set(1)
-    return gauge(registry, CERTIFICATE_EXPIRY)
+    expiry = gauge(registry, CERTIFICATE_EXPIRY)
+    own = "serving" if component is Component.PRINCIPAL else "client"
+    leaf, ca = Path(tls_dir) / credentials.TLS_CERT, Path(tls_dir) / credentials.CA_CERT
+    expiry.labels(own).set_function(lambda: credentials.not_after(leaf))
+    expiry.labels("ca").set_function(lambda: credentials.not_after(ca, chain=True))

@@ -34,7 +34,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,27 +143,15 @@ def load_tls_dir(tls_dir: str | os.PathLike[str]) -> TlsFiles:
     )
 
 
-def expiry(tls_dir: str | os.PathLike[str]) -> dict[str, float]:
-    """When TLS_DIR's certificate and its CA stop being valid (Unix times): {"leaf", "ca"}.
-
-    Read from the files each time, so a rotated certificate shows at once; a file that
-    cannot be read gives NaN for its entry (the metric says "unknown", never a guess)."""
-    directory = Path(tls_dir)
-    out = {}
-    for key, name in (("leaf", TLS_CERT), ("ca", CA_CERT)):
-        try:
-            certs = _certificates(directory / name, _read(directory / name))
-        except CredentialsError:
-            out[key] = math.nan
-            continue
-        chosen = certs[:1] if key == "leaf" else certs
-        out[key] = min(c.not_valid_after_utc.timestamp() for c in chosen)
-    return out
-
-
-def expiry_of(tls_dir: str | os.PathLike[str], key: str) -> Callable[[], float]:
-    """A callable giving `expiry(tls_dir)[key]` (for metrics read at scrape time)."""
-    return lambda: expiry(tls_dir)[key]
+def not_after(path: str | os.PathLike[str], *, chain: bool = False) -> float:
+    """When the PEM certificate at `path` stops being valid (Unix time): the first one,
+    or with `chain` the earliest of all (a CA bundle). Read each time, so a rotated file
+    shows at once; NaN when it cannot be read (a metric says "unknown", never a guess)."""
+    try:
+        certs = _certificates(Path(path), _read(Path(path)))
+    except CredentialsError:
+        return math.nan
+    return min(c.not_valid_after_utc.timestamp() for c in (certs if chain else certs[:1]))
 
 
 def server_credentials(tls_dir: str | os.PathLike[str]) -> grpc.ServerCredentials:

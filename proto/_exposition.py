@@ -9,7 +9,6 @@ timeout, so idle or half-sent requests cannot pin a thread for long.
 from __future__ import annotations
 
 import http.server
-import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -17,8 +16,6 @@ from collections.abc import Callable
 import prometheus_client as prom
 
 __all__ = ["MetricsServer", "Readiness", "serve"]
-
-logger = logging.getLogger(__name__)
 
 Readiness = Callable[[], tuple[bool, str]]
 """Returns (ready, reason); called on the server's thread, so it must only read state."""

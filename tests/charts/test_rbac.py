@@ -27,6 +27,7 @@ from tests import _procs as procs
 from tests._argocd import application
 from tests._procs import mooring, wait_for
 from tests.charts._helm import AGENT, HUB, by_kind, render
+from tests.e2e.test_sync import Cluster
 
 HUB_NS = "rbac-hub"
 ARGOCD_NS = "rbac-argocd"
@@ -189,54 +190,28 @@ def test_the_charts_grant_exactly_what_the_principal_and_agent_call(
     )
     hub_store = f"kubernetes://?kubeconfig={hub_config}&hub={HUB_NAME}"
     admin_store = f"kubernetes://?kubeconfig={kube_apiserver.kubeconfig}&hub={HUB_NAME}"
-    pki_dir = tmp_path / "pki"
-    mooring("pki", "init", "--dir", str(pki_dir))
-    mooring(
-        "pki", "issue", "principal", "--dir", str(pki_dir), "--name", "p1", "--san", "127.0.0.1"
-    )
-    for name in ("edge-k", "edge-a"):
-        mooring("pki", "issue", "agent", "--dir", str(pki_dir), "--name", name)
-    port, metrics = procs.free_port(), procs.free_port()
-    principal = procs.Proc(
-        [
-            "principal", "serve", "--id", "p1", "--listen", f"127.0.0.1:{port}",
-            "--coordination", "kubernetes", "--namespace", HUB_NS, "--store", hub_store,
-            "--redis", redis_server.url, "--tls-dir", str(pki_dir / "principals" / "p1"),
-            "--metrics", f"127.0.0.1:{metrics}", "--heartbeat-interval", "1",
-        ],
-        log=tmp_path / "principal.log",
-        env={"KUBECONFIG": str(hub_config)},
-    )  # fmt: skip
-
-    def agent(name: str, mode: str, store: list[str]) -> procs.Proc:
-        return procs.Proc(
-            [
-                "agent", "run", "--name", name, "--mode", mode,
-                "--endpoints", f"127.0.0.1:{port}",
-                "--tls-dir", str(pki_dir / "agents" / name), *store,
-            ],
-            log=tmp_path / f"{name}.log",
-        ).start()  # fmt: skip
+    # One principal as the hub chart's ServiceAccount (Leases, hub store), Redis holds.
+    cluster = Cluster(tmp_path, hub_store, kubernetes=(hub_config, HUB_NS), redis=redis_server.url)
+    principal = cluster.principal
 
     def leading() -> bool:
         try:
-            return procs.scrape(metrics).get("mooring_leader") == 1.0
+            return procs.scrape(cluster.metrics_port).get("mooring_leader") == 1.0
         except OSError:
             return False
 
     # edge-k's hub namespace exists before it registers (made by whoever runs the hub,
     # e.g. with quotas): the principal labels it instead of creating it.
     kube_apiserver.create_namespace("edge-k")
-    managed = autonomous = None
     try:
         principal.start()
         wait_for(leading, timeout=30, interval=0.2, what=f"the leader lease\n{principal.output()}")
-        managed = agent(
+        managed = cluster.add_agent(
             "edge-k",
             "managed",
-            ["--store", f"kubernetes://?kubeconfig={agent_config}&namespace={ARGOCD_NS}"],
+            store=f"kubernetes://?kubeconfig={agent_config}&namespace={ARGOCD_NS}",
         )
-        autonomous = agent("edge-a", "autonomous", ["--state", str(tmp_path / "edge-a.db")])
+        cluster.add_agent("edge-a", "autonomous")
 
         def registered() -> bool:
             listed = mooring("app", "list", "--agent", "edge-a", "--store", admin_store, "--json")
@@ -280,7 +255,7 @@ def test_the_charts_grant_exactly_what_the_principal_and_agent_call(
 
         # Autonomous: the agent's own objects are mirrored on the hub, updated, deleted.
         local = tmp_path / "local.yaml"
-        state = str(tmp_path / "edge-a.db")
+        state = str(cluster.state("edge-a"))
         for revision in ("HEAD", "v2"):
             app = application("local")
             app["spec"]["source"]["targetRevision"] = revision
@@ -296,10 +271,7 @@ def test_the_charts_grant_exactly_what_the_principal_and_agent_call(
         wait_for(lambda: mirror_revision(admin_store) is None, timeout=20, what="mirror deleted")
         time.sleep(2)  # a few more lease renewals
     finally:
-        for proc in (managed, autonomous):
-            if proc is not None:
-                proc.stop()
-        principal.stop()  # gracefully: it leaves the member set and releases the lease
+        cluster.stop()  # gracefully: the principal leaves the member set, releases the lease
 
     for user, docs in ((hub_user, hub_docs), (agent_user, agent_docs)):
         calls, refused = used(kube_apiserver, user)

@@ -72,8 +72,6 @@ def test_every_process_exports_exactly_its_catalogued_families(
         assert ours - expected(component) == set(), f"{address}: not catalogued"
         assert expected(component) - ours == set(), f"{address}: catalogued, never exported"
         assert "_created" not in text
-        for family in catalog.FAMILIES:
-            assert family.help and family.type in ("counter", "gauge", "histogram")
 
 
 def test_health_paths_are_separate_from_metrics(cluster: state_.ClusterState) -> None:

@@ -54,7 +54,12 @@ class Cluster:
     kubeconfig and a Lease namespace) the principal coordinates on Leases too."""
 
     def __init__(
-        self, root: Path, store: str, *, kubernetes: tuple[Path, str] | None = None
+        self,
+        root: Path,
+        store: str,
+        *,
+        kubernetes: tuple[Path, str] | None = None,
+        redis: str | None = None,
     ) -> None:
         self.root = root
         self.store = store
@@ -102,6 +107,7 @@ class Cluster:
                 f"127.0.0.1:{self.metrics_port}",
                 "--heartbeat-interval",
                 "1",
+                *(["--redis", redis] if redis else []),
             ],
             log=root / "principal.log",
             env=self.env,
@@ -109,7 +115,14 @@ class Cluster:
         self.agents: dict[str, procs.Proc] = {}
         self.agent_metrics: dict[str, int] = {}
 
-    def add_agent(self, name: str, mode: str, *, env: dict[str, str] | None = None) -> procs.Proc:
+    def add_agent(
+        self,
+        name: str,
+        mode: str,
+        *,
+        env: dict[str, str] | None = None,
+        store: str | None = None,  # its local store's URL (default: SQLite at state(name))
+    ) -> procs.Proc:
         mooring("pki", "issue", "agent", "--dir", str(self.pki), "--name", name)
         port = procs.free_port()
         self.agent_metrics[name] = port
@@ -125,8 +138,7 @@ class Cluster:
                 f"127.0.0.1:{self.port}",
                 "--tls-dir",
                 str(self.pki / "agents" / name),
-                "--state",
-                str(self.state(name)),
+                *(["--store", store] if store else ["--state", str(self.state(name))]),
                 "--metrics",
                 f"127.0.0.1:{port}",
             ],

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from principal import _server as server
-from principal import _session as session
 from principal import _settings as settings
 from tests._procs import free_port
 
@@ -36,7 +35,6 @@ async def strict_replica(
             coordination=etcd.url,
             store_root="/idle-test/",
             tls_dir=pki_dir / "principals" / "p1",
-            session=session.SessionSettings(),
         )
     )
     await rep.start()
