@@ -4,7 +4,8 @@ The one module that imports `redis`. One hash per agent, `<prefix>session:<agent
 holds {replica, epoch, token, session, since_ms}; a replica must hold the entry to
 serve the agent (invariant I1: at most one holder at any instant, enforced by Redis
 executing the scripts below atomically). Tokens come from a per-agent counter and
-only grow, so a stale holder's renew or release is refused.
+only grow, also across a restart of Redis (a new counter starts at Redis's clock in
+ms), so a stale holder's renew or release is refused.
 
 Presence: `<prefix>seen:<agent>` keeps the last time any replica heard from the agent.
 
@@ -40,6 +41,10 @@ __all__ = ["Entry", "RegistryError", "SessionRegistry"]
 # says how many ms that key still lives, so a stand-in for a dead holder waits exactly
 # that long instead of polling. A replica whose own liveness key is gone (it is fenced,
 # or about to be) takes nothing: -3.
+# A missing token counter (first use, or a Redis restarted without persistence) starts
+# at Redis's clock in ms, so tokens keep growing across restarts: a history ordered by
+# token stays in grant order. Lua turns numbers into strings with 14 significant
+# digits, which ms since 1970 fit in (13 digits) for millennia.
 _ACQUIRE = """
 if redis.call('EXISTS', ARGV[6] .. 'alive:' .. ARGV[1]) == 0 then
   return {0, '', '0', -3}
@@ -50,6 +55,10 @@ if holder and holder ~= ARGV[1] then
   if alive_ms ~= -2 then
     return {0, holder, redis.call('HGET', KEYS[1], 'token') or '0', alive_ms}
   end
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'replica', ARGV[1], 'epoch', ARGV[2], 'token', token,

@@ -217,3 +217,33 @@ async def test_a_cancelled_acquire_gives_back_what_redis_gave_it(
     finally:
         await reg.close()
         await other.close()
+
+
+async def test_tokens_keep_growing_across_a_redis_restart(tmp_path: Any) -> None:
+    """Found by the chaos suite: a Redis restarted without persistence forgot every token
+    counter, so the next session's token was 1 again and a history ordered by fencing
+    token no longer said who was granted an agent after whom."""
+    server = services.RedisServer(tmp_path / "redis").start()
+    try:
+        reg = registry.SessionRegistry(server.url, prefix="restart:")
+        reg.beat_blocking("a", ttl=30.0)
+        tokens = []
+        for n in range(3):
+            ok, _, token, _ = await reg.acquire("x", replica="a", epoch=1, session=f"s{n}")
+            assert ok
+            tokens.append(token)
+            assert await reg.release("x", replica="a", token=token)
+        await reg.close()
+        server.kill()
+        server.start()  # same port, empty: no RDB, no AOF
+        reg = registry.SessionRegistry(server.url, prefix="restart:")
+        reg.beat_blocking("a", ttl=30.0)
+        ok, _, after, _ = await reg.acquire("x", replica="a", epoch=1, session="s9")
+        assert ok
+        assert tokens == sorted(tokens) and len(set(tokens)) == 3
+        assert after > tokens[-1], (tokens, after)
+        # Seeded from Redis's clock in ms: a token is an exact integer, not a rounded float.
+        assert abs(after - time.time() * 1000) < 60_000
+        await reg.close()
+    finally:
+        server.stop()
