@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: setup testbed test lint proto bench up image
+.PHONY: setup testbed test lint proto bench up image chaos
 
 setup:  ## install system packages (Debian) and the project with its dev extras
 	bash scripts/setup.sh
@@ -15,11 +15,15 @@ test:   ## every test tier these machines can run (builds the test bed first whe
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	$(PYTHON) -m mypy proto election principal agent mooring
+	$(PYTHON) -m mypy proto election principal agent mooring chaos
 	lint-imports
 
 proto:  ## regenerate the committed gRPC stubs
 	bash scripts/genproto.sh
+
+chaos:  ## every chaos experiment, then a seeded 50-fault campaign (SEED=N to replay one)
+	$(PYTHON) -m mooring chaos run --report chaos-report/suite
+	$(PYTHON) -m mooring chaos run --campaign 50 --report chaos-report/campaign $(if $(SEED),--seed $(SEED))
 
 bench:
 	for b in bench/bench_*.py; do $(PYTHON) $$b || exit 1; done

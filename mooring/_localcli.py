@@ -88,6 +88,54 @@ def add_parsers(top: Any) -> None:
     p.add_argument("id", help="the replica's id, e.g. p2 (see `mooring status`)")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
 
+    verbs = {
+        "stop": "SIGTERM one process of a local cluster and wait (a replica hands its agents"
+        " over first)",
+        "kill": "SIGKILL one process of a local cluster, as a crash",
+        "pause": "SIGSTOP one process of a local cluster, as a hang (resume lets it go on)",
+        "resume": "SIGCONT a paused process of a local cluster",
+        "start": "start a stopped or killed process of a local cluster again",
+    }
+    for verb, text in verbs.items():
+        p = top.add_parser(verb, help=text)
+        p.add_argument(
+            "name",
+            help="a replica (p2), etcd member (etcd1), redis, prometheus, fleet, or an agent"
+            " with its own process (see `mooring status`)",
+        )
+        p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+
+    p_chaos = top.add_parser(
+        "chaos", help="chaos experiments on fresh local clusters, checked against I1-I4"
+    )
+    sub_chaos = p_chaos.add_subparsers(dest="chaos_command", required=True)
+    p = sub_chaos.add_parser(
+        "run",
+        help="run experiments (default: all) or a seeded campaign; write a report",
+        description="Each experiment runs on a fresh local cluster (shared by experiments"
+        " that need the same one) under a steady writer; exit 1 if any failed.",
+    )
+    p.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an experiment of chaos/experiments (e.g. kill-leader) or a path; repeatable",
+    )
+    p.add_argument("--smoke", action="store_true", help="the three-experiment subset of CI")
+    p.add_argument("--campaign", type=int, default=0, metavar="N", help="N random faults")
+    p.add_argument("--seed", type=int, help="the campaign's seed (default: random, printed)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".mooring-chaos"),
+        help="state dir of the clusters it starts (default .mooring-chaos)",
+    )
+    p.add_argument(
+        "--report", type=Path, help="report folder (default: chaos-report-TIME next to --dir)"
+    )
+    p.add_argument("--agents", type=int, default=8, help="agents per cluster (default 8)")
+
     p = top.add_parser("down", help="stop a local cluster (idempotent)")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
 
@@ -121,6 +169,27 @@ def cmd_replica(args: argparse.Namespace) -> int:
     from mooring import _launcher as launcher
 
     return launcher.replica(args.dir, args.action, args.id)
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from mooring import _control as control
+
+    return control.control(args.dir, args.command, args.name)
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from mooring import _chaos as chaos
+
+    options = chaos.ChaosOptions(
+        directory=args.dir,
+        report=args.report,
+        experiments=tuple(args.experiment),
+        smoke=args.smoke,
+        campaign=args.campaign,
+        seed=args.seed,
+        agents=args.agents,
+    )
+    return chaos.run(options)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -192,6 +261,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "scale": cmd_scale,
     "replica": cmd_replica,
+    **{verb: cmd_control for verb in ("stop", "kill", "pause", "resume", "start")},
     "down": cmd_down,
+    "chaos": cmd_chaos,
     "fleet": cmd_fleet,
 }

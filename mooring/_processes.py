@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "Handle",
     "alive",
+    "respawn",
     "spawn",
     "spawn_mooring",
     "start_time",
@@ -33,20 +34,41 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class Handle:
-    """A process we started: its pid and kernel start time (None where /proc is absent)."""
+    """A process we started: its pid and kernel start time (None where /proc is absent),
+    and the command and environment that start it again (`respawn`)."""
 
     pid: int
     start: int | None
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] | None = None  # None: the starter's environment
+
+    @classmethod
+    def of(cls, proc: subprocess.Popen[bytes], *, env: dict[str, str] | None = None) -> Handle:
+        args = proc.args
+        argv = tuple(str(a) for a in args) if isinstance(args, list | tuple) else (str(args),)
+        return cls(pid=proc.pid, start=start_time(proc.pid), argv=argv, env=env)
 
     def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "start": self.start}
+        data: dict[str, Any] = {"pid": self.pid, "start": self.start}
+        if self.argv:
+            data["argv"] = list(self.argv)
+        if self.env is not None:
+            data["env"] = dict(self.env)
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Handle | None:
         if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
             return None
         start = data.get("start")
-        return cls(pid=data["pid"], start=start if isinstance(start, int) else None)
+        argv = data.get("argv")
+        env = data.get("env")
+        return cls(
+            pid=data["pid"],
+            start=start if isinstance(start, int) else None,
+            argv=tuple(str(a) for a in argv) if isinstance(argv, list) else (),
+            env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else None,
+        )
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -117,7 +139,14 @@ def spawn(
             env=env,
             start_new_session=True,
         )
-    return proc, Handle(pid=proc.pid, start=start_time(proc.pid))
+    return proc, Handle.of(proc, env=env)
+
+
+def respawn(handle: Handle, *, log: Path) -> tuple[subprocess.Popen[bytes], Handle]:
+    """Start again what `handle` ran, with the same command and environment."""
+    if not handle.argv:
+        raise ValueError(f"pid {handle.pid} was recorded without its command: cannot restart it")
+    return spawn(handle.argv, log=log, env=handle.env)
 
 
 def spawn_mooring(

@@ -1,17 +1,17 @@
-"""Session history: every open and close, and the checker for invariant I1.
+"""Session history: every open and close a replica makes, for the invariant checkers.
 
-Each replica appends JSON lines to its own file: {"t": CLOCK_MONOTONIC seconds,
-"ev": "open"|"close", "replica", "agent", "epoch", "token", "session"}. CLOCK_MONOTONIC
-is one clock for every process on a host, so files from replicas on one host merge
-into one timeline. An "open" is written after the session-registry entry is taken and
+Each replica appends JSON lines to its own file (`principal serve --history`):
+{"t": CLOCK_MONOTONIC seconds, "wall": unix seconds, "ev": "open"|"close", "replica",
+"agent", "epoch", "token", "session", "pid"}. CLOCK_MONOTONIC is one clock for every
+process on a host, so files from replicas on one host merge into one timeline; the
+wall clock serves across hosts. `token` is the fencing token of the agent's Redis
+entry, which orders the grants. An "open" is written after the entry is taken and
 before the agent is welcomed; a "close" after the stream has ended and before the
-entry is released. Two replicas' [open, close] intervals for one agent that overlap
-break I1 ("at no instant do two replicas hold an open session for one agent").
+entry is released. The checker of invariant I1 is `chaos.invariants.single_owner`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Interval", "Recorder", "Violation", "check", "load", "load_many"]
+__all__ = ["Recorder", "load", "load_many"]
 
 
 class Recorder:
@@ -37,6 +37,7 @@ class Recorder:
             return
         line = {
             "t": time.monotonic(),
+            "wall": time.time(),
             "ev": event,
             "replica": self.replica,
             "agent": agent,
@@ -51,30 +52,6 @@ class Recorder:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Interval:
-    agent: str
-    replica: str
-    session: str
-    token: int
-    start: float
-    end: float  # +inf while still open at the end of the history
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Violation:
-    agent: str
-    first: Interval
-    second: Interval
-
-    def __str__(self) -> str:
-        overlap = min(self.first.end, self.second.end) - max(self.first.start, self.second.start)
-        return (
-            f"agent {self.agent}: {self.first.replica} (token {self.first.token}) and "
-            f"{self.second.replica} (token {self.second.token}) overlapped for {overlap * 1000:.1f} ms"
-        )
 
 
 def load(path: str | Path) -> list[dict[str, Any]]:
@@ -94,58 +71,3 @@ def load_many(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         if Path(path).exists():
             events.extend(load(path))
     return sorted(events, key=lambda e: e["t"])
-
-
-def intervals(
-    events: Iterable[dict[str, Any]], *, crashed: dict[str, float] | None = None
-) -> list[Interval]:
-    """Pair opens with closes by session; an unclosed session ends at its replica's crash
-    time if given (a SIGKILLed process stops serving at once), else never."""
-    crashed = crashed or {}
-    opened: dict[str, dict[str, Any]] = {}
-    out: list[Interval] = []
-    for event in sorted(events, key=lambda e: e["t"]):
-        if event["ev"] == "open":
-            opened[event["session"]] = event
-        elif event["ev"] == "close":
-            start = opened.pop(event["session"], None)
-            if start is not None:
-                out.append(_interval(start, end=event["t"]))
-    for start in opened.values():
-        crash = crashed.get(start["replica"])
-        out.append(
-            _interval(
-                start, end=crash if crash is not None and crash >= start["t"] else float("inf")
-            )
-        )
-    return out
-
-
-def _interval(start: dict[str, Any], *, end: float) -> Interval:
-    return Interval(
-        agent=start["agent"],
-        replica=start["replica"],
-        session=start["session"],
-        token=int(start["token"]),
-        start=float(start["t"]),
-        end=end,
-    )
-
-
-def check(
-    events: Iterable[dict[str, Any]], *, crashed: dict[str, float] | None = None
-) -> list[Violation]:
-    """Every pair of different replicas' overlapping sessions for one agent."""
-    by_agent: dict[str, list[Interval]] = {}
-    for interval in intervals(events, crashed=crashed):
-        by_agent.setdefault(interval.agent, []).append(interval)
-    violations = []
-    for agent, spans in by_agent.items():
-        spans.sort(key=lambda i: i.start)
-        for i, first in enumerate(spans):
-            for second in spans[i + 1 :]:
-                if second.start >= first.end:
-                    break
-                if second.replica != first.replica:
-                    violations.append(Violation(agent, first, second))
-    return violations

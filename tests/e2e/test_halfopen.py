@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from chaos import invariants
 from mooring import _fleet as fleet
 from mooring import _services as services
 from mooring import _status as status_
@@ -227,7 +228,7 @@ def test_agents_leave_a_black_holed_replica_within_heartbeat_timeout(cluster: Cl
     for name in others:
         assert after[name]["sessions"] == before[name]["sessions"], f"{name} was interrupted"
         assert after[name]["replica_id"] == before[name]["replica_id"]
-    violations = history.check(events)
+    violations = invariants.single_owner(events)
     assert not violations, "\n".join(str(v) for v in violations[:10])
 
     healed_at = cluster.proxies[VICTIM].heal()
@@ -243,7 +244,7 @@ def test_agents_leave_a_black_holed_replica_within_heartbeat_timeout(cluster: Cl
     stopping = time.monotonic()
     codes = cluster.stop()
     assert codes == dict.fromkeys(["fleet", *REPLICAS], 0), codes
-    violations = history.check(cluster.history())
+    violations = invariants.single_owner(cluster.history())
     assert not violations, "\n".join(str(v) for v in violations[:10])
     print(
         f"  back home {home:.1f}s after the heal (stand-ins are repatriated after "

@@ -1,0 +1,2 @@
+"""Mooring's chaos suite: chaostoolkit experiments, their actions and probes, and the
+invariant checkers (I1-I4) that decide whether an experiment passed."""

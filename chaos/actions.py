@@ -1,0 +1,201 @@
+"""chaostoolkit actions on a local cluster (`mooring up`): faults, heals, the observers.
+
+Every fault goes through the `mooring` CLI (`mooring kill|stop|pause|resume|start NAME`,
+`mooring scale`) and is marked in RUN/faults.jsonl with both clocks, so the checkers
+know what happened when. A target may be a name (p2, etcd1, redis, fleet) or a role
+resolved at the moment of the fault: `leader` (the replica leading now), `follower`
+(a replica that does not lead), `etcd-leader` (etcd's raft leader), `etcd-follower`,
+`last` (the target of the previous fault: "start last" after "kill leader").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from chaos import _local as local
+
+__all__ = [
+    "fault",
+    "heal",
+    "resolve",
+    "rolling_restart",
+    "scale",
+    "start_observers",
+    "stop_observers",
+]
+
+ROLES = ("leader", "follower", "etcd-leader", "etcd-follower", "last")
+UNDO = {"kill": "start", "stop": "start", "pause": "resume"}
+OBSERVERS = {"workload": "chaos.workload", "sampler": "chaos.sampler"}
+WHOLE_TIMEOUT = 30.0
+
+
+def _status(directory: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(local.mooring("status", "--json", "--dir", directory))
+    return data
+
+
+def _etcd_leader(state: dict[str, Any]) -> tuple[str, list[str]]:
+    """(the raft leader's member name, the other live members' names)."""
+    ids: dict[str, str] = {}
+    leader = ""
+    for member in state["etcd"]:
+        request = urllib.request.Request(
+            f"http://{member['endpoint']}/v3/maintenance/status", data=b"{}", method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                got = json.loads(resp.read())
+        except OSError:
+            continue
+        ids[member["name"]] = str(got["header"]["member_id"])
+        leader = str(got.get("leader", leader))
+    name = next((n for n, i in ids.items() if i == leader), "")
+    if not name:
+        raise local.CliError("etcd has no leader that answers")
+    return name, sorted(n for n in ids if n != name)
+
+
+def resolve(directory: str, target: str, *, seed: int | None = None) -> str:
+    """The process name a role stands for right now (a name stands for itself)."""
+    if target not in ROLES:
+        return target
+    rng = random.Random(seed)
+    if target == "last":
+        faults = [m for m in local.marks(directory) if m["event"] in UNDO]
+        if not faults:
+            raise local.CliError("no earlier fault to name with `last`")
+        return str(faults[-1]["target"])
+    if target.startswith("etcd-"):
+        leader, followers = _etcd_leader(local.cluster(directory))
+        if target == "etcd-leader":
+            return leader
+        if not followers:
+            raise local.CliError("no live etcd follower to pick")
+        return rng.choice(followers)
+    status = _status(directory)
+    if target == "leader":
+        if not status.get("leader"):
+            raise local.CliError("no replica leads right now")
+        return str(status["leader"])
+    followers = [r["id"] for r in status["replicas"] if r["live"] and r["id"] != status["leader"]]
+    if not followers:
+        raise local.CliError("no live follower replica to pick")
+    return rng.choice(sorted(followers))
+
+
+def fault(directory: str, action: str, target: str, seed: int | None = None) -> dict[str, Any]:
+    """`mooring ACTION TARGET` (kill, stop, pause, resume, start), marked."""
+    name = resolve(directory, target, seed=seed)
+    before = local.mark(directory, action, target=name, role=target)
+    said = local.mooring(action, name, "--dir", directory).strip()
+    local.mark(directory, f"{action}-done", target=name, role=target)
+    return {"action": action, "target": name, "role": target, "t": before["t"], "said": said}
+
+
+def heal(directory: str) -> dict[str, Any]:
+    """Undo every fault still in effect (start what was killed or stopped, resume what
+    was paused), then mark the moment: I3 counts from here. Idempotent, so it is also
+    every experiment's rollback."""
+    pending: dict[str, str] = {}
+    for m in local.marks(directory):
+        if m["event"] in UNDO:
+            pending[m["target"]] = UNDO[m["event"]]
+        elif m["event"] in ("start", "resume"):
+            pending.pop(m["target"], None)
+    undone = []
+    for target, action in pending.items():
+        fault(directory, action, target)
+        undone.append(f"{action} {target}")
+    mark_ = local.mark(directory, "heal", undone=undone)
+    return {"undone": undone, "t": mark_["t"]}
+
+
+def scale(directory: str, replicas: int) -> dict[str, Any]:
+    local.mark(directory, "scale", replicas=replicas)
+    said = local.mooring("scale", "--replicas", str(replicas), "--dir", directory).strip()
+    return {"replicas": replicas, "said": said}
+
+
+def rolling_restart(directory: str, whole_timeout: float = WHOLE_TIMEOUT) -> dict[str, Any]:
+    """Stop and start every replica in turn, waiting for the cluster to be whole (every
+    agent on its owner) before the next one, as a rolling upgrade does."""
+    from chaos import probes
+
+    done = []
+    for replica in [r["id"] for r in local.cluster(directory)["replicas"]]:
+        fault(directory, "stop", replica)
+        fault(directory, "start", replica)
+        took = probes.wait_whole(directory, timeout=whole_timeout)
+        done.append({"replica": replica, "whole_after": took})
+    return {"restarted": done}
+
+
+def _pidfile(directory: str, what: str) -> Path:
+    return local.run_dir(directory) / f"{what}.pid"
+
+
+def start_observers(directory: str, rate: float = 4.0, hz: float = 10.0) -> dict[str, int]:
+    """Start the writer and the sampler (background processes; their pids in RUN)."""
+    out: dict[str, int] = {}
+    run = local.run_dir(directory)
+    for what, module in OBSERVERS.items():
+        pidfile = _pidfile(directory, what)
+        if pidfile.exists() and _alive(int(pidfile.read_text())):
+            out[what] = int(pidfile.read_text())
+            continue
+        extra = ["--rate", str(rate)] if what == "workload" else ["--hz", str(hz)]
+        log = (run / f"{what}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--dir", directory, *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, local.RUN_ENV: str(run)},
+        )
+        log.close()
+        pidfile.write_text(str(proc.pid))
+        out[what] = proc.pid
+    return out
+
+
+def stop_observers(directory: str, timeout: float = 10.0) -> dict[str, bool]:
+    """SIGTERM both observers and wait for them (the writer finishes its change)."""
+    out = {}
+    for what in OBSERVERS:
+        pidfile = _pidfile(directory, what)
+        if not pidfile.exists():
+            continue
+        pid = int(pidfile.read_text())
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        pidfile.unlink()
+        out[what] = True
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"

@@ -1,0 +1,1 @@
+"""Chaos-suite tests: network faults in namespaces, the userspace shaping proxy."""

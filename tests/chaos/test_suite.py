@@ -1,0 +1,167 @@
+"""The chaos suite itself: its experiments are current and valid, its verdicts read the
+journal rather than chaostoolkit's exit code, and the smoke subset passes on a real
+local cluster (`mooring chaos run --smoke`, what `make test` runs of it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos import experiments, report
+
+pytestmark = pytest.mark.chaos
+
+FOLDER = Path(experiments.__file__).parent / "experiments"
+
+
+def test_the_experiment_files_are_generated_from_the_catalog(tmp_path: Path) -> None:
+    written = experiments.write_all(tmp_path)
+    assert sorted(p.name for p in written) == sorted(p.name for p in FOLDER.glob("*.json"))
+    for path in written:
+        assert path.read_text() == (FOLDER / path.name).read_text(), (
+            f"{path.name} is stale: run python3 scripts/genexperiments.py"
+        )
+
+
+def test_every_experiment_is_valid_for_chaostoolkit(tmp_path: Path) -> None:
+    env = {**os.environ, "MOORING_DIR": str(tmp_path)}
+    for path in sorted(FOLDER.glob("*.json")):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "chaostoolkit",
+                "--no-version-check",
+                "--no-log-file",
+                "validate",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == 0 and "look valid" in proc.stdout + proc.stderr, (
+            path.name,
+            proc.stderr[-500:],
+        )
+
+
+def test_a_campaign_is_the_same_for_the_same_seed() -> None:
+    first, again, other = (experiments.campaign(s, 20) for s in (7, 7, 8))
+    assert first == again and first != other
+    assert len({(f.steps[0].action, f.steps[0].target) for f in first}) > 5
+
+
+def _journal(run: Path, *, before: bool, after: bool | None, status: str = "completed") -> None:
+    run.mkdir(parents=True)
+    states = {"before": {"steady_state_met": before}}
+    if after is not None:
+        states["after"] = {"steady_state_met": after}
+    (run / "journal.json").write_text(json.dumps({"status": status, "steady_states": states}))
+    lines = [
+        {"probe": p, "t": 1.0, "violations": [], "figures": {"after_heal": True, "converge_s": 1}}
+        for p in report.PROBES
+    ]
+    (run / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_a_steady_state_failed_before_the_method_fails_the_experiment(tmp_path: Path) -> None:
+    # chaostoolkit 1.19 exits 0 and says "completed" when the hypothesis fails before
+    # the method; only the journal's steady_states.before tells.
+    _journal(tmp_path / "ok", before=True, after=True)
+    assert report.judge(tmp_path / "ok", fault="x", kind="x")["passed"]
+    _journal(tmp_path / "bad", before=False, after=None)
+    verdict = report.judge(tmp_path / "bad", fault="x", kind="x")
+    assert not verdict["passed"]
+    assert "steady state not met before the method" in verdict["reasons"]
+
+
+def test_the_runner_fails_an_experiment_whose_steady_state_never_held(tmp_path: Path) -> None:
+    """A real chaostoolkit run whose hypothesis cannot hold before the method."""
+    data = experiments.build(experiments.FAULTS["kill-follower"], agents=2)
+    data["steady-state-hypothesis"]["probes"].append(
+        {
+            "type": "probe",
+            "name": "never",
+            "tolerance": False,
+            "provider": {
+                "type": "python",
+                "module": "os.path",
+                "func": "isdir",
+                "arguments": {"s": "${mooring_dir}"},
+            },
+        }
+    )
+    source = tmp_path / "never.json"
+    source.write_text(json.dumps(data))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mooring",
+            "chaos",
+            "run",
+            "--experiment",
+            str(source),
+            "--dir",
+            str(tmp_path / "cluster"),
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "steady state not met before the method" in proc.stdout
+    journal = json.loads((tmp_path / "report" / "never" / "journal.json").read_text())
+    assert journal["steady_states"]["before"]["steady_state_met"] is False
+
+
+def test_the_smoke_subset_passes_with_no_violations(tmp_path: Path) -> None:
+    report_dir = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mooring",
+            "chaos",
+            "run",
+            "--smoke",
+            "--agents",
+            "6",
+            "--dir",
+            str(tmp_path / "cluster"),
+            "--report",
+            str(report_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads((report_dir / "figures.json").read_text())
+    assert figures["passed"] == len(experiments.SMOKE) and figures["violations"] == 0
+    for verdict in figures["experiments"]:
+        assert verdict["converge_s"] is not None and verdict["converge_s"] <= 10.0, verdict
+        assert verdict["acknowledged"] > 0, verdict  # the writer really wrote during it
+        run = report_dir / verdict["experiment"]
+        assert (run / "agents.png").stat().st_size > 10_000
+        journal = json.loads((run / "journal.json").read_text())
+        assert journal["steady_states"]["before"]["steady_state_met"] is True
+        assert journal["steady_states"]["after"]["steady_state_met"] is True
+    summary = (report_dir / "summary.md").read_text()
+    assert "3 passed, 0 failed, 0 invariant violations" in summary
+    # the I1 checker saw the whole session history, faults included
+    history = [
+        json.loads(line)
+        for p in (report_dir.glob("cluster-*/history/*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
+    assert sum(1 for e in history if e["ev"] == "open") > 6
