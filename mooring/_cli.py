@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,18 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the commands import what they use, so `agent run` stays small
-    import principal
     from agent import _settings as agent_settings
 
+from mooring import _hubcli as hubcli
 from mooring import _localcli as localcli
 from mooring import _logging as logging_
-from proto import codec, objects
+from mooring import _manifests as manifests
+from mooring import _usage as usage
+from proto import codec
 
 __all__ = ["main"]
 
-
-class UsageError(Exception):
-    """Bad flags or arguments: exit code 2."""
+UsageError = usage.UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--store-root", default="/mooring/", help="etcd key prefix of everything Mooring writes"
     )
 
-    p_ag = top.add_parser("agent", help="agent").add_subparsers(dest="agent_command", required=True)
+    p_ag = top.add_parser("agent", help="run an agent; the hub's agent registry").add_subparsers(
+        dest="agent_command", required=True
+    )
     p = p_ag.add_parser("run", help="run one agent")
     p.add_argument("--name", required=True)
     p.add_argument("--mode", required=True, choices=("managed", "autonomous"))
@@ -157,30 +158,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds between full checks for objects changed on the workload cluster (managed)",
     )
+    hubcli.add_agent_parsers(p_ag)  # create, list, get, delete, set-mode
 
     p_app = top.add_parser("app", help="Applications and AppProjects").add_subparsers(
         dest="app_command", required=True
     )
-    for verb in ("apply", "list", "delete"):
-        p = p_app.add_parser(verb)
-        target = p.add_mutually_exclusive_group(required=True)
-        target.add_argument("--agent", help="the agent whose resources live in the principal store")
+    verbs = {
+        "apply": "write Applications and AppProjects from manifests",
+        "list": "list them: every agent's on the hub by default",
+        "delete": "delete them by name, or by the manifests that created them",
+    }
+    for verb, about in verbs.items():
+        p = p_app.add_parser(verb, help=about)
+        target = p.add_mutually_exclusive_group(required=verb != "list")
+        target.add_argument(
+            "--agent", help="the agent whose resources live in the hub store (list: only its)"
+        )
         target.add_argument("--agent-state", type=Path, help="an agent's local store (SQLite file)")
-        p.add_argument("--coordination", help="etcd://HOST:PORT[,HOST:PORT] of the principal store")
-        p.add_argument(
-            "--store",
-            help="the hub store, as `principal serve --store` takes it (etcd:// or kubernetes://)",
-        )
-        p.add_argument("--dir", type=Path, help="state dir of a local cluster (`mooring up`)")
-        p.add_argument(
-            "--store-root", default="/mooring/", help="etcd key prefix of the principal store"
-        )
+        hubcli.add_store_flags(p)
         if verb == "apply":
             p.add_argument(
                 "-f", "--file", required=True, help="YAML or JSON manifest(s); - for stdin"
             )
+            p.add_argument(
+                "--create-agent",
+                action="store_true",
+                help="register --agent (managed) if it is not registered yet, instead of failing",
+            )
         if verb == "list":
-            p.add_argument("--json", action="store_true")
+            p.add_argument(
+                "-o",
+                "--output",
+                choices=("wide", "json", "yaml"),
+                help="wide adds VERSION, CHECKSUM and ORIGIN",
+            )
+            p.add_argument("--json", action="store_true", help="the same as -o json")
         if verb == "delete":
             p.add_argument(
                 "--kind",
@@ -197,92 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     localcli.add_parsers(top)  # up, status, scale, down, fleet run: the local cluster
     return parser
-
-
-# ----------------------------------------------------------------------------- helpers
-def _load_manifests(path: str) -> list[dict[str, Any]]:
-    import yaml
-
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as err:
-        raise RuntimeError(f"cannot read {path}: {err.strerror}") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        raise RuntimeError(f"{path} is not valid YAML/JSON: {str(err).splitlines()[0]}") from None
-    out: list[dict[str, Any]] = []
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "List":
-            out.extend(doc.get("items") or [])
-        elif isinstance(doc, dict):
-            out.append(doc)
-        else:
-            raise RuntimeError(f"{path}: every document must be a mapping")
-    if not out:
-        raise RuntimeError(f"{path} holds no manifests")
-    return out
-
-
-def _delete_targets(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(kind, name) of NAMEs (of --kind), or of what -f FILE names; checked before any delete."""
-    if args.file and args.names:
-        raise UsageError("app delete: give NAMEs or -f FILE, not both")
-    if args.file:
-        return [objects.validate_manifest(d, need_spec=False) for d in _load_manifests(args.file)]
-    if not args.names:
-        raise UsageError("app delete: give the NAMEs to delete, or -f FILE")
-    return [(args.kind, objects.validate_name(name, kind=args.kind)) for name in args.names]
-
-
-def _valid_manifests(path: str, *, need_spec: bool) -> list[dict[str, Any]]:
-    """Every manifest in `path`, each checked before any is written (all or nothing)."""
-    docs = _load_manifests(path)
-    for doc in docs:
-        objects.validate_manifest(doc, need_spec=need_spec)
-    return docs
-
-
-def _coordination(args: argparse.Namespace) -> str:
-    if getattr(args, "store", None):
-        return str(args.store)
-    if args.coordination:
-        return str(args.coordination)
-    state_dir = args.dir or Path(os.environ.get("MOORING_DIR", ".mooring"))
-    cluster = Path(state_dir) / "cluster.json"
-    if cluster.exists():
-        recorded = json.loads(cluster.read_text())
-        return str(recorded.get("store") or recorded["coordination"])
-    raise UsageError(
-        "no principal store: pass --store (etcd:// or kubernetes://), --coordination etcd://HOST:PORT"
-        " or --dir of a running `mooring up`"
-    )
-
-
-async def _with_store(args: argparse.Namespace, work: Any) -> Any:
-    import principal
-
-    desired = principal.open_hub_store(_coordination(args), root=args.store_root, timeout=3.0)
-    try:
-        await desired.connect()
-        return await work(desired)
-    finally:
-        await desired.close()
-
-
-def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
-    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
-
-
-def _health(status: Any) -> str:
-    if isinstance(status, dict):
-        health = (status.get("health") or {}).get("status")
-        sync = (status.get("sync") or {}).get("status")
-        return "/".join(x for x in (sync, health) if x) or "-"
-    return "-"
 
 
 # ----------------------------------------------------------------------------- commands
@@ -340,6 +266,8 @@ def cmd_principal(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    if args.agent_command != "run":
+        return hubcli.cmd_registry(args)
     from agent import _settings as agent_settings
 
     settings = agent_settings.AgentSettings(
@@ -383,7 +311,7 @@ async def _run_agent(settings: agent_settings.AgentSettings) -> None:
 def cmd_app(args: argparse.Namespace) -> int:
     if args.agent_state is not None:
         return _app_local(args)
-    return int(asyncio.run(_with_store(args, lambda desired: _app_principal(args, desired))))
+    return asyncio.run(hubcli.with_store(args, lambda desired: hubcli.app_on_hub(args, desired)))
 
 
 def _app_local(args: argparse.Namespace) -> int:
@@ -393,88 +321,48 @@ def _app_local(args: argparse.Namespace) -> int:
     local = agent_store.AgentStore(args.agent_state, create=create)
     try:
         if args.app_command == "apply":
-            docs = _valid_manifests(args.file, need_spec=local.mode == "autonomous")
+            docs = manifests.valid(args.file, need_spec=local.mode == "autonomous")
+            existed = {(r.kind, r.name) for r in local.list()}
             for doc in docs:
                 row, changed = local.apply_local(doc)
-                print(f"{row.kind} {row.name} {'configured' if changed else 'unchanged'}")
+                said = "configured" if (row.kind, row.name) in existed else "created"
+                existed.add((row.kind, row.name))
+                print(f"{row.kind} {row.name} {said if changed else 'unchanged'}")
         elif args.app_command == "delete":
             missing = 0
-            for kind, name in _delete_targets(args):
+            for kind, name in manifests.delete_targets(args):
                 deleted = local.delete_local(kind, name)
                 missing += not deleted
                 print(f"{kind} {name} {'deleted' if deleted else 'not found'}")
             return 1 if missing else 0
         else:
-            rows = [
-                {
-                    "kind": r.kind,
-                    "name": r.name,
-                    "version": r.version,
-                    "checksum": r.checksum[:12],
-                    "status": _health(r.status),
-                    "manifest": r.manifest(),
-                }
-                for r in local.list()
-            ]
-            if args.json:
-                print(json.dumps({"mode": local.mode, "items": rows}, indent=2, sort_keys=True))
+            rows = []
+            for r in local.list():
+                sync, health = hubcli.sync_and_health(r.status)
+                rows.append(
+                    {
+                        "kind": r.kind,
+                        "name": r.name,
+                        "version": r.version,
+                        "checksum": r.checksum[:12],
+                        "sync": sync,
+                        "health": health,
+                        "status": "/".join(x for x in (sync, health) if x != "-") or "-",
+                        "manifest": r.manifest(),
+                    }
+                )
+            output = "json" if args.json and not args.output else args.output
+            if output in ("json", "yaml"):
+                hubcli.emit({"mode": local.mode, "items": rows}, output)
+            elif not rows:
+                print("no resources found", file=sys.stderr)
             else:
-                _print_table(rows, ("kind", "name", "version", "checksum", "status"))
+                columns = ["kind", "name", "sync", "health"]
+                hubcli.print_table(
+                    rows, columns + (["version", "checksum"] if output == "wide" else [])
+                )
     finally:
         local.close()
-    return 0
-
-
-async def _app_principal(args: argparse.Namespace, desired: principal.HubStore) -> int:
-    agent = objects.validate_agent_name(args.agent)
-    if args.app_command == "apply":
-        for doc in _valid_manifests(args.file, need_spec=True):
-            resource, changed = await desired.apply_desired(agent, doc)
-            print(
-                f"{resource.kind} {resource.name} {'configured' if changed else 'unchanged'} for agent {agent}"
-            )
-        return 0
-    if args.app_command == "delete":
-        missing = 0
-        for kind, name in _delete_targets(args):
-            deleted = await desired.delete_desired(agent, kind, name)
-            missing += not deleted
-            print(f"{kind} {name} {'deleted' if deleted else 'not found'} for agent {agent}")
-        return 1 if missing else 0
-    record = await desired.get_agent(agent)
-    resources, _ = await desired.list_resources(agent)
-    statuses = await desired.list_status(agent)
-    rows = []
-    for r in resources:
-        status = (
-            r.status
-            if r.origin == "agent"
-            else (statuses.get((r.kind, r.name)) or {}).get("status")
-        )
-        shown = f"{agent}-{r.name}" if r.origin == "agent" else r.name
-        rows.append(
-            {
-                "kind": r.kind,
-                "name": shown,
-                "agent_name": r.name,
-                "version": r.version,
-                "checksum": r.checksum[:12],
-                "origin": r.origin,
-                "status": _health(status),
-                "spec": r.object.get("spec"),
-                "status_object": status,
-            }
-        )
-    if args.json:
-        print(
-            json.dumps(
-                {"agent": agent, "mode": record.mode if record else None, "items": rows},
-                indent=2,
-                sort_keys=True,
-            )
-        )
-    else:
-        _print_table(rows, ("kind", "name", "version", "checksum", "origin", "status"))
     return 0
 
 

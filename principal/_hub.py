@@ -22,6 +22,7 @@ from typing import Any, Literal, NewType, Protocol
 __all__ = [
     "MODES",
     "REFUSED_CONDITION",
+    "AgentInUseError",
     "AgentRecord",
     "Change",
     "Cursor",
@@ -70,6 +71,10 @@ class StoreError(Exception):
 
 class ModeConflictError(StoreError):
     """The operation does not fit the agent's registered mode."""
+
+
+class AgentInUseError(StoreError):
+    """The agent still has resources on the hub: delete them, or delete it with cascade."""
 
 
 class HistoryLostError(StoreError):
@@ -133,6 +138,20 @@ class HubStore(Protocol):
 
     async def register_agent(self, name: str, *, mode: Mode) -> AgentRecord:
         """Idempotent; ModeConflictError when known with another mode."""
+        ...
+
+    async def set_agent_mode(self, name: str, *, mode: Mode) -> AgentRecord | None:
+        """Change a registered agent's mode (idempotent); None when it is not registered.
+
+        Its resources stay as they are, and a session already open keeps the mode it
+        was welcomed with: the agent's next hello with the old mode is refused."""
+        ...
+
+    async def delete_agent(self, name: str, *, cascade: bool = False) -> list[Resource] | None:
+        """Unregister `name`; None when it was not registered. While it has resources on
+        the hub, AgentInUseError, unless `cascade`: then they (and their reported status)
+        are deleted first, and returned. A running agent registers again on its next
+        connect, as on its first."""
         ...
 
     def watch_agents(self) -> AsyncIterator[frozenset[str]]:

@@ -6,7 +6,9 @@ URL: `kubernetes://[?kubeconfig=PATH][&hub=NAME][&namespace-prefix=PREFIX]`; wit
 - Agent registry: agent X is namespace PREFIX+X (default: X itself, as upstream's
   namespace-per-agent), carrying labels `mooring.io/hub=NAME` (so several hubs share a
   cluster), `mooring.io/agent=X` and `mooring.io/mode=managed|autonomous`. Registering
-  creates the namespace, or labels an existing one; a mode never changes by itself.
+  creates the namespace, or labels an existing one; a mode never changes by itself
+  (`set_agent_mode` relabels it). Deleting an agent removes those labels and keeps the
+  namespace: it may hold more than Mooring's objects, and it may have existed before.
 - Resources: the agent's Applications and AppProjects (`argoproj.io/v1alpha1`) in its
   namespace, exactly as Argo CD defines them, so `kubectl get applications -A` shows
   them. What travels is `proto.objects.synced_object` of them; Mooring's own
@@ -42,7 +44,16 @@ from typing import Any
 from election import _errors as cerrors
 from election import _kubeobjects as kobj
 from principal import _hub as hub
-from principal._hub import MODES, AgentRecord, Change, Cursor, Mode, ModeConflictError, Resource
+from principal._hub import (
+    MODES,
+    AgentInUseError,
+    AgentRecord,
+    Change,
+    Cursor,
+    Mode,
+    ModeConflictError,
+    Resource,
+)
 from proto import codec, objects
 
 __all__ = ["KubeHubStore", "from_url"]
@@ -70,6 +81,13 @@ def from_url(url: str, *, timeout: float) -> KubeHubStore:
         hub=query.get("hub", "mooring"),
         namespace_prefix=query.get("namespace-prefix", ""),
     )
+
+
+def _valid_agent(name: str) -> str:
+    try:
+        return objects.validate_agent_name(name)
+    except objects.InvalidObjectError as err:
+        raise hub.StoreError(str(err)) from err
 
 
 def _cursor(resource_version: str) -> Cursor:
@@ -201,6 +219,71 @@ class KubeHubStore:
         self._not_agents.pop(namespace, None)
         return AgentRecord(name, mode)
 
+    async def _relabel(
+        self, name: str, labels: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+    ) -> AgentRecord | None:
+        """Merge-patch the agent's namespace with `labels(namespace)` (None: nothing to do),
+        compared on its resourceVersion; the record before the patch, None if no agent."""
+        namespace = self.namespace(name)
+        for _ in range(RETRIES):
+            found = await self._call(self.client.get(kobj.NAMESPACES, namespace))
+            record = None if found is None else self._agent_of(found)
+            if found is None or record is None or record.name != name:
+                return None
+            planned = labels(found)
+            if planned is None:
+                return record
+            patch = {
+                "metadata": {
+                    "labels": planned,
+                    "resourceVersion": found["metadata"]["resourceVersion"],
+                }
+            }
+            try:
+                await self.client.patch(kobj.NAMESPACES, namespace, patch)
+            except cerrors.ConflictError:
+                continue
+            except cerrors.CoordinationError as err:
+                raise hub.StoreError(f"agent {name}: {err}") from err
+            return record
+        raise hub.StoreError(f"agent {name}: too much contention, try again")
+
+    async def set_agent_mode(self, name: str, *, mode: Mode) -> AgentRecord | None:
+        if mode not in MODES:
+            raise hub.StoreError(f"unknown mode {mode!r}: expected managed or autonomous")
+
+        def labels(namespace: Mapping[str, Any]) -> dict[str, Any] | None:
+            current = (namespace.get("metadata", {}).get("labels") or {}).get(MODE_LABEL)
+            return None if current == mode else {MODE_LABEL: mode}
+
+        if await self._relabel(_valid_agent(name), labels) is None:
+            return None
+        self._registered[name] = mode
+        return AgentRecord(name, mode)
+
+    async def delete_agent(self, name: str, *, cascade: bool = False) -> list[Resource] | None:
+        namespace = self.namespace(_valid_agent(name))
+        if await self.get_agent(name) is None:
+            return None
+        resources, _ = await self.list_resources(name)
+        if resources and not cascade:
+            raise AgentInUseError(f"agent {name} has {len(resources)} resource(s) on the hub")
+        for resource in resources:
+            await self._delete_lifting_finalizers(name, resource.kind, resource.name)
+
+        def labels(found: Mapping[str, Any]) -> dict[str, Any]:
+            mine = {HUB_LABEL: None, AGENT_LABEL: None, MODE_LABEL: None}
+            current = found.get("metadata", {}).get("labels") or {}
+            if current.get(MANAGED_BY_LABEL) == "mooring":
+                mine[MANAGED_BY_LABEL] = None
+            return mine
+
+        if await self._relabel(name, labels) is None:
+            return None  # unregistered meanwhile
+        self._registered.pop(name, None)
+        self._not_agents.pop(namespace, None)
+        return resources
+
     async def watch_agents(self) -> AsyncIterator[frozenset[str]]:
         items, rv = await self._call(
             self.client.list(kobj.NAMESPACES, label_selector=self._selector)
@@ -210,6 +293,9 @@ class KubeHubStore:
             record = self._agent_of(item)
             if record is not None:
                 agents[item["metadata"]["name"]] = record.name
+                self._registered[record.name] = record.mode
+        listed = set(agents.values())
+        self._registered = {n: m for n, m in self._registered.items() if n in listed}
         yield frozenset(agents.values())
         try:
             async for event in self.client.watch(
@@ -220,9 +306,12 @@ class KubeHubStore:
                 name = event.object.get("metadata", {}).get("name", "")
                 record = self._agent_of(event.object)
                 if event.type == "DELETED" or record is None:
-                    agents.pop(name, None)
+                    gone = agents.pop(name, None)
+                    if gone is not None:  # unregistered elsewhere (`mooring agent delete`)
+                        self._registered.pop(gone, None)
                 else:
                     agents[name] = record.name
+                    self._registered[record.name] = record.mode
                 yield frozenset(agents.values())
         except cerrors.CoordinationError as err:
             raise hub.StoreError(f"agent registry watch: {err}") from err
@@ -321,8 +410,8 @@ class KubeHubStore:
             raise hub.StoreError(f"{kind} {name} for agent {agent}: {err}") from err
 
     async def _mode(self, agent: str) -> Mode | None:
-        # A mode never changes once registered, so one read per agent and process is enough
-        # (it saves one apiserver request per apply_desired).
+        # One read per agent and process (it saves one apiserver request per apply_desired);
+        # a replica's watch_agents keeps the cache current when a mode changes elsewhere.
         if agent in self._registered:
             return self._registered[agent]
         record = await self.get_agent(agent)
@@ -370,6 +459,9 @@ class KubeHubStore:
             raise ModeConflictError(
                 f"agent {agent} is autonomous: {kind} {name} cannot be deleted from the principal"
             )
+        return await self._delete_lifting_finalizers(agent, kind, name)
+
+    async def _delete_lifting_finalizers(self, agent: str, kind: str, name: str) -> bool:
         current = await self._get(agent, kind, name)
         if current is None or current.get("metadata", {}).get("deletionTimestamp"):
             return False  # gone, or already being deleted (finalizers pending)

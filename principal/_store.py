@@ -32,6 +32,7 @@ from election import _etcd as etcd
 from principal import _hub as hub
 from principal._hub import (
     MODES,
+    AgentInUseError,
     AgentRecord,
     Change,
     Cursor,
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["EtcdHubStore"]
 
+TXN_DELETES = 100  # keys deleted per transaction (etcd's default --max-txn-ops is 128)
+
 
 class EtcdHubStore:
     """Mooring's keys on etcd, as a `HubStore`."""
@@ -58,8 +61,9 @@ class EtcdHubStore:
         self.root = root
         self.apps_prefix = f"{root}apps/".encode()
         self.agents_prefix = f"{root}agents/".encode()
-        # Registrations this process has seen confirmed. Mooring never deletes or
-        # re-modes an agent, so a reconnect storm needs no etcd round trip to re-check.
+        # Registrations this process has seen confirmed, so a reconnect storm needs no
+        # etcd round trip to re-check; `watch_agents` (which every replica runs) keeps
+        # it current when `mooring agent set-mode|delete` changes a record elsewhere.
         self._registered: dict[str, Mode] = {}
         self._deleting: set[bytes] = set()  # mirror keys this store is deleting
         self._corrupt: set[tuple[bytes, int]] = set()  # undecodable records already logged
@@ -122,6 +126,39 @@ class EtcdHubStore:
                 )
         self._registered[name] = mode
         return AgentRecord(name=name, mode=mode)
+
+    async def set_agent_mode(self, name: str, *, mode: Mode) -> AgentRecord | None:
+        if mode not in MODES:
+            raise StoreError(f"unknown mode {mode!r}: expected managed or autonomous")
+        key = self._agent_key(_agent_name(name))
+        for _ in range(8):
+            raw = await self.kv.get(key)
+            if raw is None:
+                return None
+            data = json.loads(raw.value)
+            if data.get("mode", "managed") != mode:
+                data["mode"] = mode
+                if await self.kv.update(key, _dumps(data), mod_revision=raw.mod_revision) is None:
+                    continue  # changed meanwhile: read again
+            self._registered[name] = mode
+            return AgentRecord(name=name, mode=mode)
+        raise StoreError(f"set mode of agent {name}: too much contention, try again")
+
+    async def delete_agent(self, name: str, *, cascade: bool = False) -> list[Resource] | None:
+        key = self._agent_key(_agent_name(name))
+        if await self.kv.get(key) is None:
+            return None
+        raw_apps, _ = await self.kv.get_prefix(f"{self.root}apps/{name}/".encode())
+        if raw_apps and not cascade:
+            raise AgentInUseError(f"agent {name} has {len(raw_apps)} resource(s) on the hub")
+        resources, _ = await self.list_resources(name)
+        raw_status, _ = await self.kv.get_prefix(f"{self.root}status/{name}/".encode())
+        keys = [item.key for item in raw_apps + raw_status]
+        for start in range(0, len(keys), TXN_DELETES):  # etcd caps operations per txn
+            await self.kv.txn(deletes=keys[start : start + TXN_DELETES])
+        await self.kv.delete(key)
+        self._registered.pop(name, None)
+        return resources
 
     # --- resources --------------------------------------------------------------
     def _resource(self, agent: str, kind: str, name: str, raw: etcd.KeyValue) -> Resource | None:
@@ -305,6 +342,9 @@ class EtcdHubStore:
         try:
             items, revision = await self.kv.get_prefix(self.agents_prefix)
             agents = {self.agent_of(item.key) for item in items}
+            self._registered = {n: m for n, m in self._registered.items() if n in agents}
+            for item in items:
+                self._remember(self.agent_of(item.key), item.value)
             yield frozenset(agents)
             async for event in self.kv.watch_prefix(
                 self.agents_prefix, start_revision=revision + 1
@@ -312,11 +352,24 @@ class EtcdHubStore:
                 name = self.agent_of(event.key)
                 if event.kind is etcd.WatchKind.DELETE:
                     agents.discard(name)
+                    self._registered.pop(name, None)
                 else:
                     agents.add(name)
+                    self._remember(name, event.value)
                 yield frozenset(agents)
         except cerrors.CoordinationError as err:
             raise StoreError(f"agent registry watch on etcd: {err}") from err
+
+    def _remember(self, name: str, value: bytes) -> None:
+        """Cache the mode a registry record says (forget it when undecodable)."""
+        try:
+            mode = json.loads(value).get("mode", "managed")
+        except (ValueError, AttributeError):
+            mode = None
+        if mode in MODES:
+            self._registered[name] = mode
+        else:
+            self._registered.pop(name, None)
 
     async def cursor(self) -> Cursor:
         try:

@@ -213,12 +213,13 @@ def test_the_charts_grant_exactly_what_the_principal_and_agent_call(
         )
         cluster.add_agent("edge-a", "autonomous")
 
-        def registered() -> bool:
-            listed = mooring("app", "list", "--agent", "edge-a", "--store", admin_store, "--json")
-            return json.loads(listed.stdout)["mode"] == "autonomous"
+        def registered() -> bool:  # by their first connects (`app apply` registers no agent)
+            listed = mooring("agent", "list", "--store", admin_store, "-o", "json")
+            modes = {a["name"]: a["mode"] for a in json.loads(listed.stdout)["items"]}
+            return (modes.get("edge-a"), modes.get("edge-k")) == ("autonomous", "managed")
 
         wait_for(
-            registered, timeout=30, interval=0.3, what=f"edge-a registered\n{principal.output()}"
+            registered, timeout=30, interval=0.3, what=f"both registered\n{principal.output()}"
         )
 
         # Managed: the hub's Application and AppProject reach the workload namespace,

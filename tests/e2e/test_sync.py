@@ -411,8 +411,8 @@ def test_argocd_documented_examples_arrive_with_every_field(
     manifests = write_docs(tmp_path / "examples.json", docs)
     out = mooring("app", "apply", "-f", str(manifests), "--agent", "edge-full", env=cluster.env)
     assert out.stdout.splitlines() == [
-        "Application guestbook configured for agent edge-full",
-        "AppProject my-project configured for agent edge-full",
+        "Application guestbook created for agent edge-full",
+        "AppProject my-project created for agent edge-full",
     ]
 
     def arrived() -> dict | None:
@@ -578,8 +578,9 @@ def test_on_kubernetes_objects_the_crd_schema_refuses_are_one_line_errors(
         bad["spec"]["syncPolicy"] = {"retry": {"limit": "many"}}
         path = write_docs(tmp_path / "bad.json", [bad])
         result = mooring(
-            "app", "apply", "-f", str(path), "--agent", "edge-s", check=False, env=cluster.env
-        )
+            "app", "apply", "-f", str(path), "--agent", "edge-s", "--create-agent",
+            check=False, env=cluster.env,
+        )  # fmt: skip
         assert result.returncode == 1
         assert "spec.syncPolicy.retry.limit" in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

@@ -9,6 +9,7 @@ prefix of the test's own. A new backend joins by adding a parameter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable
@@ -30,23 +31,33 @@ WAIT = 10.0  # seconds any feed may take to deliver a change
 
 
 @pytest.fixture(params=["etcd", "etcd36", "kubernetes"])
-async def backend(
-    request: pytest.FixtureRequest, prefix: str
-) -> AsyncIterator[tuple[hub.HubStore, services.EtcdCluster]]:
+def location(request: pytest.FixtureRequest, prefix: str) -> tuple[str, services.EtcdCluster]:
+    """The URL of the test's own hub store, and the etcd under it."""
     if request.param == "kubernetes":
         apiserver: kubeapi.KubeAPIServer = request.getfixturevalue("kube_apiserver")
         name = prefix.strip("/")
         url = f"kubernetes://?kubeconfig={apiserver.kubeconfig}&hub={name}&namespace-prefix={name}-"
-        cluster = apiserver.etcd  # the apiserver's own etcd (compacted by one test)
-    else:
-        cluster = request.getfixturevalue(request.param)
-        url = cluster.url
+        return url, apiserver.etcd  # the apiserver's own etcd (compacted by one test)
+    cluster = request.getfixturevalue(request.param)
+    return cluster.url, cluster
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str, prefix: str) -> AsyncIterator[hub.HubStore]:
     store = principal.open_hub_store(url, root=f"{prefix}/", timeout=5.0)
     await store.connect()
     try:
-        yield store, cluster
+        yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def backend(
+    location: tuple[str, services.EtcdCluster], prefix: str
+) -> AsyncIterator[tuple[hub.HubStore, services.EtcdCluster]]:
+    async with opened(location[0], prefix) as store:
+        yield store, location[1]
 
 
 @pytest.fixture
@@ -99,6 +110,80 @@ async def test_watch_agents_lists_then_follows_registrations(store: hub.HubStore
         assert await within(anext(feed)) == {"edge-1", "edge-2"}
     finally:
         await feed.aclose()
+
+
+async def test_a_registered_mode_can_be_changed(store: hub.HubStore) -> None:
+    assert await store.set_agent_mode("edge-1", mode="autonomous") is None  # not registered
+    assert await store.get_agent("edge-1") is None
+    await store.register_agent("edge-1", mode="managed")
+    changed = await store.set_agent_mode("edge-1", mode="autonomous")
+    assert changed == hub.AgentRecord("edge-1", "autonomous")
+    assert await store.set_agent_mode("edge-1", mode="autonomous") == changed  # idempotent
+    assert await store.get_agent("edge-1") == changed
+    assert await store.list_agents() == [changed]
+    # This store had confirmed "managed": the change is what counts now.
+    with pytest.raises(hub.ModeConflictError, match="registered as autonomous, not managed"):
+        await store.register_agent("edge-1", mode="managed")
+    assert await store.register_agent("edge-1", mode="autonomous") == changed
+    with pytest.raises(hub.StoreError, match="invalid agent name"):
+        await store.set_agent_mode("Edge_1", mode="managed")
+
+
+async def test_a_replica_sees_a_mode_changed_elsewhere_through_its_agent_watch(
+    store: hub.HubStore, location: tuple[str, services.EtcdCluster], prefix: str
+) -> None:
+    async with opened(location[0], prefix) as replica:
+        await replica.register_agent("edge-1", mode="managed")  # confirmed, so remembered
+        feed = replica.watch_agents()
+        try:
+            assert await within(anext(feed)) == {"edge-1"}
+            await store.set_agent_mode("edge-1", mode="autonomous")  # `mooring agent set-mode`
+            assert await within(anext(feed)) == {"edge-1"}
+            with pytest.raises(hub.ModeConflictError, match="registered as autonomous"):
+                await replica.register_agent("edge-1", mode="managed")
+            assert await store.delete_agent("edge-1") == []  # `mooring agent delete`
+            assert await within(anext(feed)) == frozenset()
+            # Unregistered: its next hello registers it again, in the mode it says.
+            assert await replica.register_agent("edge-1", mode="managed") == hub.AgentRecord(
+                "edge-1", "managed"
+            )
+        finally:
+            await feed.aclose()
+    assert await store.get_agent("edge-1") == hub.AgentRecord("edge-1", "managed")
+
+
+async def test_an_agent_with_resources_is_deleted_only_with_cascade(store: hub.HubStore) -> None:
+    assert await store.delete_agent("edge-1") is None  # not registered
+    await store.register_agent("edge-1", mode="managed")
+    one, _ = await store.apply_desired("edge-1", app("one"))
+    await store.apply_desired("edge-1", app("two"))
+    status = {"sync": {"status": "Synced"}}
+    await store.put_status("edge-1", "Application", "one", status=status, spec_version=one.version)
+    with pytest.raises(hub.AgentInUseError, match="agent edge-1 has 2 resource"):
+        await store.delete_agent("edge-1")
+    assert await store.get_agent("edge-1") == hub.AgentRecord("edge-1", "managed")
+    assert len((await store.list_resources("edge-1"))[0]) == 2  # nothing deleted
+    deleted = await store.delete_agent("edge-1", cascade=True)
+    assert deleted is not None and sorted(r.name for r in deleted) == ["one", "two"]
+    assert await store.get_agent("edge-1") is None
+    assert await store.list_agents() == []
+    assert (await store.list_resources("edge-1"))[0] == []
+    assert await store.list_status("edge-1") == {}
+    # The name is free again, in either mode.
+    await store.register_agent("edge-1", mode="autonomous")
+    assert await store.get_agent("edge-1") == hub.AgentRecord("edge-1", "autonomous")
+
+
+async def test_cascade_deletes_an_autonomous_agents_mirrors(store: hub.HubStore) -> None:
+    await store.register_agent("edge-a", mode="autonomous")
+    obj = objects.synced_object(app("guestbook"))
+    await store.mirror_upsert("edge-a", "Application", "guestbook", obj=obj, version=1, status=None)
+    with pytest.raises(hub.AgentInUseError):
+        await store.delete_agent("edge-a")
+    deleted = await store.delete_agent("edge-a", cascade=True)
+    assert deleted is not None and [(r.name, r.origin) for r in deleted] == [("guestbook", "agent")]
+    assert await store.get_resource("edge-a", "Application", "guestbook") is None
+    assert await store.get_agent("edge-a") is None
 
 
 # --- desired state ----------------------------------------------------------------------
@@ -279,7 +364,7 @@ def lose_history(
     """Compact the store's etcd at `revision`. A kube-apiserver also serves watches from a
     cache of its own; it is restarted, so that cache starts after the compaction."""
     compact(cluster, revision)
-    if request.node.callspec.params["backend"] == "kubernetes":
+    if request.node.callspec.params["location"] == "kubernetes":
         request.getfixturevalue("kube_apiserver").restart()
 
 
