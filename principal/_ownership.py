@@ -34,6 +34,10 @@ class Ownership(Protocol):
         answering ("" when there is none to name)."""
         ...
 
+    async def catch_up(self, epoch: int) -> None:
+        """Return once a map of at least `epoch` is applied here (bound it with a timeout)."""
+        ...
+
 
 def redirect(route: Route, *, reason: str) -> pb.Envelope:
     """The envelope that sends an agent where `route` points."""

@@ -54,6 +54,8 @@ class SessionSettings:
     heartbeat_interval: float = 5.0  # seconds between heartbeats we send
     heartbeat_timeout: float = 15.0  # seconds of silence before we drop the session
     max_pending: int = 50_000  # unacknowledged or queued envelopes before a session is dropped
+    # seconds a hello that saw a newer shard-map epoch than ours waits for it to arrive
+    catch_up_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout <= self.heartbeat_interval:
@@ -335,6 +337,14 @@ class StreamHandler:
                 reason="protocol",
             )
         route = self.routing.route(agent)
+        if not route.serve and hello.known_epoch > route.epoch:
+            # The agent was sent here under a map we have not applied yet (a replica
+            # that just started or rejoined): wait for it rather than redirect under the
+            # old one, which sends the agent back and forth, then to a stand-in.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.catch_up_timeout):
+                    await self.routing.catch_up(hello.known_epoch)
+                route = self.routing.route(agent)
         standin_for = ""
         if (
             not route.serve

@@ -57,6 +57,7 @@ class Sharding:
         self.ring: ring.Ring | None = None
         self.changed = asyncio.Event()
         self.applied = asyncio.Event()  # set once a first map is applied
+        self._next_apply = asyncio.Event()  # set (and replaced) by every apply
         # Rings without one replica, for stand-ins and successors: built once per applied
         # ring and lost replica (a storm of one dead replica's agents builds one).
         self._without: dict[str, ring.Ring] = {}
@@ -129,6 +130,11 @@ class Sharding:
             return ""
         return current.endpoint_of(placed.owner(agent)) or ""
 
+    async def catch_up(self, epoch: int) -> None:
+        """Return once a map of at least `epoch` is applied here."""
+        while self.map is None or self.map.epoch < epoch:
+            await self._next_apply.wait()
+
     # ------------------------------------------------------------------ loops
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -172,6 +178,16 @@ class Sharding:
         for agent, session in list(self.sessions.sessions.items()):
             route = self.route(agent)
             if route.serve:
+                if session.standin_for:
+                    # The map now names us the owner (the owner we stood in for left):
+                    # the session is ours from here, not sent back after STANDIN_SECONDS.
+                    logger.info(
+                        "epoch %d: agent %s is ours now; stand-in for %s ends in place",
+                        current.epoch,
+                        agent,
+                        session.standin_for,
+                    )
+                    session.standin_for = ""
                 # Who would take over may have changed (or been unknown at the welcome).
                 session.advise_standby(self.successor(agent, standin_for=session.standin_for))
                 continue
@@ -193,6 +209,8 @@ class Sharding:
             self.on_owned(self.ring.loads().get(ring.ReplicaId(self.replica_id), 0))
         self.coordinator.set_applied_epoch(current.epoch)
         self.applied.set()
+        self._next_apply.set()
+        self._next_apply = asyncio.Event()
 
     def drain(self) -> int:
         """Before leaving: send every session to its owner in the map without us."""
