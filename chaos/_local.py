@@ -29,6 +29,7 @@ __all__ = [
     "CliError",
     "chaos_dir",
     "cluster",
+    "cluster_running",
     "mark",
     "marks",
     "mooring",
@@ -67,6 +68,25 @@ def mooring(*args: str, timeout: float = CLI_TIMEOUT) -> str:
         last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise CliError(f"mooring {' '.join(args)}: {last}")
     return proc.stdout
+
+
+def cluster_running(directory: str | Path) -> bool:
+    """Whether any etcd member cluster.json records still runs (same pid, same start
+    time): the observers stop by themselves once their cluster is gone."""
+    try:
+        members = cluster(directory).get("etcd") or []
+    except (CliError, ValueError):
+        return False
+    for member in members:
+        process = member.get("process") or {}
+        try:
+            stat = Path(f"/proc/{process.get('pid')}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields[0] not in "ZX" and int(fields[19]) == process.get("start"):
+            return True
+    return False
 
 
 def scrape(address: str, *, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float] | None:

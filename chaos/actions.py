@@ -26,9 +26,12 @@ from chaos import _local as local
 __all__ = [
     "fault",
     "heal",
+    "isolate",
+    "partition",
     "resolve",
     "rolling_restart",
     "scale",
+    "shape",
     "start_observers",
     "stop_observers",
 ]
@@ -102,6 +105,81 @@ def fault(directory: str, action: str, target: str, seed: int | None = None) -> 
     return {"action": action, "target": name, "role": target, "t": before["t"], "said": said}
 
 
+NETNS_FILE = "netns.json"
+"""DIR/netns.json: the network namespaces the cluster runs in (written by the runner)."""
+LINK_FILE = "etcd-link.json"
+"""DIR/etcd-link.json: the control file of the proxy between the replicas and etcd."""
+
+
+def shape(
+    directory: str, delay_ms: float = 0.0, jitter_ms: float = 0.0, rate: float | None = None
+) -> dict[str, Any]:
+    """Add latency (each way) and a bandwidth cap (bytes/s) to every replica's link to
+    etcd, through the userspace proxy they dial (this kernel has no tc netem)."""
+    from chaos import proxy
+
+    control = Path(directory) / LINK_FILE
+    if not control.exists():
+        raise local.CliError(
+            f"the replicas of {directory} reach etcd directly: shaping needs a cluster in"
+            " network namespaces with one etcd member"
+        )
+    limits = proxy.Limits.both(delay_ms=delay_ms, jitter_ms=jitter_ms, rate=rate)
+    local.mark(directory, "shape", target="etcd", delay_ms=delay_ms, rate=rate)
+    proxy.write_control(control, limits)
+    proxy.wait_applied(control, limits)
+    return limits.to_json()
+
+
+def _topology(directory: str) -> Any:
+    from chaos import netns
+
+    path = Path(directory) / NETNS_FILE
+    if not path.exists():
+        raise local.CliError(
+            f"the cluster in {directory} runs on loopback: partitions need one started in"
+            " network namespaces (an experiment with extensions[0].cluster.netns)"
+        )
+    return netns.Topology.attach(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _group(directory: str, name: str) -> list[str]:
+    """`fleets`: every fleet process (all agents); `etcd`: every etcd member; else one."""
+    members = list(json.loads((Path(directory) / NETNS_FILE).read_text())["members"])
+    if name in ("fleets", "etcd"):
+        prefix = "fleet" if name == "fleets" else "etcd"
+        return [m for m in members if m.startswith(prefix)]
+    return [resolve(directory, name)]
+
+
+def partition(directory: str, target: str, peer: str, one_way: bool = False) -> dict[str, Any]:
+    """Drop packets between `target` and `peer` (each a name, a role, `fleets` or `etcd`):
+    both ways, or with `one_way` only target's packets to peer. Real loss: connections
+    hang until their timeouts, as behind a dead link."""
+    topo = _topology(directory)
+    sources, sinks = _group(directory, target), _group(directory, peer)
+    local.mark(
+        directory, "partition", target=",".join(sources), peer=",".join(sinks), one_way=one_way
+    )
+    for a in sources:
+        for b in sinks:
+            if one_way:
+                topo.drop_one_way(a, b)
+            else:
+                topo.partition(a, b)
+    local.mark(directory, "partition-done", target=",".join(sources), peer=",".join(sinks))
+    return {"dropped": [[a, b] for a in sources for b in sinks], "one_way": one_way}
+
+
+def isolate(directory: str, target: str) -> dict[str, Any]:
+    """Cut `target` off from everything but its own loopback."""
+    topo = _topology(directory)
+    (name,) = _group(directory, target)
+    local.mark(directory, "partition", target=name, peer="*")
+    topo.isolate(name)
+    return {"isolated": name}
+
+
 def heal(directory: str) -> dict[str, Any]:
     """Undo every fault still in effect (start what was killed or stopped, resume what
     was paused), then mark the moment: I3 counts from here. Idempotent, so it is also
@@ -113,6 +191,19 @@ def heal(directory: str) -> dict[str, Any]:
         elif m["event"] in ("start", "resume"):
             pending.pop(m["target"], None)
     undone = []
+    if (Path(directory) / LINK_FILE).exists():
+        from chaos import proxy
+
+        if (proxy.read_status(Path(directory) / LINK_FILE) or {}).get("limits") != (
+            proxy.Limits().to_json()
+        ):
+            proxy.write_control(Path(directory) / LINK_FILE, proxy.Limits())
+            proxy.wait_applied(Path(directory) / LINK_FILE, proxy.Limits())
+            undone.append("etcd link shaping")
+    if (Path(directory) / NETNS_FILE).exists():
+        dropped = _topology(directory).heal_all()
+        if dropped:
+            undone.append(f"{len(dropped)} DROP rules")
     for target, action in pending.items():
         fault(directory, action, target)
         undone.append(f"{action} {target}")

@@ -11,7 +11,8 @@ Every experiment has the same shape:
 - method: start the writer and the sampler, apply the fault's steps (each a `mooring`
   command on a role or a name, with a pause after it), then heal (undo whatever is
   still in effect) and mark the moment.
-- rollbacks: heal again (idempotent), so an interrupted run leaves the cluster whole.
+- rollbacks: heal again (idempotent), so an interrupted run leaves the cluster whole,
+  and stop the writer and the sampler (they also stop when their cluster is gone).
 
 `extensions[0]` (name "mooring") says what cluster the experiment needs.
 """
@@ -40,10 +41,16 @@ FOLDER = Path(__file__).parent / "experiments"
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    action: str  # kill | stop | pause | resume | start | scale | rolling-restart
+    action: (
+        str  # kill | stop | pause | resume | start | scale | rolling-restart | partition | isolate
+    )
     target: str = ""  # a role (leader, follower, etcd-leader, etcd-follower, last) or a name
     after: float = 0.0  # seconds to wait once it is done
     replicas: int = 0  # for scale
+    peer: str = ""  # for partition: the other side (a name, a role, `fleets`, `etcd`)
+    one_way: bool = False  # for partition: drop only target's packets to peer
+    delay_ms: float = 0.0  # for shape: added to the replicas' link to etcd, each way
+    rate: float | None = None  # for shape: bytes/s on that link
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +60,7 @@ class Fault:
     steps: tuple[Step, ...]
     etcd_members: int = 1
     tags: tuple[str, ...] = ()
+    netns: bool = False  # every process in a network namespace of its own (partitions)
 
 
 FAULTS: dict[str, Fault] = {
@@ -134,6 +142,69 @@ FAULTS: dict[str, Fault] = {
             tags=("replica", "stop"),
         ),
         Fault(
+            "partition-follower-etcd",
+            "drop every packet between a follower and etcd for 8 s",
+            (Step("partition", "follower", peer="etcd", after=8.0),),
+            tags=("network", "etcd"),
+            netns=True,
+        ),
+        Fault(
+            "partition-leader-etcd",
+            "drop every packet between the leader and etcd for 8 s (it must stop leading)",
+            (Step("partition", "leader", peer="etcd", after=8.0),),
+            tags=("network", "etcd", "leader"),
+            netns=True,
+        ),
+        Fault(
+            "partition-follower-redis",
+            "drop every packet between a follower and Redis for 6 s",
+            (Step("partition", "follower", peer="redis", after=6.0),),
+            tags=("network", "redis"),
+            netns=True,
+        ),
+        Fault(
+            "one-way-follower-to-redis",
+            "drop a follower's packets to Redis, not Redis's to it, for 6 s",
+            (Step("partition", "follower", peer="redis", one_way=True, after=6.0),),
+            tags=("network", "redis", "asymmetric"),
+            netns=True,
+        ),
+        Fault(
+            "one-way-redis-to-follower",
+            "drop Redis's packets to a follower, not the follower's to Redis, for 6 s",
+            (Step("partition", "redis", peer="follower", one_way=True, after=6.0),),
+            tags=("network", "redis", "asymmetric"),
+            netns=True,
+        ),
+        Fault(
+            "partition-follower-agents",
+            "drop every packet between a follower and every agent for 8 s",
+            (Step("partition", "follower", peer="fleets", after=8.0),),
+            tags=("network", "agent"),
+            netns=True,
+        ),
+        Fault(
+            "isolate-agent",
+            "cut one agent off from everything for 8 s",
+            (Step("isolate", "fleet1", after=8.0),),
+            tags=("network", "agent"),
+            netns=True,
+        ),
+        Fault(
+            "slow-etcd",
+            "250 ms more each way between every replica and etcd for 10 s (userspace proxy)",
+            (Step("shape", delay_ms=250.0, after=10.0),),
+            tags=("network", "etcd", "latency"),
+            netns=True,
+        ),
+        Fault(
+            "throttled-etcd",
+            "every replica's link to etcd capped at 20 kB/s for 10 s (userspace proxy)",
+            (Step("shape", rate=20_000.0, after=10.0),),
+            tags=("network", "etcd", "bandwidth"),
+            netns=True,
+        ),
+        Fault(
             "scale-out-in",
             "scale out to 4 replicas under load, then back in to 3",
             (Step("scale", replicas=4, after=4.0), Step("scale", replicas=3, after=2.0)),
@@ -170,6 +241,21 @@ def _step(index: int, step: Step) -> dict[str, Any]:
     if step.action == "rolling-restart":
         provider = _provider("chaos.actions", "rolling_restart")
         name = "rolling-restart"
+    elif step.action == "partition":
+        provider = _provider(
+            "chaos.actions",
+            "partition",
+            target=step.target,
+            peer=step.peer,
+            one_way=step.one_way,
+        )
+        name = f"{'drop' if step.one_way else 'partition'}-{step.target}-{step.peer}"
+    elif step.action == "shape":
+        provider = _provider("chaos.actions", "shape", delay_ms=step.delay_ms, rate=step.rate)
+        name = f"shape-etcd-link-{step.delay_ms:g}ms" + (f"-{step.rate:g}Bps" if step.rate else "")
+    elif step.action == "isolate":
+        provider = _provider("chaos.actions", "isolate", target=step.target)
+        name = f"isolate-{step.target}"
     elif step.action == "scale":
         provider = _provider("chaos.actions", "scale", replicas=step.replicas)
         name = f"scale-to-{step.replicas}"
@@ -202,6 +288,8 @@ def build(fault: Fault, *, agents: int = 8, replicas: int = 3) -> dict[str, Any]
                     "replicas": replicas,
                     "agents": agents,
                     "etcd_members": fault.etcd_members,
+                    # in namespaces, one fleet process per agent: one can be cut off alone
+                    **({"netns": True, "fleets": agents} if fault.netns else {}),
                 },
             }
         ],
@@ -224,7 +312,14 @@ def build(fault: Fault, *, agents: int = 8, replicas: int = 3) -> dict[str, Any]
             *(_step(i, step) for i, step in enumerate(fault.steps, start=1)),
             heal,
         ],
-        "rollbacks": [heal],
+        "rollbacks": [
+            heal,
+            {
+                "type": "action",
+                "name": "stop-writer-and-sampler",
+                "provider": _provider("chaos.actions", "stop_observers"),
+            },
+        ],
     }
 
 

@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["Rule", "Topology", "TopologyError", "iptables_variant"]
 
@@ -330,6 +330,47 @@ class Topology:
             removed = _delete(_stale(prefix))
         if removed:
             logger.warning("removed leftovers of topology %s: %s", prefix, removed)
+        return removed
+
+    def describe(self) -> dict[str, object]:
+        """What another process needs to `attach`: prefix, subnet, members' namespaces
+        and addresses (also the `netns` placement `mooring up` takes)."""
+        return {
+            "prefix": self.prefix,
+            "subnet": str(self.subnet),
+            "members": {
+                name: {"namespace": self.namespace(name), "host": address}
+                for name, address in self._addresses.items()
+            },
+        }
+
+    @classmethod
+    def attach(cls, description: dict[str, Any]) -> Topology:
+        """The topology another process created (see `describe`), to add faults to and
+        heal with `heal_all`; it owns no lock, and `destroy` stays with its creator."""
+        members = description["members"]
+        return cls(
+            description["prefix"],
+            {name: str(m["host"]) for name, m in members.items()},
+            subnet=ipaddress.IPv4Network(description["subnet"]),
+            lock=None,
+        )
+
+    def heal_all(self) -> list[Rule]:
+        """Remove every rule carrying this suite's comment in the members' namespaces,
+        whichever process added it (rules of other tools stay); return what it removed."""
+        removed: list[Rule] = []
+        for name in self._addresses:
+            ns = self.namespace(name)
+            listed = _run(["ip", "netns", "exec", ns, "iptables", "-w", "-S", "INPUT"])
+            for line in listed.stdout.splitlines():
+                words = shlex.split(line)
+                if words[:2] != ["-A", "INPUT"] or COMMENT not in words:
+                    continue
+                _run(["ip", "netns", "exec", ns, "iptables", "-w", "-D", "INPUT", *words[2:]])
+                removed.append((ns, tuple(words[2:])))
+                logger.info("rule removed in %s: INPUT %s", ns, shlex.join(words[2:]))
+        self._rules.clear()
         return removed
 
     def __enter__(self) -> Topology:

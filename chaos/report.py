@@ -22,7 +22,7 @@ from chaos import _local as local
 __all__ = ["judge", "percentiles", "plot", "write_summary"]
 
 PROBES = ("i1", "i2", "i3", "i4")
-BEGINS = ("kill", "stop", "pause", "scale")
+BEGINS = ("kill", "stop", "pause", "scale", "partition", "shape")
 
 
 def _journal(run: Path) -> dict[str, Any]:
@@ -163,7 +163,7 @@ def write_summary(report: Path, verdicts: Sequence[dict[str, Any]], *, header: s
         f"**{figures['passed']} passed, {figures['failed']} failed, "
         f"{figures['violations']} invariant violations.**",
         "",
-        "| experiment | verdict | converged after heal (s) | changes (acked / unknown) | why not |",
+        "| experiment | verdict | converged after heal (s) | writes so far (acked / unknown) | why not |",
         "|---|---|---|---|---|",
     ]
     for v in verdicts:

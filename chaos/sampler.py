@@ -3,7 +3,8 @@
 `python -m chaos.sampler --dir DIR [--hz 10]` scrapes every replica's /metrics
 (cluster.json says where; re-read each second, so scaling is followed) and appends
 one JSON line per round to RUN/samples.jsonl: {t, wall, replicas: {ID: {open, standin,
-owned, epoch, leader} | null}} (null: the replica did not answer). SIGTERM stops it.
+owned, epoch, leader} | null}} (null: the replica did not answer). SIGTERM stops it,
+and so does the end of its cluster.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def main() -> int:
         while not stopping:
             began = time.monotonic()
             if began >= reread:
+                if not local.cluster_running(args.dir):
+                    break  # the cluster is gone (a run that never stopped us)
                 try:
                     state = local.cluster(args.dir)
                     replicas = {r["id"]: r["metrics"] for r in state["replicas"]}

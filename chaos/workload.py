@@ -8,8 +8,9 @@ unique `WRITER-SEQ`; every seventh is a delete. After each, one JSON line goes t
 DIR/chaos/workload.jsonl (kept across runs: I2 judges the cluster's whole life):
 {writer, seq, t, agent, mode, op, name, rev, ok, error}, where ok is true
 (acknowledged), or null (an error: the change may or may not have landed). SIGTERM
-finishes the change in flight, logs it, and exits. While RUN/workload.pause exists it
-writes nothing and says so with RUN/workload.paused (a probe checking I2 quiesces it).
+finishes the change in flight, logs it, and exits; so does the end of its cluster.
+While RUN/workload.pause exists it writes nothing and says so with RUN/workload.paused
+(a probe checking I2 quiesces it).
 """
 
 from __future__ import annotations
@@ -69,9 +70,14 @@ async def run(directory: Path, *, rate: float, out: Path, stop: _Stop) -> int:
     writer = os.urandom(3).hex()
     run = local.run_dir(directory)
     pause, paused = run / "workload.pause", run / "workload.paused"
+    next_check = 0.0
     try:
         with out.open("a", encoding="utf-8", buffering=1) as log:
             while not stop.requested:
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 2.0
+                    if not local.cluster_running(directory):
+                        break  # the cluster is gone (a run that never stopped us)
                 if pause.exists():
                     paused.touch()
                     await asyncio.sleep(0.05)

@@ -22,6 +22,7 @@ import dataclasses
 import datetime
 import io
 import json
+import logging
 import os
 import random
 import shutil
@@ -68,13 +69,48 @@ class _Planned:
     experiment: dict[str, Any]
 
     @property
-    def cluster(self) -> tuple[int, int, int]:
+    def cluster(self) -> _Cluster:
         spec = self.experiment.get("extensions", [{}])[0].get("cluster", {})
-        return (
-            int(spec.get("replicas", 3)),
-            int(spec.get("agents", 8)),
-            int(spec.get("etcd_members", 1)),
+        return _Cluster(
+            replicas=int(spec.get("replicas", 3)),
+            agents=int(spec.get("agents", 8)),
+            etcd_members=int(spec.get("etcd_members", 1)),
+            netns=bool(spec.get("netns", False)),
+            fleets=int(spec.get("fleets", 1)),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cluster:
+    replicas: int
+    agents: int
+    etcd_members: int
+    netns: bool = False  # every process in a network namespace of its own
+    fleets: int = 1
+
+    def __str__(self) -> str:
+        where = " in network namespaces" if self.netns else ""
+        return (
+            f"{self.replicas} replicas, {self.agents} agents, {self.etcd_members} etcd"
+            f" member(s){where}"
+        )
+
+    @property
+    def slug(self) -> str:
+        return f"cluster-{self.replicas}r-{self.agents}a-{self.etcd_members}e" + (
+            "-netns" if self.netns else ""
+        )
+
+    def members(self) -> list[str]:
+        """The namespaces a topology for this cluster needs (one spare replica, for a
+        scale out), the runner's own (ctl) first."""
+        return [
+            "ctl",
+            *(f"etcd{i}" for i in range(self.etcd_members)),
+            "redis",
+            *(f"p{i}" for i in range(1, self.replicas + 2)),
+            *(f"fleet{i}" for i in range(1, self.fleets + 1)),
+        ]
 
 
 def _plan(options: ChaosOptions, seed: int) -> list[_Planned]:
@@ -113,24 +149,75 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _up(directory: Path, cluster: tuple[int, int, int], out: TextIO) -> None:
-    replicas, agents, members = cluster
+NETNS_ENV = "MOORING_CHAOS_NETNS"
+"""Set (to DIR/netns.json) in the runner that the outer one started inside a topology."""
+
+
+LINK_PORT = 2389
+"""Where, in etcd0's namespace, the replicas' proxy to etcd listens."""
+
+
+def _etcd_link(directory: Path, where: dict[str, str]) -> str:
+    """Start the userspace proxy the replicas reach etcd through (no shaping until an
+    experiment writes DIR/etcd-link.json); its URL. It lives in etcd0's namespace, so
+    the topology's end stops it."""
+    from chaos import actions, proxy
+
+    control = directory / actions.LINK_FILE
+    proxy.write_control(control, proxy.Limits())
+    host = where["host"]
+    with (directory / "etcd-link.log").open("ab") as log:
+        subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                where["namespace"],
+                sys.executable,
+                "-m",
+                "chaos.proxy",
+                "--listen",
+                f"{host}:{LINK_PORT}",
+                "--target",
+                f"{host}:2379",
+                "--control",
+                str(control),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    proxy.wait_applied(control, proxy.Limits(), timeout=10.0)
+    return f"etcd://{host}:{LINK_PORT}"
+
+
+def _up(directory: Path, cluster: _Cluster, out: TextIO) -> None:
     launcher.down(directory, out=io.StringIO())
+    placement = None
+    via = None
+    if cluster.netns:
+        members = json.loads(Path(os.environ[NETNS_ENV]).read_text())["members"]
+        placement = {name: where for name, where in members.items() if name != "ctl"}
+        if cluster.etcd_members == 1:
+            via = _etcd_link(directory, members["etcd0"])
     said = io.StringIO()
     launcher.up(
         launcher.UpOptions(
             directory=directory,
-            replicas=replicas,
-            agents=agents,
-            etcd_members=members,
+            replicas=cluster.replicas,
+            agents=cluster.agents,
+            etcd_members=cluster.etcd_members,
+            fleets=cluster.fleets,
             detach=True,
+            netns=placement,
+            replica_coordination=via,
         ),
         out=said,
     )
     last = said.getvalue().strip().splitlines()[-1:]
     print(
-        f"cluster: {replicas} replicas, {agents} agents, {members} etcd member(s) in"
-        f" {directory} ({last[0].strip() if last else 'up'})",
+        f"cluster: {cluster} in {directory} ({last[0].strip() if last else 'up'})",
         file=out,
         flush=True,
     )
@@ -175,6 +262,7 @@ def _experiment(plan: _Planned, directory: Path, run: Path, out: TextIO) -> dict
             with contextlib.suppress(local.CliError):
                 actions.heal(str(directory))
     verdict = report.judge(run, fault=plan.name, kind=plan.kind)
+    (run / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n", encoding="utf-8")
     report.plot(run, directory, title=str(plan.experiment.get("title", plan.name)))
     took = "-" if verdict["converge_s"] is None else f"{verdict['converge_s']:.2f} s"
     print(
@@ -210,8 +298,12 @@ def run(options: ChaosOptions, *, out: TextIO = sys.stdout) -> int:
     print(f"mooring: {len(plans)} experiments; report in {report_dir}", file=out, flush=True)
     verdicts: list[dict[str, Any]] = []
     began = time.monotonic()
+    inside = bool(os.environ.get(NETNS_ENV))
     try:
         for cluster, group in _groups(plans):
+            if cluster.netns and not inside:
+                verdicts += _in_namespaces(cluster, group, options, directory, report_dir, out)
+                continue
             _up(directory, cluster, out)
             try:
                 for plan in group:
@@ -235,17 +327,65 @@ def run(options: ChaosOptions, *, out: TextIO = sys.stdout) -> int:
     return 1 if failed or len(verdicts) < len(plans) else 0
 
 
-def _groups(plans: Sequence[_Planned]) -> list[tuple[tuple[int, int, int], list[_Planned]]]:
+def _in_namespaces(
+    cluster: _Cluster,
+    group: Sequence[_Planned],
+    options: ChaosOptions,
+    directory: Path,
+    report_dir: Path,
+    out: TextIO,
+) -> list[dict[str, Any]]:
+    """Run `group` on a cluster whose every process has a network namespace of its own:
+    make the topology here, run this runner again inside its `ctl` namespace (so both
+    ends of all traffic are in namespaces the suite made), then remove the topology."""
+    from chaos import netns
+
+    logging.getLogger("chaos.netns").setLevel(logging.WARNING)  # each rule: not news here
+    prefix = f"mc{os.getpid() % 10**6}"
+    directory.mkdir(parents=True, exist_ok=True)
+    description = directory / "netns.json"
+    with netns.Topology.create(prefix, cluster.members()) as topo:
+        description.write_text(json.dumps(topo.describe(), indent=2) + "\n", encoding="utf-8")
+        names: list[str] = []
+        for plan in group:
+            if plan.name in experiments.FAULTS:
+                names.append(plan.name)
+            else:  # a file: hand over the experiment as planned
+                source = report_dir / "experiments" / f"{plan.name}.json"
+                source.parent.mkdir(parents=True, exist_ok=True)
+                source.write_text(json.dumps(plan.experiment, indent=2), encoding="utf-8")
+                names.append(str(source))
+        argv = [sys.executable, "-m", "mooring", "chaos", "run", "--dir", str(directory)]
+        argv += ["--report", str(report_dir), "--agents", str(options.agents)]
+        for name in names:
+            argv += ["--experiment", name]
+        subprocess.run(
+            topo.argv("ctl", argv),
+            env={**os.environ, NETNS_ENV: str(description)},
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=CHAOS_TIMEOUT * (len(group) + 1),
+        )
+    description.unlink(missing_ok=True)
+    verdicts = []
+    for plan in group:
+        path = report_dir / plan.name / "verdict.json"
+        if path.exists():
+            verdicts.append(json.loads(path.read_text(encoding="utf-8")))
+    return verdicts
+
+
+def _groups(plans: Sequence[_Planned]) -> list[tuple[_Cluster, list[_Planned]]]:
     """Plans by the cluster they need, first appearance first."""
-    out: dict[tuple[int, int, int], list[_Planned]] = {}
+    out: dict[_Cluster, list[_Planned]] = {}
     for plan in plans:
         out.setdefault(plan.cluster, []).append(plan)
     return list(out.items())
 
 
-def _keep_logs(directory: Path, report_dir: Path, cluster: tuple[int, int, int]) -> None:
+def _keep_logs(directory: Path, report_dir: Path, cluster: _Cluster) -> None:
     """Copy the cluster's logs, session history and chaos logs into the report."""
-    keep = report_dir / "cluster-{}r-{}a-{}e".format(*cluster)
+    keep = report_dir / cluster.slug
     for sub in ("logs", "history", "chaos"):
         if (directory / sub).exists():
             shutil.copytree(directory / sub, keep / sub, dirs_exist_ok=True)

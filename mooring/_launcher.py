@@ -86,6 +86,12 @@ class UpOptions:
     prometheus: bool = False  # a real Prometheus scraping everything, with the alert rules
     prometheus_port: int | None = None  # its HTTP port (default: a free one)
     alert_for_scale: float = 1.0  # every alert rule's `for:` times this (local demos: 0.1)
+    # Run processes in network namespaces (the chaos suite): name (etcd0, redis, p1,
+    # fleet1, ...) -> {"namespace", "host"}; the caller must run in a namespace that
+    # reaches those hosts. Not a CLI flag.
+    netns: dict[str, dict[str, str]] | None = None
+    # The etcd URL the replicas dial instead of the cluster's (a proxy in between).
+    replica_coordination: str | None = None
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -165,8 +171,22 @@ def _port_free(port: int) -> bool:
         return True
 
 
+PLACED_REPLICA_PORTS = (7443, 9100)
+"""(agent port, metrics port) of a replica on an address of its own (a namespace)."""
+
+
+def _placed(netns: dict[str, dict[str, str]] | None, name: str) -> tuple[tuple[str, ...], str]:
+    """(argv prefix, host) of process `name`: its namespace's, or none and loopback."""
+    where = (netns or {}).get(name)
+    if where is None:
+        return (), HOST
+    return ("ip", "netns", "exec", where["namespace"]), where["host"]
+
+
 def _replica_ports(state: state_.ClusterState, index: int) -> tuple[int, int]:
     """(agent port, metrics port) for replica p<index>: fixed, reused, or free."""
+    if f"p{index}" in (state.netns or {}):
+        return PLACED_REPLICA_PORTS
     if state.base_port is not None:
         return state.base_port + index - 1, state.base_port + METRICS_OFFSET + index - 1
     for record in state.replicas:
@@ -186,9 +206,10 @@ def _last_line(path: Path) -> str:
     return "no output"
 
 
-def _listening(port: int) -> bool:
+def _listening(endpoint: str) -> bool:
+    host, _, port = endpoint.rpartition(":")
     try:
-        with socket.create_connection((HOST, port), timeout=0.2):
+        with socket.create_connection((host, int(port)), timeout=0.2):
             return True
     except OSError:
         return False
@@ -199,16 +220,18 @@ def _start_replica(
 ) -> tuple[state_.ReplicaRecord, subprocess.Popen[bytes]]:
     replica_id = f"p{index}"
     port, mport = _replica_ports(state, index)
+    prefix, host = _placed(state.netns, replica_id)
     logs = Path(state.dir) / "logs"
-    tls_dir = pki.issue_principal(Path(state.pki), name=replica_id, sans=[HOST, "localhost"])
+    sans = list(dict.fromkeys([host, HOST, "localhost"]))
+    tls_dir = pki.issue_principal(Path(state.pki), name=replica_id, sans=sans)
     record = state_.ReplicaRecord(
         id=replica_id,
-        endpoint=f"{HOST}:{port}",
-        metrics=f"{HOST}:{mport}",
+        endpoint=f"{host}:{port}",
+        metrics=f"{host}:{mport}",
         tls_dir=str(tls_dir),
         log=str(logs / f"{replica_id}.log"),
     )
-    coordination = ["--coordination", state.coordination]
+    coordination = ["--coordination", state.replica_coordination or state.coordination]
     env = None
     if state.kubernetes is not None:
         coordination += ["--namespace", state.kubernetes.namespace]
@@ -235,26 +258,27 @@ def _start_replica(
         ],
         log=Path(record.log),
         env=env,
+        prefix=prefix,
     )
     return record, proc
 
 
 def _wait_ready(
-    started: list[tuple[str, subprocess.Popen[bytes], Path, int | None]],
+    started: list[tuple[str, subprocess.Popen[bytes], Path, str | None]],
     *,
     timeout: float = READY_TIMEOUT,
 ) -> None:
-    """Wait until each (what, process, log, port) listens on its port (or just runs)."""
+    """Wait until each (what, process, log, HOST:PORT) listens there (or just runs)."""
     deadline = time.monotonic() + timeout
     pending = list(started)
     while pending:
         for item in list(pending):
-            what, proc, log, port = item
+            what, proc, log, endpoint = item
             if proc.poll() is not None:
                 raise RuntimeError(
                     f"{what} exited during startup (code {proc.returncode}); {log}: {_last_line(log)}"
                 )
-            if port is None or _listening(port):
+            if endpoint is None or _listening(endpoint):
                 pending.remove(item)
         if pending and time.monotonic() > deadline:
             names = ", ".join(p[0] for p in pending)
@@ -420,10 +444,22 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
         kube.log_path = logs / "kube-apiserver.log"
         etcd_cluster = kube.etcd
     else:
-        etcd_cluster = services.EtcdCluster(directory / "etcd", members=options.etcd_members)
+        etcd_cluster = services.EtcdCluster(
+            directory / "etcd",
+            members=options.etcd_members,
+            placement=[_placed(options.netns, f"etcd{i}") for i in range(options.etcd_members)]
+            if options.netns
+            else None,
+        )
     for member in etcd_cluster.members:
         member.log_path = logs / f"{member.name}.log"
-    redis = services.RedisServer(directory / "redis")
+    redis_prefix, redis_host = _placed(options.netns, "redis")
+    redis = services.RedisServer(
+        directory / "redis",
+        host=redis_host,
+        prefix=redis_prefix,
+        port=services.PLACED_PORTS["redis"] if redis_prefix else None,
+    )
     redis.log_path = logs / "redis.log"
     state = state_.ClusterState(
         dir=str(directory),
@@ -432,13 +468,15 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
         pki=str(pki_dir),
         base_port=options.base_port,
         started=time.time(),
+        netns=dict(options.netns) if options.netns else None,
+        replica_coordination=options.replica_coordination,
     )
     try:
         state.etcd = [
             state_.ServiceRecord(m.name, m.endpoint, str(m.log_path)) for m in etcd_cluster.members
         ]
         state.redis_server = state_.ServiceRecord(
-            "redis", f"{HOST}:{redis.port}", str(redis.log_path)
+            "redis", f"{redis.host}:{redis.port}", str(redis.log_path)
         )
         if kube is not None:
             _start_kube(kube, state)
@@ -454,14 +492,14 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
         state.redis_server.process = processes.Handle.of(redis.proc)
         state_.save(directory, state)
         for member in etcd_cluster.members:
-            services.wait_tcp(HOST, member.client_port, timeout=READY_TIMEOUT)
+            services.wait_tcp(member.host, member.client_port, timeout=READY_TIMEOUT)
         etcd_cluster.wait_healthy(timeout=READY_TIMEOUT)
 
-        started: list[tuple[str, subprocess.Popen[bytes], Path, int | None]] = []
+        started: list[tuple[str, subprocess.Popen[bytes], Path, str | None]] = []
         for index in range(1, options.replicas + 1):
             record, proc = _start_replica(state, index)
             state.replicas.append(record)
-            started.append((f"replica {record.id}", proc, Path(record.log), _port(record.endpoint)))
+            started.append((f"replica {record.id}", proc, Path(record.log), record.endpoint))
         state_.save(directory, state)
 
         names = [agent_name(i) for i in range(1, options.agents + 1)]
@@ -525,15 +563,11 @@ def _start(options: UpOptions, directory: Path) -> state_.ClusterState:
         raise
 
 
-def _port(endpoint: str) -> int:
-    return int(endpoint.rpartition(":")[2])
-
-
 def _start_agents(
     state: state_.ClusterState, options: UpOptions, directory: Path
-) -> list[tuple[str, subprocess.Popen[bytes], Path, int | None]]:
+) -> list[tuple[str, subprocess.Popen[bytes], Path, str | None]]:
     logs = directory / "logs"
-    started: list[tuple[str, subprocess.Popen[bytes], Path, int | None]] = []
+    started: list[tuple[str, subprocess.Popen[bytes], Path, str | None]] = []
     if not state.agents:
         return started
     if not options.agent_processes:
@@ -562,7 +596,9 @@ def _start_agents(
                 spec=str(spec), status_file=str(status_file), log=str(logs / f"fleet{suffix}.log")
             )
             proc, record.process = processes.spawn_mooring(
-                ["fleet", "run", "--spec", str(spec)], log=Path(record.log)
+                ["fleet", "run", "--spec", str(spec)],
+                log=Path(record.log),
+                prefix=_placed(state.netns, f"fleet{k + 1}")[0],
             )
             state.fleets.append(record)
             started.append((f"agent fleet{suffix}", proc, Path(record.log), None))
@@ -588,7 +624,7 @@ def _start_agents(
             ],
             log=Path(agent.log),
         )
-        started.append((f"agent {agent.name}", proc, Path(agent.log), _port(agent.metrics)))
+        started.append((f"agent {agent.name}", proc, Path(agent.log), agent.metrics))
     return started
 
 
@@ -727,7 +763,7 @@ def scale(directory: Path, replicas: int, *, out: TextIO = sys.stdout) -> int:
         removed = [r for r in state.replicas if int(r.id[1:]) > replicas]
         processes.terminate([r.process for r in removed], grace=STOP_GRACE)
         kept = {r.id: r for r in state.replicas if int(r.id[1:]) <= replicas}
-        started: list[tuple[str, subprocess.Popen[bytes], Path, int | None]] = []
+        started: list[tuple[str, subprocess.Popen[bytes], Path, str | None]] = []
         added = []
         for index in range(1, replicas + 1):
             current = kept.get(f"p{index}")
@@ -736,7 +772,7 @@ def scale(directory: Path, replicas: int, *, out: TextIO = sys.stdout) -> int:
             record, proc = _start_replica(state, index)
             kept[record.id] = record
             added.append(record.id)
-            started.append((f"replica {record.id}", proc, Path(record.log), _port(record.endpoint)))
+            started.append((f"replica {record.id}", proc, Path(record.log), record.endpoint))
         state.replicas = [kept[f"p{i}"] for i in range(1, replicas + 1)]
         state_.save(directory, state)
         _wait_ready(started)
@@ -774,7 +810,7 @@ def replica(directory: Path, action: str, replica_id: str, *, out: TextIO = sys.
             fresh, proc = _start_replica(state, index)
             state.replicas = [fresh if r.id == replica_id else r for r in state.replicas]
             state_.save(directory, state)
-            _wait_ready([(f"replica {replica_id}", proc, Path(fresh.log), _port(fresh.endpoint))])
+            _wait_ready([(f"replica {replica_id}", proc, Path(fresh.log), fresh.endpoint)])
             print(f"mooring: started replica {replica_id} on {fresh.endpoint}", file=out)
             return 0
         if not alive:

@@ -150,10 +150,15 @@ def respawn(handle: Handle, *, log: Path) -> tuple[subprocess.Popen[bytes], Hand
 
 
 def spawn_mooring(
-    args: Sequence[str], *, log: Path, env: dict[str, str] | None = None
+    args: Sequence[str],
+    *,
+    log: Path,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], Handle]:
-    """Start `python -m mooring ARGS` with this interpreter."""
-    return spawn([sys.executable, "-m", "mooring", *args], log=log, env=env)
+    """Start `python -m mooring ARGS` with this interpreter (after `prefix`, e.g.
+    `ip netns exec NS`, which execs it: the pid is the process's own)."""
+    return spawn([*prefix, sys.executable, "-m", "mooring", *args], log=log, env=env)
 
 
 def terminate(handles: Iterable[Handle | None], *, grace: float = 10.0) -> list[int]:

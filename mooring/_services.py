@@ -85,10 +85,16 @@ class _EtcdMember:
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()  # runs after it, e.g. `ip netns exec NS`
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
+
+
+PLACED_PORTS = {"etcd-client": 2379, "etcd-peer": 2380, "redis": 6379}
+"""Ports of a service placed on an address of its own (a network namespace)."""
 
 
 class EtcdCluster:
@@ -101,22 +107,29 @@ class EtcdCluster:
         members: int = 1,
         host: str = "127.0.0.1",
         binary: str | None = None,
+        placement: list[tuple[tuple[str, ...], str]] | None = None,
     ) -> None:
-        """`binary`: the etcd to run (default: `etcd` on PATH, Debian's 3.4)."""
+        """`binary`: the etcd to run (default: `etcd` on PATH, Debian's 3.4).
+        `placement`: per member, (argv prefix, address) to run it elsewhere, e.g. in a
+        network namespace of its own (then on the standard ports)."""
         self.root = Path(root)
         self.host = host
         self.binary = binary
         self.token = f"mooring-{os.getpid()}-{int(time.time() * 1000)}"
-        self.members = [
-            _EtcdMember(
-                name=f"etcd{i}",
-                client_port=free_port(host),
-                peer_port=free_port(host),
-                data_dir=self.root / f"etcd{i}",
-                log_path=self.root / f"etcd{i}.log",
+        self.members = []
+        for i in range(members):
+            placed = placement[i] if placement else None
+            self.members.append(
+                _EtcdMember(
+                    name=f"etcd{i}",
+                    client_port=PLACED_PORTS["etcd-client"] if placed else free_port(host),
+                    peer_port=PLACED_PORTS["etcd-peer"] if placed else free_port(host),
+                    data_dir=self.root / f"etcd{i}",
+                    log_path=self.root / f"etcd{i}.log",
+                    host=placed[1] if placed else host,
+                    prefix=placed[0] if placed else (),
+                )
             )
-            for i in range(members)
-        ]
 
     @property
     def endpoints(self) -> list[str]:
@@ -127,7 +140,7 @@ class EtcdCluster:
         return "etcd://" + ",".join(self.endpoints)
 
     def _initial_cluster(self) -> str:
-        return ",".join(f"{m.name}=http://{self.host}:{m.peer_port}" for m in self.members)
+        return ",".join(f"{m.name}=http://{m.host}:{m.peer_port}" for m in self.members)
 
     def start_member(self, index: int) -> None:
         member = self.members[index]
@@ -135,19 +148,20 @@ class EtcdCluster:
         member.data_dir.mkdir(parents=True, exist_ok=True)
         state = "existing" if (member.data_dir / "member").exists() else "new"
         cmd = [
+            *member.prefix,
             binary,
             "--name",
             member.name,
             "--data-dir",
             str(member.data_dir),
             "--listen-client-urls",
-            f"http://{self.host}:{member.client_port}",
+            f"http://{member.host}:{member.client_port}",
             "--advertise-client-urls",
-            f"http://{self.host}:{member.client_port}",
+            f"http://{member.host}:{member.client_port}",
             "--listen-peer-urls",
-            f"http://{self.host}:{member.peer_port}",
+            f"http://{member.host}:{member.peer_port}",
             "--initial-advertise-peer-urls",
-            f"http://{self.host}:{member.peer_port}",
+            f"http://{member.host}:{member.peer_port}",
             "--initial-cluster",
             self._initial_cluster(),
             "--initial-cluster-state",
@@ -177,7 +191,7 @@ class EtcdCluster:
         for i in range(len(self.members)):
             self.start_member(i)
         for member in self.members:
-            wait_tcp(self.host, member.client_port, timeout=timeout)
+            wait_tcp(member.host, member.client_port, timeout=timeout)
         self.wait_healthy(timeout=timeout)
         return self
 
@@ -191,7 +205,7 @@ class EtcdCluster:
                 continue
             while True:
                 try:
-                    url = f"http://{self.host}:{member.client_port}/health"
+                    url = f"http://{member.host}:{member.client_port}/health"
                     with urllib.request.urlopen(url, timeout=1) as resp:
                         if b'"true"' in resp.read():
                             break
@@ -217,9 +231,17 @@ class EtcdCluster:
 class RedisServer:
     """A real `redis-server` on loopback, without persistence."""
 
-    def __init__(self, root: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        prefix: tuple[str, ...] = (),  # runs after it, e.g. `ip netns exec NS`
+    ) -> None:
         self.root = Path(root)
         self.host = host
+        self.prefix = prefix
         self.port = port or free_port(host)
         self.log_path = self.root / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -232,6 +254,7 @@ class RedisServer:
         binary = require_binary("redis-server")
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [
+            *self.prefix,
             binary,
             "--port",
             str(self.port),

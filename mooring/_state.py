@@ -116,6 +116,12 @@ class ClusterState:
     store: str | None = None  # the hub store's URL when not the coordination etcd
     kubernetes: KubeRecord | None = None
     prometheus: ServiceRecord | None = None  # `mooring up --prometheus`
+    # Processes placed in network namespaces (the chaos suite's partitions): name (etcd0,
+    # redis, p1, fleet1, ...) -> {"namespace", "host"}; None: everything on loopback.
+    netns: dict[str, dict[str, str]] | None = None
+    # The etcd URL replicas dial when it is not `coordination` (the chaos suite's
+    # latency proxy); None: `coordination`.
+    replica_coordination: str | None = None
 
     def handles(self) -> list[processes.Handle | None]:
         """Every recorded process, in shutdown order (supervisor first, etcd last)."""
@@ -234,6 +240,8 @@ class ClusterState:
                 else None
             ),
             prometheus=service(prometheus) if prometheus else None,
+            netns=data.get("netns"),
+            replica_coordination=data.get("replica_coordination"),
         )
 
 

@@ -254,6 +254,26 @@ def test_partition_drops_both_ways_and_heal_restores(
         hold.stdout.close()
 
 
+def test_another_process_attaches_to_fault_and_heal_all(
+    topo: netns.Topology, members: dict[str, Member]
+) -> None:
+    """The chaos runner creates the topology; chaostoolkit's actions, in another process,
+    attach to it from its description to add faults and to heal them."""
+    first = netns.Topology.attach(topo.describe())
+    first.partition("a", "b")
+    assert tcp(topo, "a", "b") == "timeout"
+    foreign = ("-s", topo.address("c"), "-p", "udp", "--dport", "9", "-j", "ACCEPT")
+    run(topo.argv("b", ["iptables", "-w", "-I", "INPUT", *foreign]))
+    try:
+        # A second attach knows nothing of the first's rules, and removes them anyway.
+        removed = netns.Topology.attach(topo.describe()).heal_all()
+        assert sorted(ns for ns, _ in removed) == [topo.namespace("a"), topo.namespace("b")]
+        assert tcp(topo, "a", "b") == "ok"
+        assert "--dport 9 -j ACCEPT" in ruleset(topo, "b")  # not ours: left alone
+    finally:
+        run(topo.argv("b", ["iptables", "-w", "-D", "INPUT", *foreign]))
+
+
 def test_drop_one_way_blocks_exactly_one_direction(
     topo: netns.Topology, members: dict[str, Member]
 ) -> None:
