@@ -90,10 +90,13 @@ def resolve(directory: str, target: str, *, seed: int | None = None) -> str:
         if not status.get("leader"):
             raise local.CliError("no replica leads right now")
         return str(status["leader"])
-    followers = [r["id"] for r in status["replicas"] if r["live"] and r["id"] != status["leader"]]
+    followers = [r for r in status["replicas"] if r["live"] and r["id"] != status["leader"]]
     if not followers:
         raise local.CliError("no live follower replica to pick")
-    return rng.choice(sorted(followers))
+    # The follower serving the most agents (a fault on one that serves none tests
+    # nothing; few agents can leave one empty), ties broken by the seed.
+    most = max(r["agents"] for r in followers)
+    return rng.choice(sorted(r["id"] for r in followers if r["agents"] == most))
 
 
 def fault(directory: str, action: str, target: str, seed: int | None = None) -> dict[str, Any]:

@@ -110,6 +110,7 @@ def i3_converged(directory: str, bound: float = invariants.CONVERGENCE_BOUND) ->
         converge_s=took,
         after_heal=heal is not None,
         samples=len(samples),
+        agents=agents,
     )
 
 

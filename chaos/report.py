@@ -10,6 +10,7 @@ with the fault window shaded. `write_summary` writes summary.md and figures.json
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -71,8 +72,24 @@ def judge(run: Path, *, fault: str, kind: str) -> dict[str, Any]:
         "acknowledged": i2.get("acknowledged"),
         "unknown": i2.get("unknown"),
         "history_events": ((last.get("i1") or {}).get("figures") or {}).get("events"),
+        **_unserved(run, agents=i3.get("agents")),
         "duration_s": _duration(journal),
     }
+
+
+def _unserved(run: Path, *, agents: int | None) -> dict[str, float | None]:
+    """Agent-seconds without a session, and the most agents without one at once, over
+    the run, as the replicas count their sessions (10 Hz): what the fault cost users."""
+    samples = local.read_jsonl(run / "samples.jsonl")
+    if not agents or len(samples) < 2:
+        return {"unserved_agent_s": None, "unserved_max": None}
+    total, worst = 0.0, 0
+    for sample, after in itertools.pairwise(samples):
+        served = sum((r or {}).get("open") or 0 for r in sample["replicas"].values())
+        missing = max(0, agents - int(served))
+        worst = max(worst, missing)
+        total += missing * (after["t"] - sample["t"])
+    return {"unserved_agent_s": round(total, 1), "unserved_max": worst}
 
 
 def _duration(journal: dict[str, Any]) -> float | None:
@@ -163,15 +180,21 @@ def write_summary(report: Path, verdicts: Sequence[dict[str, Any]], *, header: s
         f"**{figures['passed']} passed, {figures['failed']} failed, "
         f"{figures['violations']} invariant violations.**",
         "",
-        "| experiment | verdict | converged after heal (s) | writes so far (acked / unknown) | why not |",
-        "|---|---|---|---|---|",
+        "| experiment | verdict | converged after heal (s) | agent-s unserved (most at once)"
+        " | writes so far (acked / unknown) | why not |",
+        "|---|---|---|---|---|---|",
     ]
     for v in verdicts:
         took = "-" if v["converge_s"] is None else f"{v['converge_s']:.2f}"
         changes = f"{v['changes']} ({v['acknowledged']} / {v['unknown']})"
+        unserved = (
+            "-"
+            if v.get("unserved_agent_s") is None
+            else f"{v['unserved_agent_s']} ({v['unserved_max']})"
+        )
         lines.append(
             f"| [{v['experiment']}]({v['experiment']}/) | {'pass' if v['passed'] else 'FAIL'} |"
-            f" {took} | {changes} | {'; '.join(v['reasons']) or ''} |"
+            f" {took} | {unserved} | {changes} | {'; '.join(v['reasons']) or ''} |"
         )
     lines += [
         "",

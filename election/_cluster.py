@@ -169,6 +169,11 @@ class Coordinator:
         """Wait for the next shard map this replica applies, and return it."""
         return await self.maps.wait_changed()
 
+    def set_serving(self, serving: bool) -> None:
+        """Say in our member record whether we can serve agents (the leader maps only
+        members that can, while any can)."""
+        self.membership.set_serving(serving)
+
     def set_applied_epoch(self, epoch: int) -> None:
         """Advertise in our member record that we have applied shard-map `epoch`."""
         self.membership.set_applied_epoch(epoch)

@@ -6,7 +6,9 @@ rewritten every `settings.member_heartbeat` seconds (and at once when the applie
 changes). A member is *live* while its record has been seen to change within
 `lease_duration`, judged on the local monotonic clock by when *we* saw each version, never by
 the writer's timestamp. A replica that stops gracefully deletes its record, so it leaves the
-live set at once.
+live set at once. A replica that is alive but cannot serve agents (its session registry
+is unreachable) says so in its record (`serving: false` among the extras): it stays a
+member, and the leader leaves it out of the shard map until it can serve again.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ METRICS = "metrics"
 EXTRA = "extra"
 RENEW_TIME = "renewTime"
 HEARTBEAT = "heartbeat"
+SERVING = "serving"  # among the extras: false while the replica cannot serve agents
 
 
 def member_record_name(replica_id: str) -> str:
@@ -61,6 +64,11 @@ class Member:
     pid: int | None = None
     metrics: str | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def serving(self) -> bool:
+        """False while the replica says it cannot serve agents (see `set_serving`)."""
+        return self.extra.get(SERVING) is not False
 
     @classmethod
     def from_record(cls, record: records.Record) -> Member | None:
@@ -145,6 +153,12 @@ class Membership:
         """Advertise that this replica has applied shard-map `epoch` (written at once)."""
         if epoch != self._applied_epoch:
             self._applied_epoch = epoch
+            self._dirty.set()
+
+    def set_serving(self, serving: bool) -> None:
+        """Advertise whether this replica can serve agents now (written at once)."""
+        if (self._extra.get(SERVING) is not False) != serving:
+            self._extra[SERVING] = serving
             self._dirty.set()
 
     def live_members(self) -> list[Member]:
@@ -259,8 +273,8 @@ class Membership:
                 key=lambda member: member.replica_id,
             )
         )
-        shape = [(m.replica_id, m.endpoint) for m in live]
-        changed = shape != [(m.replica_id, m.endpoint) for m in self._live]
+        shape = [(m.replica_id, m.endpoint, m.serving) for m in live]
+        changed = shape != [(m.replica_id, m.endpoint, m.serving) for m in self._live]
         self._live = live
         self._live_gauge.set(len(live))
         if changed:

@@ -256,6 +256,30 @@ async def _publish_once(
     return new
 
 
+SERVING_STABLE = 1.0
+"""Seconds a member's serving state must have held, as the leader saw it, before the
+leader acts on it: a member that cannot serve is left out only once it has not been
+able to for this long, and while another has served for this long. A Redis outage
+fences every replica within a fraction of a second of each other, and a Redis that
+comes back lets them all serve again just as close together: neither moves anyone."""
+
+
+def _mapped(
+    live: Sequence[membership.Member], since: Mapping[str, float], now: float
+) -> tuple[list[tuple[str, str]], bool]:
+    """(the members a map should list, whether to look again in SERVING_STABLE s).
+
+    `since`: when the leader last saw each member's serving state change."""
+
+    def settled(m: membership.Member) -> bool:
+        return now - since.get(m.replica_id, now) >= SERVING_STABLE
+
+    serving = any(m.serving and settled(m) for m in live)
+    listed = [m for m in live if m.serving or not settled(m) or not serving]
+    unsettled = any(not settled(m) for m in live) and any(not m.serving for m in live)
+    return [(m.replica_id, m.endpoint) for m in listed], unsettled
+
+
 async def keep_published(
     fence: electing.Fence,
     *,
@@ -270,11 +294,20 @@ async def keep_published(
 
     Raises StaleFenceError when a newer leader has published (which ends our term).
     """
+    loop = asyncio.get_running_loop()
+    state: dict[str, tuple[bool, float]] = {}  # member -> (serving, since when we saw it)
     while True:
         changed = asyncio.ensure_future(members.wait_changed())  # subscribe before reading
         try:
-            live = [(member.replica_id, member.endpoint) for member in members.live_members()]
-            pause = settings.lease_duration
+            now = loop.time()
+            current = members.live_members()
+            for member in current:
+                seen = state.get(member.replica_id)
+                if seen is None or seen[0] != member.serving:
+                    state[member.replica_id] = (member.serving, now)
+            since = {rid: at for rid, (_, at) in state.items()}
+            live, soon = _mapped(current, since, now)
+            pause = SERVING_STABLE if soon else settings.lease_duration
             if live:
                 try:
                     published = await publish(

@@ -45,6 +45,8 @@ HANDSHAKE_TIMEOUT_MS = 10_000
 IDLE_CONNECTION_MS = 300_000
 """A connection with no stream for this long is closed."""
 PROBE_REFRESH = 0.5
+SERVING_POLL = 0.1
+"""Seconds between looks at whether this replica can hold agents (for its member record)."""
 """Seconds between readiness updates on the --health port."""
 
 
@@ -173,6 +175,7 @@ class Replica:
         self._tasks.append(
             asyncio.create_task(self.holder.run(self.sessions.close_lost), name="holds")
         )
+        self._tasks.append(asyncio.create_task(self._serving(), name="serving"))
         handler = session_.StreamHandler(
             replica_id=self.settings.replica_id,
             desired=self.desired,
@@ -245,6 +248,15 @@ class Replica:
             for service in ("", READINESS):
                 await self.probes.set(service, serving if ready else not_serving)
             await asyncio.sleep(PROBE_REFRESH)
+
+    async def _serving(self) -> None:
+        """While this replica cannot confirm its liveness in the session registry it can
+        hold no agent, so its agents would wait for it however long that lasts: say so
+        in the member record, and the leader maps them to replicas that can (once that
+        has lasted a second: see election._shardmap.SERVING_STABLE), and back after."""
+        while True:
+            await asyncio.sleep(SERVING_POLL)
+            self.coordinator.set_serving(not self.holder.is_fenced())
 
     def _counts(self, registered: int, standins: int) -> None:
         self.metrics.agents_registered.set(registered)

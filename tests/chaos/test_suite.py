@@ -199,3 +199,38 @@ def test_replicas_that_rejoin_or_leave_take_their_agents_back_at_once(tmp_path: 
     figures = json.loads((report_dir / "figures.json").read_text())
     for verdict in figures["experiments"]:
         assert verdict["converge_s"] is not None and verdict["converge_s"] < 3.0, verdict
+
+
+def test_a_replica_cut_from_redis_hands_its_agents_over(tmp_path: Path) -> None:
+    """Found by the suite: a follower partitioned from Redis (real packet loss, in
+    network namespaces) fenced itself, but stayed the owner in the shard map, so its
+    agents went unserved for the whole partition (12 agent-seconds of 12 possible with
+    2 agents for 6 s). Now it says so in its member record, the leader leaves it out of
+    the map a second later, and they are served elsewhere within about 2 s."""
+    report_dir = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mooring",
+            "chaos",
+            "run",
+            "--agents",
+            "4",
+            "--experiment",
+            "partition-follower-redis",
+            "--dir",
+            str(tmp_path / "cluster"),
+            "--report",
+            str(report_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (verdict,) = json.loads((report_dir / "figures.json").read_text())["experiments"]
+    assert verdict["unserved_max"] >= 1, verdict  # the fault did cut some agents off
+    per_agent = verdict["unserved_agent_s"] / verdict["unserved_max"]
+    assert per_agent < 3.5, verdict  # not the whole 6 s partition
+    assert not (Path(tmp_path / "cluster") / "netns.json").exists()  # topology gone

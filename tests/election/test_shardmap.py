@@ -300,3 +300,25 @@ async def test_shutdown_ladder_is_bounded_when_the_store_hangs() -> None:
         assert loop.time() - started < 0.1 + 2 * FAST.request_timeout + 0.3
         assert not coord.is_leader()
         store.hang = False
+
+
+def test_the_leader_maps_only_members_that_can_serve_while_any_can() -> None:
+    from election import _membership as membership
+
+    def member(rid: str, **extra: object) -> membership.Member:
+        return membership.Member(replica_id=R(rid), endpoint=f"{rid}:1", extra=extra)
+
+    every = [("r0", "r0:1"), ("r1", "r1:1"), ("r2", "r2:1")]
+    live = [member("r0"), member("r1", serving=False), member("r2", serving=True)]
+    assert not live[1].serving and live[0].serving and live[2].serving
+    settled = {"r0": 0.0, "r1": 0.0, "r2": 0.0}
+    assert shardmap._mapped(live, settled, 10.0) == ([("r0", "r0:1"), ("r2", "r2:1")], False)
+    # r1 has only just been cut off: others may follow (a Redis outage fences everyone
+    # within a fraction of a second); look again shortly.
+    assert shardmap._mapped(live, {**settled, "r1": 9.5}, 10.0) == (every, True)
+    # Those serving only just started to (Redis came back for everyone): wait and see,
+    # rather than hand every agent to the first one back.
+    assert shardmap._mapped(live, {**settled, "r0": 9.9, "r2": 9.8}, 10.0) == (every, True)
+    # Nobody can hold an agent (Redis is down for all): moving them helps no one.
+    cut_off = [member("r0", serving=False), member("r1", serving=False)]
+    assert shardmap._mapped(cut_off, {"r0": 0.0, "r1": 0.0}, 10.0) == (every[:2], False)
