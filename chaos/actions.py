@@ -90,13 +90,15 @@ def resolve(directory: str, target: str, *, seed: int | None = None) -> str:
         if not status.get("leader"):
             raise local.CliError("no replica leads right now")
         return str(status["leader"])
-    followers = [r for r in status["replicas"] if r["live"] and r["id"] != status["leader"]]
-    if not followers:
+    live: list[dict[str, Any]] = [
+        r for r in status["replicas"] if r["live"] and r["id"] != status["leader"]
+    ]
+    if not live:
         raise local.CliError("no live follower replica to pick")
     # The follower serving the most agents (a fault on one that serves none tests
     # nothing; few agents can leave one empty), ties broken by the seed.
-    most = max(r["agents"] for r in followers)
-    return rng.choice(sorted(r["id"] for r in followers if r["agents"] == most))
+    most = max(r["agents"] for r in live)
+    return rng.choice(sorted(str(r["id"]) for r in live if r["agents"] == most))
 
 
 def fault(directory: str, action: str, target: str, seed: int | None = None) -> dict[str, Any]:
