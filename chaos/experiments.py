@@ -213,8 +213,8 @@ FAULTS: dict[str, Fault] = {
     )
 }
 
-SMOKE = ("kill-leader", "pause-follower", "kill-redis")
-"""The subset `make test` runs (about a minute each)."""
+SMOKE = ("kill-leader", "pause-follower", "partition-follower-redis")
+"""The subset `make test` runs: a crash, a hang past the lease, a partition."""
 
 PYTHON = "python"
 

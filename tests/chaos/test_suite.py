@@ -1,6 +1,6 @@
 """The chaos suite itself: its experiments are current and valid, its verdicts read the
-journal rather than chaostoolkit's exit code, and the smoke subset passes on a real
-local cluster (`mooring chaos run --smoke`, what `make test` runs of it)."""
+journal rather than chaostoolkit's exit code, and the smoke subset passes on real local
+clusters, one of them in network namespaces (`mooring chaos run --smoke`)."""
 
 from __future__ import annotations
 
@@ -156,8 +156,15 @@ def test_the_smoke_subset_passes_with_no_violations(tmp_path: Path) -> None:
         journal = json.loads((run / "journal.json").read_text())
         assert journal["steady_states"]["before"]["steady_state_met"] is True
         assert journal["steady_states"]["after"]["steady_state_met"] is True
+    # Found by the suite: a follower partitioned from Redis fenced itself but stayed its
+    # agents' owner in the map, so they waited out the whole partition (12 agent-seconds
+    # of 12 for 2 agents and 6 s). Now the leader maps them elsewhere within about 2 s.
+    (cut,) = [v for v in figures["experiments"] if v["fault"] == "partition-follower-redis"]
+    assert cut["unserved_max"] >= 1, cut  # the partition did cut some agents off
+    assert cut["unserved_agent_s"] / cut["unserved_max"] < 3.5, cut  # not the whole 6 s
     summary = (report_dir / "summary.md").read_text()
     assert "3 passed, 0 failed, 0 invariant violations" in summary
+    assert not (tmp_path / "cluster" / "netns.json").exists()  # the topology is gone
     # the I1 checker saw the whole session history, faults included
     history = [
         json.loads(line)
@@ -199,38 +206,3 @@ def test_replicas_that_rejoin_or_leave_take_their_agents_back_at_once(tmp_path: 
     figures = json.loads((report_dir / "figures.json").read_text())
     for verdict in figures["experiments"]:
         assert verdict["converge_s"] is not None and verdict["converge_s"] < 3.0, verdict
-
-
-def test_a_replica_cut_from_redis_hands_its_agents_over(tmp_path: Path) -> None:
-    """Found by the suite: a follower partitioned from Redis (real packet loss, in
-    network namespaces) fenced itself, but stayed the owner in the shard map, so its
-    agents went unserved for the whole partition (12 agent-seconds of 12 possible with
-    2 agents for 6 s). Now it says so in its member record, the leader leaves it out of
-    the map a second later, and they are served elsewhere within about 2 s."""
-    report_dir = tmp_path / "report"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mooring",
-            "chaos",
-            "run",
-            "--agents",
-            "4",
-            "--experiment",
-            "partition-follower-redis",
-            "--dir",
-            str(tmp_path / "cluster"),
-            "--report",
-            str(report_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (verdict,) = json.loads((report_dir / "figures.json").read_text())["experiments"]
-    assert verdict["unserved_max"] >= 1, verdict  # the fault did cut some agents off
-    per_agent = verdict["unserved_agent_s"] / verdict["unserved_max"]
-    assert per_agent < 3.5, verdict  # not the whole 6 s partition
-    assert not (Path(tmp_path / "cluster") / "netns.json").exists()  # topology gone
