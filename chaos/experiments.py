@@ -73,6 +73,12 @@ FAULTS: dict[str, Fault] = {
             tags=("replica", "kill"),
         ),
         Fault(
+            "kill-follower-briefly",
+            "SIGKILL a follower and start it again 2 s later, before its lease runs out",
+            (Step("kill", "follower", after=2.0),),
+            tags=("replica", "kill"),
+        ),
+        Fault(
             "kill-leader",
             "SIGKILL the leading replica; start it again",
             (Step("kill", "leader", after=6.0),),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 STANDIN_SECONDS = 10.0
 """A stand-in session (its agent could not reach its owner) is sent home after this long."""
+STANDIN_MIN = 1.0
+"""...or after this long, when its owner has just come back (restarted or rejoined)."""
 
 
 class Sharding:
@@ -56,6 +59,9 @@ class Sharding:
         self.map: shardmap.ShardMap | None = None
         self.ring: ring.Ring | None = None
         self.changed = asyncio.Event()
+        # per replica: its member record's pid, and when that last changed (or appeared)
+        self._member_pid: dict[str, int | None] = {}
+        self._member_changed: dict[str, float] = {}
         self.applied = asyncio.Event()  # set once a first map is applied
         self._next_apply = asyncio.Event()  # set (and replaced) by every apply
         # Rings without one replica, for stand-ins and successors: built once per applied
@@ -232,12 +238,46 @@ class Sharding:
             drained += 1
         return drained
 
+    def _note_members(self, now: float) -> None:
+        """Remember when each replica last (re)started or rejoined: a new pid in its
+        member record, or a record again after none."""
+        live = {m.replica_id: m.pid for m in self.coordinator.live_members()}
+        for rid in set(self._member_pid) - set(live):
+            del self._member_pid[rid]
+        for rid, pid in live.items():
+            if rid not in self._member_pid or self._member_pid[rid] != pid:
+                self._member_pid[rid] = pid
+                self._member_changed[rid] = now
+
+    def _owner_back(self, session: session_.Session, now: float) -> bool:
+        """Whether the owner a stand-in session stands in for can take its agent now: it
+        (re)started or rejoined shortly before the stand-in began or since (an agent
+        that just saw it fail says it is unreachable while it is already coming back),
+        it serves under the current map, and the stand-in is STANDIN_MIN old. An owner
+        that stayed up all along (the agent cannot reach it: a partition) is not back:
+        the agent goes home after STANDIN_SECONDS as before."""
+        owner = next(
+            (m for m in self.coordinator.live_members() if m.replica_id == session.standin_for),
+            None,
+        )
+        current = self.map
+        if owner is None or current is None or not owner.serving:
+            return False
+        if owner.applied_epoch < current.epoch or now - session.opened_at < STANDIN_MIN:
+            return False
+        changed = self._member_changed.get(owner.replica_id, -math.inf)
+        return changed >= session.opened_at - STANDIN_SECONDS
+
     def repatriate(self, *, older_than: float) -> int:
-        """Send stand-in sessions older than `older_than` seconds back to their owner."""
+        """Send stand-in sessions back to their owner: at once when it has come back
+        (see `_owner_back`), else once they are older than `older_than` seconds."""
         now = time.monotonic()
         sent = 0
+        self._note_members(now)
         for agent, session in list(self.sessions.sessions.items()):
-            if not session.standin_for or now - session.opened_at < older_than:
+            if not session.standin_for:
+                continue
+            if now - session.opened_at < older_than and not self._owner_back(session, now):
                 continue
             route = self.route(agent)
             if route.serve or not route.owner_endpoint:
@@ -252,12 +292,10 @@ class Sharding:
         return sent
 
     async def _fence_loop(self) -> None:
-        ticks = 0
         while True:
             await asyncio.sleep(0.25)
-            ticks += 1
-            if ticks % 8 == 0:  # every 2 s
-                self.repatriate(older_than=STANDIN_SECONDS)
+            # Stand-ins go home as soon as their owner is back, the rest after 10 s.
+            self.repatriate(older_than=STANDIN_SECONDS)
             if self.sessions.sessions and not self.coordinator.is_registered():
                 logger.warning(
                     "member record lost: closing %d session(s) (self-fence)",
