@@ -169,6 +169,10 @@ class Coordinator:
         """Wait for the next shard map this replica applies, and return it."""
         return await self.maps.wait_changed()
 
+    def renewed_at(self, replica_id: str) -> float | None:
+        """When we last saw `replica_id` renew its member record (monotonic seconds)."""
+        return self.membership.renewed_at(replica_id)
+
     def set_serving(self, serving: bool) -> None:
         """Say in our member record whether we can serve agents (the leader maps only
         members that can, while any can)."""

@@ -161,6 +161,12 @@ class Membership:
             self._extra[SERVING] = serving
             self._dirty.set()
 
+    def renewed_at(self, replica_id: str) -> float | None:
+        """Loop time at which we first saw the member's current record (None: unknown):
+        a replica renews it every member_heartbeat, so a recent one means it is alive."""
+        seen = self._seen.get(member_record_name(replica_id))
+        return seen.at if seen is not None else None
+
     def live_members(self) -> list[Member]:
         """Members seen alive within the lease duration, sorted by replica id."""
         return list(self._live)

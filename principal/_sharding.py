@@ -62,6 +62,7 @@ class Sharding:
         # per replica: its member record's pid, and when that last changed (or appeared)
         self._member_pid: dict[str, int | None] = {}
         self._member_changed: dict[str, float] = {}
+        self._members_noted = False
         self.applied = asyncio.Event()  # set once a first map is applied
         self._next_apply = asyncio.Event()  # set (and replaced) by every apply
         # Rings without one replica, for stand-ins and successors: built once per applied
@@ -242,12 +243,14 @@ class Sharding:
         """Remember when each replica last (re)started or rejoined: a new pid in its
         member record, or a record again after none."""
         live = {m.replica_id: m.pid for m in self.coordinator.live_members()}
+        first = not self._members_noted  # what we find at our own start is no news
+        self._members_noted = self._members_noted or bool(live)
         for rid in set(self._member_pid) - set(live):
             del self._member_pid[rid]
         for rid, pid in live.items():
             if rid not in self._member_pid or self._member_pid[rid] != pid:
                 self._member_pid[rid] = pid
-                self._member_changed[rid] = now
+                self._member_changed[rid] = -math.inf if first else now
 
     def _owner_back(self, session: session_.Session, now: float) -> bool:
         """Whether the owner a stand-in session stands in for can take its agent now: it
@@ -265,6 +268,9 @@ class Sharding:
             return False
         if owner.applied_epoch < current.epoch or now - session.opened_at < STANDIN_MIN:
             return False
+        renewed = self.coordinator.renewed_at(owner.replica_id)
+        if renewed is None or renewed <= session.opened_at:
+            return False  # no sign of life since the stand-in began (it may be dead)
         changed = self._member_changed.get(owner.replica_id, -math.inf)
         return changed >= session.opened_at - STANDIN_SECONDS
 
