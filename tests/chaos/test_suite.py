@@ -18,6 +18,16 @@ pytestmark = pytest.mark.chaos
 FOLDER = Path(experiments.__file__).parent / "experiments"
 
 
+def chaos_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """`mooring chaos run ARGS` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mooring", "chaos", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
 def test_the_experiment_files_are_generated_from_the_catalog(tmp_path: Path) -> None:
     written = experiments.write_all(tmp_path)
     assert sorted(p.name for p in written) == sorted(p.name for p in FOLDER.glob("*.json"))
@@ -94,23 +104,13 @@ def test_the_runner_fails_an_experiment_whose_steady_state_never_held(tmp_path: 
     )
     source = tmp_path / "never.json"
     source.write_text(json.dumps(data))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mooring",
-            "chaos",
-            "run",
-            "--experiment",
-            str(source),
-            "--dir",
-            str(tmp_path / "cluster"),
-            "--report",
-            str(tmp_path / "report"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = chaos_run(
+        "--experiment",
+        str(source),
+        "--dir",
+        str(tmp_path / "cluster"),
+        "--report",
+        str(tmp_path / "report"),
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "steady state not met before the method" in proc.stdout
@@ -120,24 +120,14 @@ def test_the_runner_fails_an_experiment_whose_steady_state_never_held(tmp_path: 
 
 def test_the_smoke_subset_passes_with_no_violations(tmp_path: Path) -> None:
     report_dir = tmp_path / "report"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mooring",
-            "chaos",
-            "run",
-            "--smoke",
-            "--agents",
-            "6",
-            "--dir",
-            str(tmp_path / "cluster"),
-            "--report",
-            str(report_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
+    proc = chaos_run(
+        "--smoke",
+        "--agents",
+        "6",
+        "--dir",
+        str(tmp_path / "cluster"),
+        "--report",
+        str(report_dir),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = json.loads((report_dir / "figures.json").read_text())
@@ -177,29 +167,19 @@ def test_replicas_that_rejoin_or_leave_take_their_agents_back_at_once(tmp_path: 
     within its lease, or stopped and started, went to stand-ins while it came back and
     stayed there for 10 s (10.5 and 11.7 s after the heal)."""
     report_dir = tmp_path / "report"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mooring",
-            "chaos",
-            "run",
-            "--agents",
-            "6",
-            "--experiment",
-            "stop-follower",
-            "--experiment",
-            "scale-out-in",
-            "--experiment",
-            "kill-follower-briefly",
-            "--dir",
-            str(tmp_path / "cluster"),
-            "--report",
-            str(report_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
+    proc = chaos_run(
+        "--agents",
+        "6",
+        "--experiment",
+        "stop-follower",
+        "--experiment",
+        "scale-out-in",
+        "--experiment",
+        "kill-follower-briefly",
+        "--dir",
+        str(tmp_path / "cluster"),
+        "--report",
+        str(report_dir),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = json.loads((report_dir / "figures.json").read_text())
