@@ -93,13 +93,13 @@ FAULTS: dict[str, Fault] = {
         Fault(
             "pause-follower",
             "SIGSTOP a replica past its lease and liveness TTL; SIGCONT it",
-            (Step("pause", "follower", after=8.0),),
+            (Step("pause", "follower", after=6.5),),
             tags=("replica", "pause"),
         ),
         Fault(
             "pause-leader",
             "SIGSTOP the leader past its lease; SIGCONT it (it must not lead on)",
-            (Step("pause", "leader", after=8.0),),
+            (Step("pause", "leader", after=6.5),),
             tags=("replica", "leader", "pause"),
         ),
         Fault(
@@ -313,7 +313,7 @@ def build(fault: Fault, *, agents: int = 8, replicas: int = 3) -> dict[str, Any]
                 "type": "action",
                 "name": "0-start-writer-and-sampler",
                 "provider": _provider("chaos.actions", "start_observers"),
-                "pauses": {"after": 2.0},
+                "pauses": {"after": 1.0},
             },
             *(_step(i, step) for i, step in enumerate(fault.steps, start=1)),
             heal,

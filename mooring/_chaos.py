@@ -119,9 +119,8 @@ def _plan(options: ChaosOptions, seed: int) -> list[_Planned]:
             _Planned(f.name, f"{f.steps[0].action} {f.steps[0].target}", _sized(f, options))
             for f in experiments.campaign(seed, options.campaign)
         ]
-    names = list(options.experiments) or list(
-        experiments.SMOKE if options.smoke else experiments.FAULTS
-    )
+    names = [*(experiments.SMOKE if options.smoke else ()), *options.experiments]
+    names = list(dict.fromkeys(names)) or list(experiments.FAULTS)
     out = []
     for name in names:
         fault = experiments.FAULTS.get(name)

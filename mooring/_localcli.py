@@ -122,7 +122,11 @@ def add_parsers(top: Any) -> None:
         metavar="NAME",
         help="an experiment of chaos/experiments (e.g. kill-leader) or a path; repeatable",
     )
-    p.add_argument("--smoke", action="store_true", help="the three-experiment subset of CI")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the three-experiment subset of CI (and any --experiment)",
+    )
     p.add_argument("--campaign", type=int, default=0, metavar="N", help="N random faults")
     p.add_argument("--seed", type=int, help="the campaign's seed (default: random, printed)")
     p.add_argument(

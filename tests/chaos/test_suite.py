@@ -118,10 +118,12 @@ def test_the_runner_fails_an_experiment_whose_steady_state_never_held(tmp_path: 
     assert journal["steady_states"]["before"]["steady_state_met"] is False
 
 
-def test_the_smoke_subset_passes_with_no_violations(tmp_path: Path) -> None:
+def test_the_smoke_subset_and_the_regressions_pass_with_no_violations(tmp_path: Path) -> None:
     report_dir = tmp_path / "report"
     proc = chaos_run(
         "--smoke",
+        *("--experiment", "stop-follower", "--experiment", "scale-out-in"),
+        *("--experiment", "kill-follower-briefly"),
         "--agents",
         "6",
         "--dir",
@@ -131,7 +133,7 @@ def test_the_smoke_subset_passes_with_no_violations(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = json.loads((report_dir / "figures.json").read_text())
-    assert figures["passed"] == len(experiments.SMOKE) and figures["violations"] == 0
+    assert figures["passed"] == len(experiments.SMOKE) + 3 and figures["violations"] == 0
     for verdict in figures["experiments"]:
         assert verdict["converge_s"] is not None and verdict["converge_s"] <= 10.0, verdict
         assert verdict["acknowledged"] > 0, verdict  # the writer really wrote during it
@@ -146,8 +148,18 @@ def test_the_smoke_subset_passes_with_no_violations(tmp_path: Path) -> None:
     (cut,) = [v for v in figures["experiments"] if v["fault"] == "partition-follower-redis"]
     assert cut["unserved_max"] >= 1, cut  # the partition did cut some agents off
     assert cut["unserved_agent_s"] / cut["unserved_max"] < 3.5, cut  # not the whole 6 s
+    # Regressions found by the suite (it measured 5-12 s after each heal before): a
+    # replica that starts again redirected agents under the map it had not caught up
+    # with yet, so they bounced and landed on stand-ins for 10 s; a stand-in that the
+    # next map named the owner stayed a stand-in until it was sent home 10 s later; and
+    # (campaign seed 20261201) the agents of a replica killed and started again within
+    # its lease, or stopped and started, went to stand-ins while it came back and
+    # stayed there for 10 s (10.5 and 11.7 s after the heal).
+    for name in ("kill-leader", "stop-follower", "scale-out-in", "kill-follower-briefly"):
+        (verdict,) = [v for v in figures["experiments"] if v["fault"] == name]
+        assert verdict["converge_s"] < 3.0, verdict
     summary = (report_dir / "summary.md").read_text()
-    assert "3 passed, 0 failed, 0 invariant violations" in summary
+    assert "6 passed, 0 failed, 0 invariant violations" in summary
     assert not (tmp_path / "cluster" / "netns.json").exists()  # the topology is gone
     # the I1 checker saw the whole session history, faults included
     history = [
@@ -156,32 +168,3 @@ def test_the_smoke_subset_passes_with_no_violations(tmp_path: Path) -> None:
         for line in p.read_text().splitlines()
     ]
     assert sum(1 for e in history if e["ev"] == "open") > 6
-
-
-def test_replicas_that_rejoin_or_leave_take_their_agents_back_at_once(tmp_path: Path) -> None:
-    """Regressions found by the suite (it measured 5-12 s after each heal before):
-    a replica that starts again redirected agents under the map it had not caught up
-    with yet, so they bounced and landed on stand-ins for 10 s; and a stand-in that the
-    next map named the owner stayed a stand-in until it was sent home 10 s later; and
-    (found by campaign seed 20261201) the agents of a replica killed and started again
-    within its lease, or stopped and started, went to stand-ins while it came back and
-    stayed there for 10 s (10.5 and 11.7 s after the heal)."""
-    report_dir = tmp_path / "report"
-    proc = chaos_run(
-        "--agents",
-        "6",
-        "--experiment",
-        "stop-follower",
-        "--experiment",
-        "scale-out-in",
-        "--experiment",
-        "kill-follower-briefly",
-        "--dir",
-        str(tmp_path / "cluster"),
-        "--report",
-        str(report_dir),
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    figures = json.loads((report_dir / "figures.json").read_text())
-    for verdict in figures["experiments"]:
-        assert verdict["converge_s"] is not None and verdict["converge_s"] < 3.0, verdict
