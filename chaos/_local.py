@@ -27,6 +27,7 @@ from prometheus_client import parser as prom_parser
 
 __all__ = [
     "CliError",
+    "alive",
     "chaos_dir",
     "cluster",
     "cluster_running",
@@ -79,14 +80,26 @@ def cluster_running(directory: str | Path) -> bool:
         return False
     for member in members:
         process = member.get("process") or {}
-        try:
-            stat = Path(f"/proc/{process.get('pid')}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[0] not in "ZX" and int(fields[19]) == process.get("start"):
+        if isinstance(process.get("pid"), int) and alive(
+            process["pid"], start=process.get("start")
+        ):
             return True
     return False
+
+
+def alive(pid: int, *, start: int | None = None) -> bool:
+    """Whether `pid` runs (not a zombie; with the kernel start time cluster.json records,
+    when given, so a reused pid does not count)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[0] not in "ZX" and (start is None or int(fields[19]) == start)
 
 
 def scrape(address: str, *, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float] | None:

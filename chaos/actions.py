@@ -246,7 +246,7 @@ def start_observers(directory: str, rate: float = 4.0, hz: float = 10.0) -> dict
     run = local.run_dir(directory)
     for what, module in OBSERVERS.items():
         pidfile = _pidfile(directory, what)
-        if pidfile.exists() and _alive(int(pidfile.read_text())):
+        if pidfile.exists() and local.alive(int(pidfile.read_text())):
             out[what] = int(pidfile.read_text())
             continue
         extra = ["--rate", str(rate)] if what == "workload" else ["--hz", str(hz)]
@@ -273,25 +273,13 @@ def stop_observers(directory: str, timeout: float = 10.0) -> dict[str, bool]:
         if not pidfile.exists():
             continue
         pid = int(pidfile.read_text())
-        if _alive(pid):
+        if local.alive(pid):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while local.alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if local.alive(pid):
             os.kill(pid, signal.SIGKILL)
         pidfile.unlink()
         out[what] = True
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"

@@ -83,20 +83,27 @@ def _leader_note(state: state_.ClusterState, name: str) -> str:
     return " (it was the leader)" if samples.get(catalog.LEADER.name) == 1.0 else ""
 
 
-def control(directory: Path, action: str, name: str, *, out: TextIO = sys.stdout) -> int:
-    """Apply `action` to the process called `name` in the local cluster in `directory`."""
+def control(
+    directory: Path,
+    action: str,
+    name: str,
+    *,
+    kinds: tuple[str, ...] | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Apply `action` to the process called `name` in the local cluster in `directory`
+    (only a process of one of `kinds` when given: `mooring replica`)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}: {', '.join(ACTIONS)}")
     directory = directory.resolve()
     with state_.locked(directory):
         state = state_.load(directory)
-        targets = _targets(state)
+        targets = {n: t for n, t in _targets(state).items() if kinds is None or t.kind in kinds}
         target = targets.get(name)
         if target is None:
             known = ", ".join(targets) or "none"
             raise ValueError(f"nothing called {name!r} runs in {directory} (known: {known})")
-    if target.kind == "replica" and action in launcher.REPLICA_ACTIONS:
-        return launcher.replica(directory, action, name, out=out)
+    label = f"replica {name}" if target.kind == "replica" else name
     with state_.locked(directory):
         state = state_.load(directory)
         target = _targets(state)[name]
@@ -104,7 +111,16 @@ def control(directory: Path, action: str, name: str, *, out: TextIO = sys.stdout
         alive = processes.alive(handle)
         if action == "start":
             if alive:
-                print(f"mooring: {name} is already running", file=out)
+                print(f"mooring: {label} is already running", file=out)
+                return 0
+            if target.kind == "replica":  # a fresh certificate and argv, on its old ports
+                record = launcher.restart_replica(state, name)
+                state_.save(directory, state)
+                assert record.process is not None
+                print(
+                    f"mooring: started {label} on {record.endpoint} (pid {record.process.pid})",
+                    file=out,
+                )
                 return 0
             if handle is None:
                 raise ValueError(f"{name} was never started here: nothing to start again")
@@ -112,10 +128,10 @@ def control(directory: Path, action: str, name: str, *, out: TextIO = sys.stdout
             target.set(fresh)
             state_.save(directory, state)
             _wait_started(target, fresh)
-            print(f"mooring: started {name} (pid {fresh.pid})", file=out)
+            print(f"mooring: started {label} (pid {fresh.pid})", file=out)
             return 0
         if not alive or handle is None:
-            print(f"mooring: {name} is not running", file=out)
+            print(f"mooring: {label} is not running", file=out)
             return 0
         role = _leader_note(state, name)
         if action == "kill":
@@ -138,7 +154,7 @@ def control(directory: Path, action: str, name: str, *, out: TextIO = sys.stdout
         "stop": f"; start it again with `mooring start {name} --dir {directory}`",
         "pause": f"; `mooring resume {name} --dir {directory}` lets it carry on",
     }.get(action, "")
-    print(f"mooring: {verb} {name} (pid {handle.pid}){role}{again}", file=out)
+    print(f"mooring: {verb} {label} (pid {handle.pid}){role}{again}", file=out)
     return 0
 
 

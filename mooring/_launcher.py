@@ -39,13 +39,12 @@ from mooring import _services as services
 from mooring import _state as state_
 from mooring import _status as status_
 from principal import _pki as pki
-from proto import catalog
 
 __all__ = [
     "UpOptions",
     "agent_mode",
     "down",
-    "replica",
+    "restart_replica",
     "scale",
     "seed_autonomous",
     "seed_managed",
@@ -785,52 +784,10 @@ def scale(directory: Path, replicas: int, *, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-REPLICA_ACTIONS = ("stop", "kill", "start")
-
-
-def replica(directory: Path, action: str, replica_id: str, *, out: TextIO = sys.stdout) -> int:
-    """Stop (SIGTERM: hands its agents over), kill (SIGKILL: a crash) or start one replica
-    of a local cluster, saying whether it was the leader."""
-    if action not in REPLICA_ACTIONS:
-        raise ValueError(f"unknown replica action {action!r}: {', '.join(REPLICA_ACTIONS)}")
-    directory = directory.resolve()
-    with state_.locked(directory):
-        state = state_.load(directory)
-        records = {r.id: r for r in state.replicas}
-        record = records.get(replica_id)
-        if record is None:
-            known = ", ".join(records) or "none"
-            raise ValueError(f"no replica {replica_id!r} in {directory} (replicas: {known})")
-        alive = processes.alive(record.process)
-        if action == "start":
-            if alive:
-                print(f"mooring: replica {replica_id} is already running", file=out)
-                return 0
-            index = int(replica_id[1:])
-            fresh, proc = _start_replica(state, index)
-            state.replicas = [fresh if r.id == replica_id else r for r in state.replicas]
-            state_.save(directory, state)
-            _wait_ready([(f"replica {replica_id}", proc, Path(fresh.log), fresh.endpoint)])
-            print(f"mooring: started replica {replica_id} on {fresh.endpoint}", file=out)
-            return 0
-        if not alive:
-            print(f"mooring: replica {replica_id} is not running", file=out)
-            return 0
-        samples = status_.scrape(record.metrics) or {}
-        role = " (it was the leader)" if samples.get(catalog.LEADER.name) == 1.0 else ""
-        assert record.process is not None
-        if action == "kill":
-            os.kill(record.process.pid, signal.SIGKILL)
-            deadline = time.monotonic() + STOP_GRACE
-            while processes.alive(record.process) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            verb = "killed"
-        else:
-            processes.terminate([record.process], grace=STOP_GRACE)
-            verb = "stopped"
-    print(
-        f"mooring: {verb} replica {replica_id} (pid {record.process.pid}){role};"
-        f" start it again with `mooring replica start {replica_id} --dir {directory}`",
-        file=out,
-    )
-    return 0
+def restart_replica(state: state_.ClusterState, replica_id: str) -> state_.ReplicaRecord:
+    """Start replica `replica_id` of `state` again (same ports when free) and wait until
+    it listens; `state` is updated, the caller saves it (`mooring start pN`)."""
+    fresh, proc = _start_replica(state, int(replica_id[1:]))
+    state.replicas = [fresh if r.id == replica_id else r for r in state.replicas]
+    _wait_ready([(f"replica {replica_id}", proc, Path(fresh.log), fresh.endpoint)])
+    return fresh

@@ -170,9 +170,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_replica(args: argparse.Namespace) -> int:
-    from mooring import _launcher as launcher
+    from mooring import _control as control
 
-    return launcher.replica(args.dir, args.action, args.id)
+    return control.control(args.dir, args.action, args.id, kinds=("replica",))
 
 
 def cmd_control(args: argparse.Namespace) -> int:
