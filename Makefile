@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: setup testbed test lint proto bench up image chaos
+.PHONY: setup testbed test fuzz lint proto bench up image chaos
 
 setup:  ## install system packages (Debian) and the project with its dev extras
 	bash scripts/setup.sh
@@ -10,7 +10,10 @@ testbed:  ## build kube-apiserver, etcd 3.6, helm and Argo CD's CRDs from the Go
 
 test:   ## every test tier these machines can run (builds the test bed first when it is missing)
 	bash scripts/testbed.sh --if-possible >/dev/null
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile  # a file's tests stay on one worker, in order
+
+fuzz:  ## the fuzz targets (tests/fuzz) with 20x the examples `make test` runs, freshly randomized (FUZZ=N for another multiplier)
+	MOORING_FUZZ_EXAMPLES=$(or $(FUZZ),20) $(PYTHON) -m pytest -q -n 2 --dist loadfile --timeout 0 tests/fuzz
 
 lint:
 	$(PYTHON) -m ruff check .

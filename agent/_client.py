@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -21,63 +22,60 @@ import prometheus_client as prom
 import tenacity
 
 from agent import _endpoints as endpoints_
+from agent import _errors as errors
+from agent import _live as live_
 from agent import _localstore as localstore
 from agent import _metrics as metrics_
+from agent import _outcome as outcome_
+from agent import _refusals as refusals
 from agent import _settings as settings_
-from agent import _store as store_
-from proto import _credentials as credentials
-from proto import _logfields as logfields
-from proto import codec, objects, pb
+from agent import _sides as sides
+from agent import _sweep as sweep_
+from proto import codec, credentials, logfields, pb
 
-__all__ = ["Agent", "AgentError", "channel_options"]
+__all__ = ["Agent", "channel_options"]
 
 logger = logging.getLogger(__name__)
 
 STORE_CHECK_SECONDS = 5.0
 """How often the agent checks that its local store answers (readiness)."""
 MODES = {"managed": pb.MODE_MANAGED, "autonomous": pb.MODE_AUTONOMOUS}
-REJECTING_CODES = {
-    grpc.StatusCode.PERMISSION_DENIED: "rejected",
-    grpc.StatusCode.UNAUTHENTICATED: "rejected",
-    grpc.StatusCode.FAILED_PRECONDITION: "rejected",
-    grpc.StatusCode.INVALID_ARGUMENT: "protocol",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "protocol",
-}
 
 
-class AgentError(Exception):
-    """Root of the agent's errors."""
-
-
-class ConnectFailed(AgentError):
+class ConnectFailed(errors.AgentError):
     """One endpoint could not give us a session; `reason` is a metric label.
 
     `answered` is True when a replica itself refused (it is reachable), False for
-    transport failures (refused connection, timeout, broken handshake).
+    transport failures (refused connection, timeout, broken handshake); `refusal` is
+    the replica's reason then (its `codec.REJECTED_TRAILER`), else "".
     """
 
-    def __init__(self, message: str, *, reason: str, answered: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: outcome_.DialFailure,
+        answered: bool = False,
+        refusal: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.answered = answered
+        self.refusal = refusal
+        self.retry_after = retry_after  # seconds the replica asked us to wait, if it did
 
 
-class SweepFailed(AgentError):
-    """Every endpoint of one sweep failed."""
+class SweepFailed(errors.AgentError):
+    """Every endpoint of one sweep failed; `refused` when one refused us for good;
+    `retry_after` the longest wait a replica asked for (None: none asked)."""
 
-
-@dataclasses.dataclass(frozen=True)
-class _Redirected:
-    endpoint: str
-    epoch: int
-    owner_id: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Ended:
-    reason: str
-    lasted: float
-    silent: bool = False  # ended by the heartbeat timeout: the path is silent, not closed
+    def __init__(
+        self, message: str, *, refused: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.refused = refused
+        self.retry_after = retry_after
 
 
 def channel_options(settings: settings_.AgentSettings) -> list[tuple[str, Any]]:
@@ -92,47 +90,6 @@ def channel_options(settings: settings_.AgentSettings) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", 64 << 20),
         ("grpc.client_idle_timeout_ms", 60_000),  # cached channels to idle replicas let go
     ]
-
-
-def _label(code: grpc.StatusCode, details: str, trailer: str | None) -> str:
-    """The metric label of a failed dial: from the replica's refusal trailer when a
-    replica answered, else from the status code and the transport's words."""
-    if trailer is not None:
-        return "busy" if trailer in codec.RETRY_REASONS else REJECTING_CODES.get(code, "rejected")
-    reason = REJECTING_CODES.get(code)
-    if reason:
-        return reason
-    # A principal that refuses our certificate closes the socket during the handshake;
-    # gRPC reports that as "Socket closed" (or an SSL error when we refuse theirs).
-    lowered = details.lower()
-    if any(word in lowered for word in ("ssl", "handshake", "certificate", "socket closed")):
-        return "tls"
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "timeout"
-    return "unavailable"
-
-
-def _trailer(metadata: Any) -> str | None:
-    """The replica's refusal reason in a call's trailing metadata, or None."""
-    for key, value in metadata or ():
-        if key == codec.REJECTED_TRAILER:
-            return str(value)
-    return None
-
-
-def _classify(err: grpc.aio.AioRpcError) -> str:
-    return _label(err.code(), err.details() or "", _trailer(err.trailing_metadata()))
-
-
-def _one_line(err: grpc.aio.AioRpcError, *, connecting: bool = False) -> str:
-    details = (err.details() or "").strip().splitlines()
-    line = f"{err.code().name}: {details[0] if details else 'no details'}"
-    if connecting and _classify(err) == "tls":
-        line += (
-            " (TLS handshake refused: is this agent's certificate signed by the principal's CA,"
-            " unexpired, and does the principal's certificate name this endpoint?)"
-        )
-    return line
 
 
 class Agent:
@@ -161,7 +118,9 @@ class Agent:
         self.endpoints = endpoints_.EndpointSet(
             settings.endpoints, cooldown=settings.endpoint_cooldown
         )
-        self.creds = credentials.channel_credentials(settings.tls_dir)
+        self.creds = credentials.ReloadingCredentials(
+            settings.tls_dir, on_failure=self.metrics.certificate_reload_failures.inc
+        )
         self.welcomed = asyncio.Event()  # set while a session is open and resynced
         self.session_id = ""
         self.replica_id = ""
@@ -172,10 +131,23 @@ class Agent:
         self._stop = asyncio.Event()
         self._sweeps_failed = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tls_generation = 0  # of the TLS files the cached channels use
         self._last_endpoint = ""  # where the last session was welcomed
         self.standby = ""  # where that replica said to go first if it stops answering
         self._store_error: str | None = None
         self._store_checked = False
+        self._refusal = refusals.Refusal(
+            self.metrics.refused,
+            agent=settings.name,
+            mode=settings.mode,
+            interval=settings.refused_retry_interval,
+        )
+
+    @property
+    def refused(self) -> str | None:
+        """The refusal no retry cures (a reason of `refusals.FIXES`) that the hub last
+        answered this agent with, until its next welcome; None when not refused."""
+        return self._refusal.reason
 
     def stop(self) -> None:
         self._stop.set()
@@ -215,9 +187,7 @@ class Agent:
             while not self._stop.is_set():
                 retrying = tenacity.AsyncRetrying(
                     retry=tenacity.retry_if_exception_type(SweepFailed),
-                    wait=tenacity.wait_random_exponential(
-                        multiplier=self.settings.backoff_base, max=self.settings.backoff_cap
-                    ),
+                    wait=self._backoff(),
                     sleep=self._sleep,
                     reraise=True,
                 )
@@ -225,7 +195,7 @@ class Agent:
                     async for attempt in retrying:
                         with attempt:
                             await self._sweep()
-                except (_Stopped, asyncio.CancelledError):
+                except (outcome_.Stopped, asyncio.CancelledError):
                     raise
                 except Exception:
                     # A bug must not end the agent (nor a fleet's other agents): log it
@@ -239,16 +209,36 @@ class Agent:
                     self.welcomed.clear()
                     self.metrics.connected.set(0)
                     await self._sleep(self.settings.backoff_cap)
-        except _Stopped:
+        except outcome_.Stopped:
             pass
         finally:
             checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, _Stopped):
+            with contextlib.suppress(asyncio.CancelledError, outcome_.Stopped):
                 await checker
             self.metrics.connected.set(0)
             for target in list(self._channels):
                 await self._drop_channel(target)
             await self.store.close()
+
+    def _backoff(self) -> Callable[[tenacity.RetryCallState], float]:
+        """tenacity's wait: full-jitter exponential after a failed sweep, but the long
+        `refused_retry_interval` after one in which a replica refused us for good."""
+        jittered = tenacity.wait_random_exponential(
+            multiplier=self.settings.backoff_base, max=self.settings.backoff_cap
+        )
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            failed = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(failed, SweepFailed) and failed.refused:
+                return self.settings.refused_retry_interval
+            wait = jittered(state)
+            if isinstance(failed, SweepFailed) and failed.retry_after:
+                # As long as asked, and up to half again: a crowd refused together
+                # does not come back together.
+                wait = max(wait, failed.retry_after * random.uniform(1.0, 1.5))
+            return wait
+
+        return wait
 
     async def _sleep(self, seconds: float) -> None:
         """Interruptible backoff: stop() wakes it at once."""
@@ -256,7 +246,7 @@ class Agent:
             async with asyncio.timeout(seconds):
                 await self._stop.wait()
         if self._stop.is_set():
-            raise _Stopped()
+            raise outcome_.Stopped()
 
     async def _sweep(self) -> None:
         """Try every endpoint once (owner first), following redirects; raise if all fail.
@@ -266,74 +256,74 @@ class Agent:
         it may serve us as a stand-in if it can take our session entry.
         """
         failures: list[str] = []
+        refused = False  # a replica refused us for good: the next sweep waits long
+        retry_after: float | None = None  # the longest wait a replica asked for
         if self.endpoints.refresh_due() or (self.endpoints.names and self._sweeps_failed):
             await self.endpoints.refresh()
         suspect = ""  # our last replica, once it has refused a redial: say so to the others
         if self._last_endpoint and self.replica_id and self.endpoints.cooling(self._last_endpoint):
             suspect = self.replica_id  # it just failed us: no redial, say so at once
         for address in self._order():
-            target, hops = address, 0
-            via, owner_id, unreachable = "", "", suspect
+            attempt = sweep_.Attempt(address, unreachable=suspect)
             while True:
                 if self._stop.is_set():
-                    raise _Stopped()
+                    raise outcome_.Stopped()
+                target = attempt.target
                 try:
-                    outcome = await self._session(target, hops=hops, unreachable=unreachable)
+                    outcome: (
+                        sweep_.Failed | outcome_.Redirected | outcome_.Ended
+                    ) = await self._session(
+                        target, hops=attempt.hops, unreachable=attempt.unreachable
+                    )
                 except ConnectFailed as err:
-                    self.metrics.connect_errors.labels(err.reason).inc()
-                    logger.warning(
-                        "agent %s: cannot open a session on %s: %s",
-                        self.settings.name,
-                        target,
-                        err,
-                        extra=logfields.of(
-                            agent=self.settings.name, endpoint=target, reason=err.reason
-                        ),
-                    )
-                    failures.append(f"{target}: {err}")
-                    if err.answered and err.reason == "busy":
-                        break  # reachable, just not ready for us yet: no cooldown
-                    self.endpoints.failed(target, timed_out=err.reason == "timeout")
-                    if target == self._last_endpoint and not err.answered and self.replica_id:
-                        suspect = self.replica_id
-                    if via and owner_id and not unreachable and not err.answered:
-                        target, unreachable = via, owner_id  # the owner is unreachable
-                        continue
-                    break
-                if isinstance(outcome, _Redirected):
+                    refused |= self._connect_failed(target, err)
+                    if err.retry_after is not None:
+                        retry_after = max(retry_after or 0.0, err.retry_after)
+                    outcome = sweep_.Failed(err.reason, str(err), answered=err.answered)
+                if isinstance(outcome, outcome_.Redirected):
                     self.metrics.redirects.inc()
-                    if not outcome.endpoint:  # nowhere named: sweep on instead of dialing ""
-                        failures.append(f"{target}: redirected without an endpoint")
-                        break
-                    hops += 1
-                    if hops > self.settings.max_redirects:
-                        failures.append(
-                            f"{target}: more than {self.settings.max_redirects} redirects"
-                        )
-                        break
-                    if (
-                        self.endpoints.black_holed(outcome.endpoint)
-                        and not unreachable
-                        and outcome.owner_id
-                    ):
-                        unreachable = outcome.owner_id  # ask the same replica to stand in
-                        continue
-                    via, owner_id = target, outcome.owner_id
-                    self.endpoints.prefer(outcome.endpoint)
-                    target = outcome.endpoint
-                    continue
-                if outcome.lasted < 1.0:
-                    failures.append(
-                        f"{target}: session ended after {outcome.lasted:.2f}s ({outcome.reason})"
+                step = sweep_.next_step(
+                    attempt,
+                    outcome,
+                    max_redirects=self.settings.max_redirects,
+                    black_holed=isinstance(outcome, outcome_.Redirected)
+                    and self.endpoints.black_holed(outcome.endpoint),
+                )
+                if step.cooldown is not sweep_.Cooldown.NONE:
+                    self.endpoints.failed(
+                        target, timed_out=step.cooldown is sweep_.Cooldown.TIMED_OUT
                     )
-                    self.endpoints.failed(target)
+                if step.suspect and target == self._last_endpoint and self.replica_id:
+                    suspect = self.replica_id
+                if step.prefer:
+                    self.endpoints.prefer(step.prefer)
+                if step.failure:
+                    failures.append(step.failure)
+                if step.served:
+                    self._sweeps_failed = 0
+                    return  # a real session ended: reconnect at once
+                if step.then is None:
                     break
-                if outcome.silent:  # a black hole: dialing it first again would hang
-                    self.endpoints.failed(target, timed_out=True)
-                self._sweeps_failed = 0
-                return  # a real session ended: reconnect at once
+                attempt = step.then
         self._sweeps_failed += 1
-        raise SweepFailed("; ".join(failures) or "no endpoint")
+        raise SweepFailed(
+            "; ".join(failures) or "no endpoint", refused=refused, retry_after=retry_after
+        )
+
+    def _connect_failed(self, target: str, err: ConnectFailed) -> bool:
+        """Count and log a failed dial; True when the refusal is one no retry cures."""
+        self.metrics.connect_errors.labels(err.reason).inc()
+        if refusals.permanent(err.refusal):
+            self._refusal.refused(err.refusal, endpoint=target, error=str(err))
+            return True
+        logger.warning(
+            "agent %s: cannot open a session on %s: %s",
+            self.settings.name,
+            target,
+            err,
+            extra=logfields.of(agent=self.settings.name, endpoint=target, reason=err.reason),
+        )
+        return False
 
     def _order(self) -> list[str]:
         """This sweep's endpoints: the last owner, then the standby it named, then the rest."""
@@ -348,17 +338,7 @@ class Agent:
 
     # ------------------------------------------------------------------ one session
     async def _hello(self, hops: int, unreachable: str = "") -> pb.Envelope:
-        inventory = []
-        if self.settings.mode == "managed":
-            for row in await self.store.rows():
-                inventory.append(
-                    pb.InventoryItem(
-                        key=pb.ResourceKey(kind=codec.kind_from_name(row.kind), name=row.name),
-                        version=row.version,
-                        checksum=row.checksum,
-                        status_checksum=row.status_checksum,
-                    )
-                )
+        inventory = await sides.SIDES[self.settings.mode].inventory(self.store)
         return pb.Envelope(
             seq=1,
             hello=pb.Hello(
@@ -376,8 +356,9 @@ class Agent:
 
     async def _session(
         self, target: str, *, hops: int, unreachable: str = ""
-    ) -> _Redirected | _Ended:
-        started = time.monotonic()
+    ) -> outcome_.Redirected | outcome_.Ended:
+        loop = asyncio.get_running_loop()
+        started = loop.time()  # how long it lasted decides the sweep's next step
         async with self._channel(target) as channel:
             call = channel.stream_stream(
                 codec.SUBSCRIBE_METHOD,
@@ -391,26 +372,34 @@ class Agent:
             except TimeoutError:
                 call.cancel()
                 raise ConnectFailed(
-                    f"no welcome within {self.settings.connect_timeout:.1f}s", reason="timeout"
+                    f"no welcome within {self.settings.connect_timeout:.1f}s",
+                    reason=outcome_.DialFailure.TIMEOUT,
                 ) from None
             except asyncio.InvalidStateError:  # the call ended under our write
                 code = await call.code()
                 raise ConnectFailed(
-                    f"{code.name}: stream ended while dialling", reason="unavailable"
+                    f"{code.name}: stream ended while dialling",
+                    reason=outcome_.DialFailure.UNAVAILABLE,
                 ) from None
             except grpc.aio.AioRpcError as err:
+                trailer = outcome_.trailer(err.trailing_metadata())
                 raise ConnectFailed(
-                    _one_line(err, connecting=True),
-                    reason=_classify(err),
-                    answered=_trailer(err.trailing_metadata()) is not None,
-                ) from None
+                    outcome_.one_line(err, connecting=True),
+                    reason=outcome_.classify_error(err),
+                    answered=trailer is not None,
+                    refusal=trailer or "",
+                    retry_after=outcome_.retry_after(err.trailing_metadata()),
+                ) from err
             if first is grpc.aio.EOF:
                 code, details = await call.code(), await call.details() or ""
-                trailer = _trailer(await call.trailing_metadata())
+                trailers = await call.trailing_metadata()
+                trailer = outcome_.trailer(trailers)
                 raise ConnectFailed(
                     f"{code.name}: {details}",
-                    reason=_label(code, details, trailer),
+                    reason=outcome_.classify(code, details, trailer),
                     answered=trailer is not None,
+                    refusal=trailer or "",
+                    retry_after=outcome_.retry_after(trailers),
                 )
             body = first.WhichOneof("body")
             if body == "redirect":
@@ -430,15 +419,18 @@ class Agent:
                         reason="redirect",
                     ),
                 )
-                return _Redirected(
+                return outcome_.Redirected(
                     first.redirect.owner_endpoint,
                     first.redirect.epoch,
                     first.redirect.owner_replica_id,
                 )
             if body != "welcome":
                 call.cancel()
-                raise ConnectFailed(f"expected welcome, got {body}", reason="protocol")
+                raise ConnectFailed(
+                    f"expected welcome, got {body}", reason=outcome_.DialFailure.PROTOCOL
+                )
             welcome = first.welcome
+            self._refusal.welcomed(endpoint=target)
             self.endpoints.succeeded(target)
             self.endpoints.prefer(target)
             self._last_endpoint = target
@@ -466,35 +458,41 @@ class Agent:
                 target,
                 extra=fields,
             )
-            live = _Live(self, call, welcome=welcome, started=started)
-            reason = await live.run()
+            live = live_.Live(self, call, welcome=welcome, started=started)
+            ended = await live.run()
             self.welcomed.clear()
             self.metrics.connected.set(0)
             self._lost_at = time.monotonic()
-            if isinstance(reason, _Redirected):
-                return reason
+            if isinstance(ended, outcome_.Redirected):
+                return ended
             logger.info(
                 "agent %s: session %s ended: %s",
                 self.settings.name,
                 welcome.session_id,
-                reason,
+                ended.reason,
                 extra=fields,
             )
-            if live.silent or reason.startswith(("UNAVAILABLE", "stream ended")):
+            if ended.end in outcome_.DROPS_CHANNEL:
                 await self._drop_channel(target)  # the connection itself is gone
-            return _Ended(reason, time.monotonic() - started, silent=live.silent)
+            return dataclasses.replace(ended, lasted=loop.time() - started)
 
     @contextlib.asynccontextmanager
     async def _channel(self, target: str) -> AsyncIterator[Any]:
         """A long-lived channel per endpoint: redirects and reconnects to a replica we
-        already talk to reuse its TLS connection. A transport failure drops it."""
+        already talk to reuse its TLS connection. A transport failure drops it, and so do
+        new TLS files: every cached channel is idle here (one session at a time)."""
+        creds = self.creds.current()
+        if self._channels and self._tls_generation != self.creds.generation:
+            for old in list(self._channels):
+                await self._drop_channel(old)
+        self._tls_generation = self.creds.generation
         channel = self._channels.get(target)
         if channel is None:
             options = channel_options(self.settings)
             server_name = self.endpoints.server_name(target)
             if server_name:  # an address resolved from a DNS name: verify the name
                 options.append(("grpc.ssl_target_name_override", server_name))
-            channel = grpc.aio.secure_channel(target, self.creds, options=options)
+            channel = grpc.aio.secure_channel(target, creds, options=options)
             self._channels[target] = channel
         try:
             yield channel
@@ -512,402 +510,13 @@ class Agent:
             await channel.close()
 
     def _resynced(self, started: float) -> None:
+        """The session that began at loop time `started` is resynced."""
+        self.metrics.resync_seconds.observe(asyncio.get_running_loop().time() - started)
+        # Failovers are on the monotonic clock: benches compare them across processes.
         now = time.monotonic()
-        self.metrics.resync_seconds.observe(now - started)
         if self._lost_at is not None:
             self.metrics.failover_seconds.observe(now - self._lost_at)
             self.failovers.append((self._lost_at, now - self._lost_at))
             self._lost_at = None
         self.metrics.connected.set(1)
         self.welcomed.set()
-
-
-class _Stopped(Exception):
-    pass
-
-
-class _SessionOver(Exception):
-    def __init__(self, outcome: str | _Redirected) -> None:
-        super().__init__(str(outcome))
-        self.outcome = outcome
-
-
-class _Live:
-    """The running part of one session: reader, writer, local-change pusher, heartbeats."""
-
-    def __init__(self, agent: Agent, call: Any, *, welcome: pb.Welcome, started: float) -> None:
-        self.agent = agent
-        self.store = agent.store
-        self.metrics = agent.metrics
-        self.call = call
-        self.started = started
-        self.interval = (
-            max(welcome.heartbeat_interval_ms / 1000.0, 0.1)
-            if welcome.heartbeat_interval_ms
-            else 5.0
-        )
-        self.outbox: asyncio.Queue[pb.Envelope] = asyncio.Queue()
-        self.seq = 1
-        # seq -> (what, kind, name, marker, operation): "event" at a version, "status" at a checksum
-        self.pending: dict[int, tuple[str, str, str, int | str, str]] = {}
-        self.inflight: dict[tuple[str, str], int | str] = {}
-        self.resyncing = True
-        self.last_received = time.monotonic()
-        self.silent = False  # set when the heartbeat timeout ends the session
-        self.wake = asyncio.Event()
-
-    def _fields(
-        self,
-        *,
-        kind: str | None = None,
-        name: str | None = None,
-        version: int | None = None,
-        operation: str | None = None,
-        reason: str | None = None,
-        error: str | None = None,
-    ) -> dict[str, Any]:
-        """Log fields naming this agent and session, and what the line is about."""
-        agent = self.agent
-        return logfields.of(
-            agent=agent.settings.name,
-            replica=agent.replica_id,
-            session=agent.session_id,
-            epoch=agent.epoch,
-            kind=kind,
-            name=name,
-            version=version,
-            operation=operation,
-            reason=reason,
-            error=error,
-        )
-
-    def send(self, envelope: pb.Envelope) -> int:
-        self.seq += 1
-        envelope.seq = self.seq
-        self.outbox.put_nowait(envelope)
-        return self.seq
-
-    async def run(self) -> str | _Redirected:
-        tasks = [
-            asyncio.create_task(self._reader(), name="agent-read"),
-            asyncio.create_task(self._writer(), name="agent-write"),
-            asyncio.create_task(self._heartbeat(), name="agent-beat"),
-            asyncio.create_task(self._watch_local(), name="agent-local"),
-            asyncio.create_task(self._stopper(), name="agent-stop"),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            errors = [t.exception() for t in done if not t.cancelled()]
-            for err in errors:
-                if isinstance(err, _Stopped):
-                    raise err
-            for err in errors:
-                if isinstance(err, _SessionOver):
-                    return err.outcome
-            for err in errors:
-                if isinstance(err, grpc.aio.AioRpcError):
-                    return _one_line(err)
-                if isinstance(err, asyncio.InvalidStateError):  # a write raced the call's end
-                    return "stream ended while sending"
-            for err in errors:
-                if err is not None:
-                    raise err
-            return "session ended"
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.call.cancel()
-
-    async def _stopper(self) -> None:
-        await self.agent._stop.wait()
-        with contextlib.suppress(Exception):
-            await self.call.write(
-                pb.Envelope(seq=self.seq + 1, goodbye=pb.Goodbye(reason="agent stopping"))
-            )
-        raise _Stopped()
-
-    async def _writer(self) -> None:
-        while True:
-            envelope = await self.outbox.get()
-            await self.call.write(envelope)
-            self.metrics.events_sent.labels(envelope.WhichOneof("body") or "unknown").inc()
-
-    async def _heartbeat(self) -> None:
-        timeout = self.interval * self.agent.settings.heartbeat_timeout_factor
-        while True:
-            await asyncio.sleep(self.interval)
-            silent = time.monotonic() - self.last_received
-            if silent > timeout:
-                self.silent = True
-                raise _SessionOver(
-                    f"heartbeat timeout: nothing from the principal for {silent:.1f}s"
-                )
-            self.send(pb.Envelope(heartbeat=pb.Heartbeat(sent_unix_ms=int(time.time() * 1000))))
-
-    async def _reader(self) -> None:
-        while True:
-            envelope = await self.call.read()
-            if envelope is grpc.aio.EOF:
-                code = await self.call.code()
-                details = await self.call.details()
-                raise _SessionOver(
-                    f"stream closed by the principal ({code.name}: {details or 'no details'})"
-                )
-            self.last_received = time.monotonic()
-            body = envelope.WhichOneof("body")
-            self.metrics.events_received.labels(body or "unknown").inc()
-            if body == "event":
-                await self._apply(envelope)
-            elif body == "ack":
-                await self._acked(envelope.ack)
-            elif body == "heartbeat":
-                self.agent.standby = envelope.heartbeat.standby_endpoint
-            elif body == "resync_done":
-                self.resyncing = False
-                self.agent._resynced(self.started)
-                self.wake.set()
-            elif body == "resync_request":
-                first = self.resyncing  # later ones: the hub's mirror drifted; answer again
-                await self._answer_resync(envelope.resync_request)
-                self.resyncing = False
-                if first:
-                    self.agent._resynced(self.started)
-            elif body == "redirect":
-                self.agent.epoch = max(self.agent.epoch, envelope.redirect.epoch)
-                raise _SessionOver(
-                    _Redirected(
-                        envelope.redirect.owner_endpoint,
-                        envelope.redirect.epoch,
-                        envelope.redirect.owner_replica_id,
-                    )
-                )
-            elif body == "goodbye":
-                raise _SessionOver(f"principal said goodbye: {envelope.goodbye.reason}")
-
-    # --- managed ---------------------------------------------------------------------
-    async def _apply(self, envelope: pb.Envelope) -> None:
-        event = envelope.event
-        kind = codec.KIND_NAMES.get(event.key.kind)
-        error = ""
-        changed = False
-        if kind is None or not event.key.name:
-            error = "resource event without a valid key"
-        elif self.agent.settings.mode != "managed":
-            error = "autonomous agents do not take desired state from the principal"
-        else:
-            try:
-                if event.operation == pb.OPERATION_DELETE:
-                    changed = await self.store.apply_remote_delete(
-                        kind, event.key.name, version=event.version, force=self.resyncing
-                    )
-                else:
-                    changed = await self.store.apply_remote_upsert(
-                        kind,
-                        event.key.name,
-                        obj=objects.load_json(event.object_json, what=f"{kind} {event.key.name}"),
-                        version=event.version,
-                        checksum=event.checksum,
-                        force=self.resyncing,
-                    )
-            except objects.InvalidObjectError as err:
-                error = str(err)
-            except store_.LocalStoreError as err:
-                # Refused by the local store (the workload apiserver's schema or RBAC, an
-                # object Mooring did not create): acknowledged as an error, counted, logged
-                # once; the principal sends it again only when it changes or on a resync.
-                error = str(err)
-                self.metrics.apply_errors.inc()
-        if changed:  # once per change: a resent or unchanged event changes nothing
-            assert kind is not None
-            op = logfields.DELETE if event.operation == pb.OPERATION_DELETE else logfields.UPSERT
-            self.metrics.events_applied.labels(op).inc()
-            logger.info(
-                "agent %s: deleted %s %s (version %d)"
-                if op == logfields.DELETE
-                else "agent %s: applied %s %s (version %d)",
-                self.agent.settings.name,
-                kind,
-                event.key.name,
-                event.version,
-                extra=self._fields(
-                    kind=kind, name=event.key.name, version=event.version, operation=op
-                ),
-            )
-        if self.resyncing:
-            self.metrics.resync_events.inc()
-        if error:
-            logger.warning(
-                "agent %s: refused event: %s",
-                self.agent.settings.name,
-                error,
-                extra=self._fields(
-                    kind=kind, name=event.key.name or None, version=event.version, error=error
-                ),
-            )
-        self.send(pb.Envelope(ack=pb.Ack(seq=envelope.seq, ok=not error, error=error)))
-
-    # --- autonomous ------------------------------------------------------------------
-    def _event_for(self, row: store_.LocalResource) -> pb.Envelope:
-        key = pb.ResourceKey(kind=codec.kind_from_name(row.kind), name=row.name)
-        if row.deleted:
-            return pb.Envelope(
-                event=pb.ResourceEvent(key=key, operation=pb.OPERATION_DELETE, version=row.version)
-            )
-        doc: dict[str, Any] = dict(row.object)
-        if row.status is not None:
-            doc["status"] = row.status
-        return pb.Envelope(
-            event=pb.ResourceEvent(
-                key=key,
-                operation=pb.OPERATION_UPSERT,
-                version=row.version,
-                checksum=row.checksum,
-                object_json=codec.canonical_json(doc),
-            )
-        )
-
-    def _push_row(self, row: store_.LocalResource) -> None:
-        seq = self.send(self._event_for(row))
-        operation = logfields.DELETE if row.deleted else logfields.UPSERT
-        self.pending[seq] = ("event", row.kind, row.name, row.version, operation)
-        self.inflight[(row.kind, row.name)] = row.version
-
-    async def _answer_resync(self, request: pb.ResyncRequest) -> None:
-        theirs = {(codec.KIND_NAMES.get(i.key.kind, ""), i.key.name): i for i in request.inventory}
-        sent = 0
-        for row in await self.store.rows(include_deleted=True):
-            item = theirs.pop((row.kind, row.name), None)
-            if row.deleted:
-                if item is None:
-                    await self.store.mark_synced(row.kind, row.name, row.version)
-                else:
-                    self._push_row(row)
-                    sent += 1
-            elif (
-                item is None
-                or item.checksum != row.checksum
-                or item.status_checksum != row.status_checksum
-            ):
-                self._push_row(row)
-                sent += 1
-            else:
-                if row.synced_version < row.version:  # sent before, its ack lost with a session
-                    self._sent(row.kind, row.name, row.version, logfields.UPSERT)
-                await self.store.mark_synced(row.kind, row.name, row.version)
-        for (kind, name), item in theirs.items():
-            if not kind:
-                continue
-            key = pb.ResourceKey(kind=item.key.kind, name=name)
-            self.send(
-                pb.Envelope(
-                    event=pb.ResourceEvent(
-                        key=key, operation=pb.OPERATION_DELETE, version=item.version
-                    )
-                )
-            )
-            sent += 1
-        self.metrics.resync_events.inc(sent)
-        self.send(pb.Envelope(resync_done=pb.ResyncDone(sent=sent)))
-
-    def _sent(self, kind: str, name: str, version: int, operation: str) -> None:
-        """A local change is the principal's now: logged once, when it is acknowledged
-        (or, its ack lost with a session, when the next resync finds the hub has it)."""
-        logger.info(
-            "agent %s: sent the deletion of %s %s to the principal (version %d)"
-            if operation == logfields.DELETE
-            else "agent %s: sent %s %s to the principal (version %d)",
-            self.agent.settings.name,
-            kind,
-            name,
-            version,
-            extra=self._fields(kind=kind, name=name, version=version, operation=operation),
-        )
-
-    # --- both: local changes and acknowledgements ---------------------------------------
-    async def _watch_local(self) -> None:
-        """Push local changes; the poll backs off while the store is quiet (many agents
-        may share a process) and snaps back to `poll_interval` on the next change."""
-        seen = -1
-        # A session's first pass is no sign of activity: start slow, so a reconnect storm
-        # of many agents in one process does not poll at the full rate.
-        interval = self.agent.settings.poll_interval_max
-        loop = asyncio.get_running_loop()
-        checked = loop.time()
-        while True:
-            version = await self.store.data_version()
-            due = loop.time() - checked >= self.agent.settings.drift_check_interval
-            if (version != seen or due) and not self.resyncing:
-                if seen != -1 and version != seen:
-                    interval = self.agent.settings.poll_interval  # a change: look again soon
-                seen = version
-                checked = loop.time()
-                await self._push_local()
-                drift = await self.store.drifted()
-                if drift:
-                    # Repaired by the resync that every session starts with: what differs
-                    # from the principal's inventory is sent again, and wins.
-                    self.metrics.drift_repairs.inc()
-                    logger.info(
-                        "agent %s: %s; resyncing",
-                        self.agent.settings.name,
-                        drift,
-                        extra=self._fields(reason="drift"),
-                    )
-                    raise _SessionOver(f"local drift: {drift}")
-            else:
-                interval = min(interval * 1.5, self.agent.settings.poll_interval_max)
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self.wake.wait()
-
-    async def _push_local(self) -> None:
-        for row in await self.store.unsynced():
-            key = (row.kind, row.name)
-            if self.agent.settings.mode == "autonomous":
-                if self.inflight.get(key) == row.version:
-                    continue
-                self._push_row(row)
-            else:
-                if self.inflight.get(key) == row.status_checksum:
-                    continue
-                seq = self.send(
-                    pb.Envelope(
-                        status=pb.StatusUpdate(
-                            key=pb.ResourceKey(kind=codec.kind_from_name(row.kind), name=row.name),
-                            version=row.version,
-                            status_json=codec.canonical_json(row.status),
-                            status_checksum=row.status_checksum,
-                        )
-                    )
-                )
-                self.pending[seq] = ("status", row.kind, row.name, row.status_checksum, "")
-                self.inflight[key] = row.status_checksum
-
-    async def _acked(self, ack: pb.Ack) -> None:
-        entry = self.pending.pop(ack.seq, None)
-        if entry is None:
-            return
-        what, kind, name, marker, operation = entry
-        if not ack.ok:
-            logger.warning(
-                "agent %s: principal refused %s of %s %s: %s",
-                self.agent.settings.name,
-                what,
-                kind,
-                name,
-                ack.error,
-                extra=self._fields(kind=kind, name=name, error=ack.error),
-            )
-            return  # stays in flight at this version: resent only after it changes again
-        if what == "event":
-            assert isinstance(marker, int)
-            await self.store.mark_synced(kind, name, marker)
-            self._sent(kind, name, marker, operation)
-        else:
-            assert isinstance(marker, str)
-            await self.store.mark_status_synced(kind, name, marker)
-        if self.inflight.get((kind, name)) == marker:
-            del self.inflight[(kind, name)]
-        self.wake.set()

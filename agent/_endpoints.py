@@ -17,7 +17,6 @@ import dataclasses
 import ipaddress
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable, Iterable
 
 logger = logging.getLogger(__name__)
@@ -36,6 +35,10 @@ async def resolve_all(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -51,7 +54,7 @@ __all__ = ["Endpoint", "EndpointSet"]
 class Endpoint:
     address: str  # HOST:PORT
     server_name: str | None = None  # the DNS name the address came from (TLS verifies it)
-    cooldown_until: float = 0.0  # monotonic seconds
+    cooldown_until: float = 0.0  # seconds of the set's clock (the loop's)
     failures: int = 0
     timed_out: bool = False  # the last failure was a timeout (a black hole, not a refusal)
     timeouts: int = 0  # timeouts in a row
@@ -67,7 +70,7 @@ class EndpointSet:
         *,
         cooldown: float = 1.0,
         max_cooldown: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,  # seconds; the running loop's by default
         resolver: Resolver = resolve_all,
         refresh_interval: float = 30.0,
     ) -> None:
@@ -79,7 +82,7 @@ class EndpointSet:
         self.endpoints = [Endpoint(a) for a in specs]
         self.cooldown = cooldown  # seconds an endpoint rests after a failure
         self.max_cooldown = max_cooldown  # seconds; the longest rest after repeated timeouts
-        self.clock = clock
+        self.clock = clock or _loop_time
         self.resolver = resolver
         self.refresh_interval = refresh_interval  # seconds between DNS re-resolutions
         self.refreshed_at: float | None = None

@@ -29,10 +29,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent._store import LocalResource, LocalStoreError, Mode
-from election import _errors as cerrors
-from election import _kubeobjects as kobj
-from proto import _logfields as logfields
-from proto import codec, objects
+from election import errors as cerrors
+from election import kubeobjects as kobj
+from proto import codec, logfields, objects
 
 __all__ = ["KubeLocalStore", "from_url"]
 
@@ -271,8 +270,8 @@ class KubeLocalStore:
                 newer = version > current.version
                 if not newer and not (force and checksum != current.checksum):
                     return False
-                if current.checksum == checksum and current.version == version:
-                    return False
+                if current.checksum == checksum:
+                    return False  # the same object again (the hub rewrote only its metadata)
             body = self._body(kind, name, obj, version, checksum)
             try:
                 if found is None:

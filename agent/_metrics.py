@@ -32,3 +32,7 @@ class AgentMetrics:
         self.connect_errors = catalog.counter(registry, catalog.CONNECT_ERRORS)
         self.redirects = catalog.counter(registry, catalog.REDIRECTS)
         self.sessions = catalog.counter(registry, catalog.SESSIONS)
+        self.refused = catalog.gauge(registry, catalog.AGENT_REFUSED)  # agent._refusals
+        self.certificate_reload_failures = catalog.counter(
+            registry, catalog.CERTIFICATE_RELOAD_FAILURES
+        )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Literal
+
+from proto import codec
 
 __all__ = ["AgentSettings"]
 
@@ -27,10 +30,14 @@ class AgentSettings:
     backoff_cap: float = (
         4.0  # seconds; the backoff never exceeds this (keeps recovery after an outage short)
     )
+    refused_retry_interval: float = 60.0
+    """Seconds between sweeps after a replica refused this agent for a reason no retry
+    cures (identity_mismatch, mode_conflict, protocol_version: `agent._refusals`): it
+    keeps trying that slowly, as an operator may fix its registration or certificate."""
     endpoint_cooldown: float = 1.0  # seconds an endpoint rests after failing
     max_redirects: int = 3  # redirects followed in a row before the sweep moves on
-    keepalive_time: float = 10.0  # seconds of idleness before a gRPC keepalive ping
-    keepalive_timeout: float = 5.0  # seconds to wait for the ping's answer
+    keepalive_time: float = codec.KEEPALIVE_TIME_S  # seconds of idleness before a ping
+    keepalive_timeout: float = codec.KEEPALIVE_TIMEOUT_S  # seconds to wait for its answer
 
     @property
     def store_url(self) -> str:
@@ -49,10 +56,21 @@ class AgentSettings:
         for endpoint in self.endpoints:
             host, sep, port = endpoint.rpartition(":")
             if not sep or not host or not port.isdigit():
-                raise ValueError(f"bad endpoint {endpoint!r}: expected HOST:PORT")
-        if self.drift_check_interval <= 0:
-            raise ValueError("--drift-check-interval must be positive")
+                raise ValueError(f"bad --endpoints entry {endpoint[:80]!r}: expected HOST:PORT")
+        if self.metrics is not None:
+            host, sep, port = self.metrics.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"bad --metrics {self.metrics[:80]!r}: expected HOST:PORT")
+        for flag, seconds in (
+            ("--drift-check-interval", self.drift_check_interval),
+            ("--refused-retry-interval", self.refused_retry_interval),
+        ):
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{flag} must be a positive number of seconds, got {seconds:g}")
         if not 0 < self.backoff_base <= self.backoff_cap:
             raise ValueError("backoff_base must be positive and at most backoff_cap")
-        if self.keepalive_time < 5.0:
-            raise ValueError("keepalive_time below 5 s would exceed the principal's ping allowance")
+        if self.keepalive_time < codec.MIN_PING_INTERVAL_S:
+            raise ValueError(
+                f"keepalive_time below {codec.MIN_PING_INTERVAL_S:g} s would exceed the"
+                " principal's ping allowance"
+            )

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from agent import _errors as errors
 from proto import codec, objects
 
 __all__ = ["AgentStore", "LocalResource", "LocalStoreError"]
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS resources (
 """
 
 
-class LocalStoreError(Exception):
+class LocalStoreError(errors.AgentError):
     """A local store operation was refused (one readable line)."""
 
 
@@ -101,7 +102,7 @@ class AgentStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
         except sqlite3.Error as err:
-            raise LocalStoreError(f"cannot open agent store {self.path}: {err}") from None
+            raise LocalStoreError(f"cannot open agent store {self.path}: {err}") from err
         stored = self._meta("mode")
         if mode is not None:
             if stored is None:
@@ -172,8 +173,8 @@ class AgentStore:
             newer = version > current.version
             if not newer and not (force and checksum != current.checksum):
                 return False
-            if current.checksum == checksum and current.version == version:
-                return False
+            if current.checksum == checksum:
+                return False  # the same object again (the hub rewrote only its metadata)
         self.db.execute(
             "INSERT INTO resources(kind, name, object, checksum, version) VALUES(?, ?, ?, ?, ?) "
             "ON CONFLICT(kind, name) DO UPDATE SET object = excluded.object, "

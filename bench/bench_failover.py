@@ -29,7 +29,7 @@ the published shard map, as `mooring status --json` shows it):
 
 Targets (printed beside each figure, with the ratio figure / target): non-leader p99 <= 2 s
 and max <= 5 s; leader max <= lease_duration + 3 s, with lease_duration read from the
-replicas' own command lines (their flags, else the CLI's default or MOORING_ env).
+flags in force that the launcher records for each replica in cluster.json.
 Peak handshake rate: the largest increase of one surviving replica's welcome counter over
 any 1 s window of the storm.
 """
@@ -49,7 +49,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -58,13 +57,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mooring import _cli as cli  # noqa: E402
+import _cluster as cluster  # noqa: E402  (bench/, this script's folder)
+
 from mooring import _launcher as launcher  # noqa: E402
 from mooring import _processes as processes  # noqa: E402
 from mooring import _state as state_  # noqa: E402
 from mooring import _status as status_  # noqa: E402
+from proto import exposition  # noqa: E402
 
-WELCOME = 'mooring_events_sent_total{type="welcome"}'
+EVENTS_SENT = "mooring_events_sent_total"  # its type="welcome" series counts welcomes
+SCRAPE_TIMEOUT = 0.5
 FLEETS = 4
 """Fleet processes hosting the agents by default. Real agents run one per cluster, each
 on its own CPU; one process for all 1,000 serializes their work on one core (the
@@ -85,42 +87,6 @@ def now() -> float:
     return time.monotonic()
 
 
-def collect(directory: Path) -> dict[str, Any]:
-    """The `mooring status --json --dir DIR` document (same code, in-process)."""
-    return status_.collect(state_.load(directory))
-
-
-def converged(got: dict[str, Any], *, replicas: int, dead: str | None = None) -> bool:
-    """Every agent connected to its owner, `replicas` live, each owning some agents, none
-    owned by or connected to `dead`."""
-    live = {r["id"] for r in got["replicas"] if r["live"]}
-    owners = {a["owner"] for a in got["agents"]}
-    return (
-        len(live) == replicas
-        and got["agents_total"] > 0
-        and got["agents_on_owner"] == got["agents_total"]
-        and owners == live
-        and all(a["connected_to"] != dead for a in got["agents"])
-    )
-
-
-def wait_converged(
-    directory: Path, *, replicas: int, timeout: float, dead: str | None = None
-) -> tuple[dict[str, Any], float]:
-    """(status, seconds waited) once every agent is on its owner with `replicas` live."""
-    start = now()
-    while True:
-        got = collect(directory)
-        if converged(got, replicas=replicas, dead=dead):
-            return got, now() - start
-        if now() - start > timeout:
-            raise RuntimeError(
-                f"not converged after {timeout:.0f}s: {got['agents_connected']}/"
-                f"{got['agents_total']} connected, {got['agents_on_owner']} on their owner"
-            )
-        time.sleep(1.0)
-
-
 def fleet_status(directory: Path) -> dict[str, dict[str, Any]]:
     got = status_.fleet_agents(state_.load(directory))
     if not got:
@@ -128,14 +94,10 @@ def fleet_status(directory: Path) -> dict[str, dict[str, Any]]:
     return got
 
 
-def lease_duration(pid: int) -> float:
-    """The replica's --lease-duration as it parsed it: its flags, else MOORING_ env or default."""
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    args = [a.decode() for a in argv if a]
-    args = args[args.index("mooring") + 1 :]  # after `python -m mooring`
-    parser = cli.build_parser()
-    cli._apply_env(parser, os.environ)
-    return float(parser.parse_args(args).lease_duration)
+def lease_duration(record: state_.ReplicaRecord) -> float:
+    """The replica's lease duration as it runs: the flags in force, which the launcher
+    records in cluster.json (replicas[].settings)."""
+    return float(record.settings["lease_duration"])
 
 
 def seed_second_app(state: state_.ClusterState) -> None:
@@ -148,15 +110,9 @@ def seed_second_app(state: state_.ClusterState) -> None:
 
 # ----------------------------------------------------------------------------- sampling
 def scrape_welcomes(address: str) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=0.5) as resp:
-            text = resp.read().decode()
-    except (OSError, ValueError):
-        return None
-    for line in text.splitlines():
-        if line.startswith(WELCOME):
-            return float(line.rpartition(" ")[2])
-    return None
+    """The replica's welcome counter (None: no answer, or no welcome yet)."""
+    samples = exposition.scrape(address, timeout=SCRAPE_TIMEOUT)
+    return None if samples is None else samples.value(EVENTS_SENT, type="welcome")
 
 
 class Sampler(threading.Thread):
@@ -237,7 +193,7 @@ class Trial:
 
 
 def run_trial(directory: Path, *, kind: str, index: int) -> Trial:
-    before = collect(directory)
+    before = cluster.collect(directory)
     leader = before["leader"]
     if leader is None:
         raise RuntimeError("no leader before the trial")
@@ -261,7 +217,7 @@ def run_trial(directory: Path, *, kind: str, index: int) -> Trial:
     try:
         # The fleet's status file is up to a second old: right after the kill it still
         # shows the victim's agents on their (old) owner; `dead` rules that state out.
-        after, _ = wait_converged(
+        after, _ = cluster.wait_converged(
             directory, replicas=len(live) - 1, timeout=STORM_TIMEOUT, dead=victim["id"]
         )
         storm = now() - killed_at
@@ -288,7 +244,7 @@ def run_trial(directory: Path, *, kind: str, index: int) -> Trial:
 
     restarted = now()
     launcher.scale(directory, len(live), out=io.StringIO())
-    _, recover = wait_converged(directory, replicas=len(live), timeout=SETTLE_TIMEOUT)
+    _, recover = cluster.wait_converged(directory, replicas=len(live), timeout=SETTLE_TIMEOUT)
     recover = now() - restarted
     return Trial(
         kind=kind,
@@ -328,7 +284,9 @@ def report(
         f"autonomous; 2 Applications each) in {fleets} fleet process(es); real etcd + Redis, "
         f"mTLS; {os.cpu_count()} CPUs shared by every process"
     )
-    print(f"replicas' lease_duration {lease:g} s (from their flags/defaults), session TTL {ttl}")
+    print(
+        f"replicas' lease_duration {lease:g} s (cluster.json: the flags in force), session TTL {ttl}"
+    )
     print()
     head = (
         f"{'trial':<13}{'victim':>7}{'leader->':>9}{'agents':>7}{'p50 s':>7}{'p99 s':>7}"
@@ -392,11 +350,11 @@ def bench(args: argparse.Namespace, directory: Path) -> None:
         out=io.StringIO(),
     )
     state = state_.load(directory)
-    _, waited = wait_converged(directory, replicas=3, timeout=SETTLE_TIMEOUT)
+    _, waited = cluster.wait_converged(directory, replicas=3, timeout=SETTLE_TIMEOUT)
     seed_second_app(state)
-    wait_converged(directory, replicas=3, timeout=SETTLE_TIMEOUT)
+    cluster.wait_converged(directory, replicas=3, timeout=SETTLE_TIMEOUT)
     time.sleep(2.0)  # let the second Applications reach every agent
-    leases = {lease_duration(r.process.pid) for r in state.replicas if r.process is not None}
+    leases = {lease_duration(r) for r in state.replicas}
     if len(leases) != 1:
         raise RuntimeError(f"replicas disagree on lease_duration: {sorted(leases)}")
     print(

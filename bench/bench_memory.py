@@ -50,14 +50,19 @@ sys.path.insert(0, str(REPO))
 
 from mooring import _launcher as launcher  # noqa: E402
 from mooring import _services as services  # noqa: E402
-from mooring import _status as status_  # noqa: E402
 from principal import _pki as pki  # noqa: E402
+from proto import exposition  # noqa: E402
+from tests._poll import wait_for  # noqa: E402
 
 FLEET = Path(__file__).resolve().parent / "_fleet.py"
 PREFIX = "mem"
 APPS = 3
 SETTLE = 3.0
 """Seconds a process stays connected and idle before its RSS is read."""
+SCRAPE_TIMEOUT = 1.0
+"""Seconds to wait for one /metrics answer."""
+POLL = 0.1
+"""Seconds between looks while waiting for sessions to open or close."""
 FLEET_SIZES = (0, 100, 500, 1000)
 AGENT_LIMIT_MB = 60.0
 SESSION_LIMIT_KB = 50.0
@@ -71,17 +76,10 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def scrape(address: str) -> dict[str, float]:
-    """Sample name -> value from a /metrics endpoint ({} while it does not answer)."""
-    return status_.scrape(address) or {}
-
-
-def wait_for(what: str, check: object, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(0.1)
+def sample(address: str, name: str) -> float | None:
+    """The unlabelled `name` sample at ADDRESS's /metrics (None: no answer, or none)."""
+    samples = exposition.scrape(address, timeout=SCRAPE_TIMEOUT)
+    return None if samples is None else samples.value(name)
 
 
 def spawn(argv: Sequence[str], *, log: Path, pipes: bool = False) -> subprocess.Popen[bytes]:
@@ -163,6 +161,7 @@ def bench(tmp: Path, children: list[subprocess.Popen[bytes]]) -> None:
                 str(principal_tls),
                 "--metrics",
                 f"{HOST}:{mport}",
+                "--auto-register",  # the agents register by connecting
             ],
             log=tmp / "principal.log",
         )
@@ -170,8 +169,13 @@ def bench(tmp: Path, children: list[subprocess.Popen[bytes]]) -> None:
         services.wait_tcp(HOST, port, timeout=30)
         services.wait_tcp(HOST, mport, timeout=30)
 
-        def sessions() -> float:
-            return scrape(f"{HOST}:{mport}").get("mooring_sessions_open", -1.0)
+        def sessions() -> float | None:
+            return sample(f"{HOST}:{mport}", "mooring_sessions_open")
+
+        def sessions_become(n: int, what: str, *, timeout: float) -> None:
+            wait_for(
+                sessions, until=lambda got: got == n, timeout=timeout, interval=POLL, what=what
+            )
 
         time.sleep(SETTLE)
         principal_rss: list[tuple[int, int]] = [(0, rss_kb(principal.pid))]
@@ -213,15 +217,17 @@ def bench(tmp: Path, children: list[subprocess.Popen[bytes]]) -> None:
         )
         children.append(agent)
         wait_for(
-            "the agent process connected",
-            lambda: scrape(agent_metrics).get("mooring_agent_connected") == 1.0,
+            lambda: sample(agent_metrics, "mooring_agent_connected"),
+            until=lambda connected: connected == 1.0,
             timeout=30,
+            interval=POLL,
+            what="the agent process connected",
         )
         time.sleep(SETTLE)
         agent_kb, floor_kb = rss_kb(agent.pid), rss_kb(floor.pid)
         stop(agent)
         stop(floor)
-        wait_for("the agent's session closed", lambda: sessions() == 0, timeout=20)
+        sessions_become(0, "the agent's session closed", timeout=20)
 
         # fleets of N in-process agents
         fleet_rss: list[tuple[int, int]] = []
@@ -253,7 +259,7 @@ def bench(tmp: Path, children: list[subprocess.Popen[bytes]]) -> None:
             ready = json.loads(fleet.stdout.readline() or b"{}")
             if not ready.get("ready"):
                 raise RuntimeError(f"fleet of {size} did not start; see {tmp}/fleet-{size}.log")
-            wait_for(f"{size} sessions open", lambda n=size: sessions() == n, timeout=30)
+            sessions_become(size, f"{size} sessions open", timeout=30)
             time.sleep(SETTLE)
             fleet_rss.append((size, rss_kb(fleet.pid)))
             if size:
@@ -267,7 +273,7 @@ def bench(tmp: Path, children: list[subprocess.Popen[bytes]]) -> None:
                 fleet.stdin.write(b'{"cmd": "stop"}\n')
                 fleet.stdin.flush()
             stop(fleet, grace=20)
-            wait_for("the fleet's sessions closed", lambda: sessions() == 0, timeout=30)
+            sessions_become(0, "the fleet's sessions closed", timeout=30)
         stop(principal)
         echo_rss = session_floor(tmp, pki_dir, principal_tls, children, connections=biggest)
         print(
@@ -415,7 +421,7 @@ def main() -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as err:
+    except (RuntimeError, AssertionError) as err:  # AssertionError: a wait_for timed out
         for log in sorted(tmp.glob("*.log")):
             tail = log.read_text(errors="replace").splitlines()[-10:]
             if tail:

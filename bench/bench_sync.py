@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,9 +62,9 @@ from agent import _client as agent_client  # noqa: E402
 from agent import _settings as agent_settings  # noqa: E402
 from mooring import _services as services  # noqa: E402
 from principal import _pki as pki  # noqa: E402
-from principal import _session as session_  # noqa: E402
+from principal import _sync as sync_  # noqa: E402
 from proto import _credentials as credentials  # noqa: E402
-from proto import pb  # noqa: E402
+from proto import exposition, pb  # noqa: E402
 
 FLEET = Path(__file__).resolve().parent / "_fleet.py"
 WRITTEN_AT = "mooring.bench/written-at"
@@ -157,15 +156,16 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        text = resp.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+def event_counts(port: int) -> dict[str, float]:
+    """The replica's counts so far: events sent, acks, and seconds spent waiting for them."""
+    samples = exposition.scrape(f"127.0.0.1:{port}", timeout=2)
+    if samples is None:
+        raise RuntimeError(f"the replica's /metrics on port {port} does not answer")
+    return {
+        "sent": samples.value("mooring_events_sent_total", type="event") or 0.0,
+        "acked": samples.value("mooring_event_ack_seconds_count") or 0.0,
+        "ack_seconds": samples.value("mooring_event_ack_seconds_sum") or 0.0,
+    }
 
 
 # ----------------------------------------------------------------------------- workload
@@ -231,7 +231,7 @@ async def run_round(
     (each writing its share one after another), until the fleet applied them all."""
     expect = len(agents) * apps
     await fleet.send({"cmd": "collect", "round": round_name, "expect": expect, "timeout": 60})
-    before, cpu0 = scrape(metrics_port), cpu_snapshot(pids)
+    before, cpu0 = event_counts(metrics_port), cpu_snapshot(pids)
     calls: list[float] = []
     returned: dict[tuple[str, str], int] = {}
 
@@ -253,20 +253,12 @@ async def run_round(
     written = time.time_ns()
     reply = await fleet.line(within=90)
     wall = time.monotonic() - wall0
-    scraped, cpu1 = scrape(metrics_port), cpu_snapshot(pids)
+    counts, cpu1 = event_counts(metrics_port), cpu_snapshot(pids)
     records = reply["records"]
     latencies = [(applied - stamp) / 1e6 for _, _, stamp, applied in records]
     after = [(ap - returned[(a, n)]) / 1e6 for a, n, _, ap in records if (a, n) in returned]
     last = max((applied for *_, applied in records), default=written)
-    acked = scraped.get("mooring_event_ack_seconds_count", 0) - before.get(
-        "mooring_event_ack_seconds_count", 0
-    )
-    ack_sum = scraped.get("mooring_event_ack_seconds_sum", 0) - before.get(
-        "mooring_event_ack_seconds_sum", 0
-    )
-    sent = scraped.get('mooring_events_sent_total{type="event"}', 0) - before.get(
-        'mooring_events_sent_total{type="event"}', 0
-    )
+    sent, acked, ack_sum = (counts[k] - before[k] for k in ("sent", "acked", "ack_seconds"))
     return Result(
         label=label or f"mooring {round_name}",
         changes=expect,
@@ -494,6 +486,7 @@ async def start_principal(
             str(tls_dir),
             "--metrics",
             f"127.0.0.1:{metrics_port}",
+            "--auto-register",  # the fleet's agents register by connecting
         ],
         log=tmp / log,
         env=env,
@@ -605,7 +598,7 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
             assert sample is not None
         finally:
             await desired.close()
-        envelope = pb.Envelope(seq=args.apps + 2, event=session_._upsert_event(sample))
+        envelope = pb.Envelope(seq=args.apps + 2, event=sync_.upsert_event(sample))
         payload = envelope.SerializeToString()
 
         await stop_fleet(fleet)

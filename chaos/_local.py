@@ -25,6 +25,8 @@ from typing import Any
 
 from prometheus_client import parser as prom_parser
 
+from chaos import _errors as errors
+
 __all__ = [
     "CliError",
     "alive",
@@ -36,6 +38,7 @@ __all__ = [
     "mooring",
     "run_dir",
     "scrape",
+    "unlabelled",
 ]
 
 RUN_ENV = "MOORING_CHAOS_RUN"
@@ -43,7 +46,7 @@ CLI_TIMEOUT = 60.0
 SCRAPE_TIMEOUT = 0.5
 
 
-class CliError(RuntimeError):
+class CliError(errors.ChaosError, RuntimeError):
     """A `mooring` command failed; the message is its last stderr line."""
 
 
@@ -106,15 +109,22 @@ def scrape(address: str, *, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float]
     """Unlabelled samples of http://ADDRESS/metrics (None when it does not answer)."""
     try:
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as resp:
-            text = resp.read().decode()
+            return unlabelled(resp.read().decode())
     except (OSError, ValueError):
         return None
-    out: dict[str, float] = {}
-    for family in prom_parser.text_string_to_metric_families(text):
-        for sample in family.samples:
-            if not sample.labels:
-                out[sample.name] = float(sample.value)
-    return out
+
+
+def unlabelled(text: str) -> dict[str, float]:
+    """Sample name -> value of each unlabelled sample in Prometheus text (ValueError if it
+    is not that format). The chaos suite reads only unlabelled gauges, and Mooring's own
+    label-aware reader (`proto.exposition`) is out of its reach by design: it sees a
+    cluster as an operator does (.importlinter's chaos-public contract)."""
+    return {
+        sample.name: float(sample.value)
+        for family in prom_parser.text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
 
 
 def chaos_dir(directory: str | Path) -> Path:

@@ -4,9 +4,10 @@
 - `snapshot(directory)`: for every agent, the writer's resources as the hub and the
   agent's local store hold them (through `principal.open_hub_store` and
   `agent.AgentStore`, the public store APIs).
-- `etcd_versions(endpoints, key)`: every stored version of one etcd key, walking back
-  through its revisions with etcd's JSON gateway (the local cluster's etcd does not
-  compact, so the whole run is there).
+- `etcd_versions(endpoints, key, login=)`: every stored version of one etcd key, walking
+  back through its revisions with etcd's JSON gateway (the local cluster's etcd does not
+  compact, so the whole run is there), logged in as the cluster's etcd user when it has
+  one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import base64
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +27,7 @@ import principal
 from chaos import _local as local
 from chaos import workload
 
-__all__ = ["etcd_versions", "history", "leadership", "snapshot"]
+__all__ = ["etcd_versions", "history", "leadership", "login", "snapshot"]
 
 SHARD_MAP_KEY = "election/shardmap"
 LEADER_KEY = "election/leader"
@@ -88,31 +90,54 @@ def snapshot(directory: str | Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def _post(endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def _post(
+    endpoint: str, path: str, body: dict[str, Any], token: str | None = None
+) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = token
     request = urllib.request.Request(
-        f"http://{endpoint}{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        f"http://{endpoint}{path}", data=json.dumps(body).encode(), headers=headers
     )
     with urllib.request.urlopen(request, timeout=5) as resp:
         data: dict[str, Any] = json.loads(resp.read())
         return data
 
 
-def etcd_versions(endpoints: Sequence[str], key: str) -> list[tuple[int, dict[str, Any] | None]]:
+def login(coordination: str) -> tuple[str, str] | None:
+    """(user, password) from an etcd URL's `user=` and `password-file=`, or None."""
+    options = urllib.parse.parse_qs(urllib.parse.urlsplit(coordination).query)
+    if "user" not in options or "password-file" not in options:
+        return None
+    password = Path(options["password-file"][0]).read_text().strip()
+    return options["user"][0], password
+
+
+def etcd_versions(
+    endpoints: Sequence[str], key: str, *, login: tuple[str, str] | None = None
+) -> list[tuple[int, dict[str, Any] | None]]:
     """Every version of `key` as (mod revision, JSON value), oldest first. A deletion
-    shows as (revision of the delete, None) only when the key was re-created after it."""
+    shows as (revision of the delete, None) only when the key was re-created after it.
+    With `login`, as that etcd user (a token from the member that is read: etcd's simple
+    tokens are each member's own)."""
     encoded = base64.b64encode(key.encode()).decode()
     last_error: Exception | None = None
     for endpoint in endpoints:
         try:
+            token = None
+            if login is not None:
+                user, password = login
+                answer = _post(
+                    endpoint, "/v3/auth/authenticate", {"name": user, "password": password}
+                )
+                token = str(answer["token"])
             out: list[tuple[int, dict[str, Any] | None]] = []
             revision = 0  # 0: the newest
             while True:
                 body: dict[str, Any] = {"key": encoded}
                 if revision:
                     body["revision"] = revision
-                got = _post(endpoint, "/v3/kv/range", body)
+                got = _post(endpoint, "/v3/kv/range", body, token)
                 kvs = got.get("kvs") or []
                 if not kvs:
                     break
@@ -128,7 +153,7 @@ def etcd_versions(endpoints: Sequence[str], key: str) -> list[tuple[int, dict[st
                 else:
                     revision = mod - 1
             return sorted(out, key=lambda item: item[0])
-        except (OSError, ValueError, urllib.error.URLError) as err:
+        except (OSError, ValueError, KeyError, urllib.error.URLError) as err:
             last_error = err
     raise local.CliError(f"no etcd member answered for {key}: {last_error}")
 
@@ -139,8 +164,11 @@ def leadership(
     """(every shard map version, every leader record version) of a local cluster."""
     state = local.cluster(directory)
     endpoints = [m["endpoint"] for m in state["etcd"]]
+    user = login(state["coordination"])
     maps = [
-        (rev, value) for rev, value in etcd_versions(endpoints, STORE_ROOT + SHARD_MAP_KEY) if value
+        (rev, value)
+        for rev, value in etcd_versions(endpoints, STORE_ROOT + SHARD_MAP_KEY, login=user)
+        if value
     ]
-    leaders = etcd_versions(endpoints, STORE_ROOT + LEADER_KEY)
+    leaders = etcd_versions(endpoints, STORE_ROOT + LEADER_KEY, login=user)
     return maps, leaders

@@ -36,7 +36,9 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import parser as prom_parser
+
+from chaos import _errors as errors
+from chaos import _local as local
 
 __all__ = [
     "deny_principal_egress_to_redis",
@@ -63,7 +65,7 @@ REQUEST_TIMEOUT = 10.0  # seconds, every API call
 POLL = 1.0  # seconds between two looks while a probe waits
 
 
-class ClusterStateError(RuntimeError):
+class ClusterStateError(errors.ChaosError, RuntimeError):
     """The cluster is not in a state an action can act on (no leader, no such pod)."""
 
 
@@ -346,15 +348,6 @@ def _scrape(core: kubernetes.client.CoreV1Api, namespace: str, pod: str, port: i
     )
 
 
-def _gauges(text: str) -> dict[str, float]:
-    return {
-        sample.name: float(sample.value)
-        for family in prom_parser.text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.labels
-    }
-
-
 def session_violations(
     namespace: str,
     release: str,
@@ -375,7 +368,7 @@ def session_violations(
                 return 1
             owned_total = registered = violations = 0
             for pod in pods:
-                got = _gauges(_scrape(core, namespace, pod, metrics_port))
+                got = local.unlabelled(_scrape(core, namespace, pod, metrics_port))
                 owned = int(got.get("mooring_agents_owned", 0))
                 standins = int(got.get("mooring_standin_sessions_open", 0))
                 on_owner = int(got.get("mooring_sessions_open", 0)) - standins

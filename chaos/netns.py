@@ -29,20 +29,16 @@ itself) can tell a crashed run's leftovers from a live one's.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import ipaddress
 import logging
-import os
 import re
-import shlex
-import signal
-import subprocess
-import time
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from types import TracebackType
 from typing import IO, Any
+
+from chaos import _nshost as nshost
+from chaos import _nsrules as nsrules
 
 __all__ = ["Rule", "Topology", "TopologyError", "iptables_variant"]
 
@@ -53,145 +49,13 @@ NAME_RE = re.compile(r"[a-z][a-z0-9]{0,11}")  # "v-<name>" must fit IFNAMSIZ (15
 BRIDGE = "bridge"  # the bridge namespace's suffix; no member may be called so
 BRIDGE_DEV = "br0"
 MEMBER_DEV = "eth0"
-SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")  # /24s are taken from here
-COMMENT = "mooring-chaos"  # every rule carries it, so iptables-save shows whose it is
-COMMAND_TIMEOUT = 30.0  # seconds, for one `ip` or `iptables` call
-KILL_TIMEOUT = 5.0  # seconds to wait for SIGKILLed processes to leave a namespace
-LOCK_DIRS = (Path("/run/mooring-chaos"), Path("/tmp/mooring-chaos"))
 
-Rule = tuple[str, tuple[str, ...]]  # (namespace, iptables rule spec after the chain)
-
-
-class TopologyError(RuntimeError):
-    """An `ip`/`iptables` command failed, or the topology cannot be made as asked."""
-
-
-def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run one command; a failure (with check) is a TopologyError naming it and its stderr."""
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise TopologyError(f"`{shlex.join(argv)}` failed: {err}") from err
-    if check and done.returncode != 0:
-        stderr = "; ".join(line for line in done.stderr.strip().splitlines() if line)
-        raise TopologyError(
-            f"`{shlex.join(argv)}` failed (exit {done.returncode}): {stderr or 'no stderr'}"
-        )
-    return done
-
-
-def iptables_variant() -> str:
-    """Which backend `iptables` drives here: "nf_tables" (iptables-nft) or "legacy"."""
-    version = _run(["iptables", "-V"]).stdout.strip()  # "iptables v1.8.9 (nf_tables)"
-    match = re.search(r"\((\w+)\)", version)
-    return match.group(1) if match else "legacy"
-
-
-def _namespaces() -> list[str]:
-    """Every named network namespace (`ip netns list`), without the "(id: N)" suffixes."""
-    out = _run(["ip", "netns", "list"]).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def _pids(namespace: str) -> list[int]:
-    done = _run(["ip", "netns", "pids", namespace], check=False)
-    return [int(word) for word in done.stdout.split() if word.isdigit()]
-
-
-def _kill_all(namespaces: Iterable[str]) -> None:
-    """SIGKILL every process in the namespaces and wait (bounded) until none is left."""
-    namespaces = list(namespaces)
-    deadline = time.monotonic() + KILL_TIMEOUT
-    killed: set[int] = set()
-    while True:
-        left = {ns: _pids(ns) for ns in namespaces}
-        left = {ns: pids for ns, pids in left.items() if pids}
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            raise TopologyError(f"processes still in namespaces after SIGKILL: {left}")
-        for ns, pids in left.items():
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    if pid not in killed:
-                        killed.add(pid)
-                        logger.info("killed pid %d in namespace %s", pid, ns)
-        time.sleep(0.02)  # a SIGKILLed process leaves its namespace within milliseconds
-
-
-def _delete(namespaces: Iterable[str]) -> list[str]:
-    """Kill what runs in them, then delete them (their veths go with them)."""
-    present = set(_namespaces())
-    doomed = [ns for ns in namespaces if ns in present]
-    _kill_all(doomed)
-    for ns in doomed:
-        _run(["ip", "netns", "delete", ns])
-        logger.info("deleted namespace %s", ns)
-    return doomed
-
-
-def _lock_dir() -> Path:
-    for path in LOCK_DIRS:
-        with contextlib.suppress(OSError):
-            path.mkdir(parents=True, exist_ok=True)
-            if os.access(path, os.W_OK):
-                return path
-    raise TopologyError(f"no writable lock directory among {[str(p) for p in LOCK_DIRS]}")
-
-
-def _lock(prefix: str) -> IO[str]:
-    """The prefix's lock, held exclusively (the kernel drops it when the process dies)."""
-    file = (_lock_dir() / f"{prefix}.lock").open("a+")
-    try:
-        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        file.seek(0)
-        owner = file.read().strip() or "unknown"
-        file.close()
-        raise TopologyError(f"prefix {prefix!r} is held by a live topology (pid {owner})") from None
-    file.seek(0)
-    file.truncate()
-    file.write(f"{os.getpid()}\n")
-    file.flush()
-    return file
-
-
-def _stale(prefix: str) -> list[str]:
-    return [ns for ns in _namespaces() if ns.startswith(f"{prefix}-")]
-
-
-def _used_networks() -> list[ipaddress.IPv4Network]:
-    """IPv4 networks in use: root's addresses and routes, every named namespace's addresses."""
-    outputs = [
-        _run(["ip", "-o", "-4", "addr", "show"]).stdout,
-        _run(["ip", "-4", "route", "show", "table", "all"]).stdout,
-    ]
-    for ns in _namespaces():
-        outputs.append(_run(["ip", "-n", ns, "-o", "-4", "addr", "show"], check=False).stdout)
-    used: list[ipaddress.IPv4Network] = []
-    for word in " ".join(outputs).split():
-        with contextlib.suppress(ValueError):
-            if "/" in word or word.count(".") == 3:
-                used.append(ipaddress.IPv4Network(word, strict=False))
-    return used
-
-
-def _free_subnet() -> ipaddress.IPv4Network:
-    used = _used_networks()
-    for subnet in SUBNET_POOL.subnets(new_prefix=24):
-        if not any(subnet.overlaps(net) for net in used):
-            return subnet
-    raise TopologyError(f"no free /24 left in {SUBNET_POOL}")
-
-
-def _chosen_subnet(text: str) -> ipaddress.IPv4Network:
-    net = ipaddress.IPv4Network(text)
-    if clash := [str(used) for used in _used_networks() if net.overlaps(used)]:
-        raise TopologyError(f"subnet {net} overlaps networks in use: {', '.join(clash)}")
-    return net
+# The parts: the host side (chaos/_nshost.py: commands, namespaces, locks, subnets) and
+# the DROP rules (chaos/_nsrules.py); named here, where experiments and tests look.
+TopologyError = nshost.TopologyError
+Rule = nsrules.Rule
+iptables_variant = nshost.iptables_variant
+_run = nshost.run  # tests run one command through it
 
 
 class Topology:
@@ -209,7 +73,7 @@ class Topology:
         self.subnet = subnet
         self._addresses = dict(addresses)
         self._lock = lock
-        self._rules: dict[Rule, None] = {}  # insertion-ordered set of the rules we added
+        self._rules = nsrules.Rules()
         self._destroyed = False
 
     # --- making and unmaking ---------------------------------------------------------
@@ -226,16 +90,16 @@ class Topology:
                 )
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"member names must be unique and at least one: {list(names)}")
-        lock = _lock(prefix)
+        lock = nshost.lock(prefix)
         try:
-            logger.info("iptables here is %s", iptables_variant())
-            if stale := _stale(prefix):
+            logger.info("iptables here is %s", nshost.iptables_variant())
+            if stale := nshost.stale(prefix):
                 logger.warning("removing leftovers of a dead topology %s: %s", prefix, stale)
-                _delete(stale)
+                nshost.delete(stale)
             # One creator at a time picks a subnet, so two topologies never share one.
-            with _lock_dir().joinpath("subnets.lock").open("a") as guard:
+            with nshost.lock_dir().joinpath("subnets.lock").open("a") as guard:
                 fcntl.flock(guard, fcntl.LOCK_EX)
-                net = _chosen_subnet(subnet) if subnet else _free_subnet()
+                net = nshost.chosen_subnet(subnet) if subnet else nshost.free_subnet()
                 if net.num_addresses - 2 < len(names):
                     raise ValueError(f"subnet {net} is too small for {len(names)} members")
                 hosts = list(net.hosts())
@@ -259,18 +123,18 @@ class Topology:
 
     def _build(self) -> None:
         bridge = self.namespace(BRIDGE)
-        _run(["ip", "netns", "add", bridge])
+        nshost.run(["ip", "netns", "add", bridge])
         self._sysctl(bridge, "net.ipv6.conf.all.disable_ipv6=1")
-        _run(["ip", "-n", bridge, "link", "add", BRIDGE_DEV, "type", "bridge"])
-        _run(["ip", "-n", bridge, "link", "set", BRIDGE_DEV, "up"])
+        nshost.run(["ip", "-n", bridge, "link", "add", BRIDGE_DEV, "type", "bridge"])
+        nshost.run(["ip", "-n", bridge, "link", "set", BRIDGE_DEV, "up"])
         for name, address in self._addresses.items():
             ns = self.namespace(name)
             port = f"v-{name}"
-            _run(["ip", "netns", "add", ns])
+            nshost.run(["ip", "netns", "add", ns])
             self._sysctl(ns, "net.ipv6.conf.all.disable_ipv6=1")
             self._sysctl(ns, "net.ipv6.conf.default.disable_ipv6=1")
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _run(
+            nshost.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            nshost.run(
                 [
                     "ip",
                     "-n",
@@ -287,8 +151,8 @@ class Topology:
                     ns,
                 ]
             )
-            _run(["ip", "-n", bridge, "link", "set", port, "master", BRIDGE_DEV, "up"])
-            _run(
+            nshost.run(["ip", "-n", bridge, "link", "set", port, "master", BRIDGE_DEV, "up"])
+            nshost.run(
                 [
                     "ip",
                     "-n",
@@ -300,18 +164,18 @@ class Topology:
                     MEMBER_DEV,
                 ]
             )
-            _run(["ip", "-n", ns, "link", "set", MEMBER_DEV, "up"])
+            nshost.run(["ip", "-n", ns, "link", "set", MEMBER_DEV, "up"])
 
     @staticmethod
     def _sysctl(namespace: str, setting: str) -> None:
-        _run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", setting])
+        nshost.run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", setting])
 
     def destroy(self) -> None:
         """Kill every process in the namespaces, delete them and their veths. Idempotent."""
         if self._destroyed:
             return
-        _delete([self.namespace(n) for n in self._addresses] + [self.namespace(BRIDGE)])
-        self._rules.clear()
+        nshost.delete([self.namespace(n) for n in self._addresses] + [self.namespace(BRIDGE)])
+        self._rules.forget()
         self._destroyed = True
         if self._lock is not None:
             self._lock.close()
@@ -326,8 +190,8 @@ class Topology:
         """
         if not PREFIX_RE.fullmatch(prefix):
             raise ValueError(f"prefix {prefix!r} must match {PREFIX_RE.pattern}")
-        with _lock(prefix):
-            removed = _delete(_stale(prefix))
+        with nshost.lock(prefix):
+            removed = nshost.delete(nshost.stale(prefix))
         if removed:
             logger.warning("removed leftovers of topology %s: %s", prefix, removed)
         return removed
@@ -359,18 +223,8 @@ class Topology:
     def heal_all(self) -> list[Rule]:
         """Remove every rule carrying this suite's comment in the members' namespaces,
         whichever process added it (rules of other tools stay); return what it removed."""
-        removed: list[Rule] = []
-        for name in self._addresses:
-            ns = self.namespace(name)
-            listed = _run(["ip", "netns", "exec", ns, "iptables", "-w", "-S", "INPUT"])
-            for line in listed.stdout.splitlines():
-                words = shlex.split(line)
-                if words[:2] != ["-A", "INPUT"] or COMMENT not in words:
-                    continue
-                _run(["ip", "netns", "exec", ns, "iptables", "-w", "-D", "INPUT", *words[2:]])
-                removed.append((ns, tuple(words[2:])))
-                logger.info("rule removed in %s: INPUT %s", ns, shlex.join(words[2:]))
-        self._rules.clear()
+        removed = nsrules.remove_ours(self.namespace(name) for name in self._addresses)
+        self._rules.forget()
         return removed
 
     def __enter__(self) -> Topology:
@@ -408,7 +262,7 @@ class Topology:
     @property
     def rules(self) -> list[Rule]:
         """The DROP rules this topology has in place, in the order they were added."""
-        return list(self._rules)
+        return self._rules.listed()
 
     def _check(self, name: str) -> None:
         if self._destroyed:
@@ -439,38 +293,8 @@ class Topology:
 
     def heal(self) -> None:
         """Remove every rule this topology added, and nothing else."""
-        for ns, match in reversed(self._rules):
-            if self._present(ns, match):
-                _run(self._iptables(ns, "-D", match))
-                logger.info("rule removed in %s: INPUT %s", ns, shlex.join(self._spec(match)))
-            else:
-                logger.warning(
-                    "rule already gone in %s: INPUT %s", ns, shlex.join(self._spec(match))
-                )
-        self._rules.clear()
+        self._rules.heal()
         logger.info("topology %s healed", self.prefix)
 
     def _add(self, name: str, match: tuple[str, ...]) -> None:
-        ns = self.namespace(name)
-        if self._present(ns, match):
-            logger.debug("rule already in %s: INPUT %s", ns, shlex.join(self._spec(match)))
-        else:
-            _run(self._iptables(ns, "-I", match))
-            logger.info("rule added in %s: INPUT %s", ns, shlex.join(self._spec(match)))
-        self._rules[(ns, match)] = None
-
-    def _present(self, ns: str, match: tuple[str, ...]) -> bool:
-        done = _run(self._iptables(ns, "-C", match), check=False)
-        if done.returncode == 0:
-            return True
-        if done.returncode == 1:  # "Bad rule (does a matching rule exist in that chain?)"
-            return False
-        _run(self._iptables(ns, "-C", match))  # raises with the command and its stderr
-        return False
-
-    @staticmethod
-    def _spec(match: tuple[str, ...]) -> tuple[str, ...]:
-        return (*match, "-m", "comment", "--comment", COMMENT, "-j", "DROP")
-
-    def _iptables(self, ns: str, op: str, match: tuple[str, ...]) -> list[str]:
-        return ["ip", "netns", "exec", ns, "iptables", "-w", op, "INPUT", *self._spec(match)]
+        self._rules.add(self.namespace(name), match)

@@ -1,16 +1,29 @@
 """Coordination: versioned-record stores, fenced leader election, membership, shard map, ring.
 
-Consumers import the modules they use (`from election import _ring as ring`); the
-names below are the stable surface. They load on first use, so importing one module
-of this package (the etcd adapter, say) does not pull in the Kubernetes client.
+Other packages import the names below: classes and functions, and the modules they use
+by their public names (`from election import ring`, never `election._ring`). Everything
+loads on first use, so importing one module of this package (the etcd adapter, say)
+does not pull in the Kubernetes client.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from proto import lazy
 
 if TYPE_CHECKING:
+    from election import _cluster as cluster
+    from election import _electing as electing
+    from election import _errors as errors
+    from election import _etcd as etcd
+    from election import _etcdurl as etcdurl
+    from election import _kubeobjects as kubeobjects
+    from election import _membership as membership
+    from election import _ring as ring
+    from election import _settings as settings
+    from election import _shardmap as shardmap
+    from election import _stores as stores
     from election._cluster import Coordinator
     from election._electing import Elector, Fence, FencingToken, ReplicaId
     from election._errors import (
@@ -24,6 +37,21 @@ if TYPE_CHECKING:
     from election._settings import ElectionSettings
     from election._shardmap import ShardMap
     from election._stores import open_store
+
+# Public module names: each is the private module of the same name.
+_MODULES = (
+    "cluster",
+    "electing",
+    "errors",
+    "etcd",
+    "etcdurl",
+    "kubeobjects",
+    "membership",
+    "ring",
+    "settings",
+    "shardmap",
+    "stores",
+)
 
 _WHERE = {
     "CompactedError": "_errors",
@@ -60,12 +88,19 @@ __all__ = [
     "ShardMap",
     "StoreUnavailableError",
     "assign",
+    "cluster",
+    "electing",
+    "errors",
+    "etcd",
+    "etcdurl",
+    "kubeobjects",
+    "membership",
     "open_store",
+    "ring",
+    "settings",
+    "shardmap",
+    "stores",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'election' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"election.{module}"), name)
+__getattr__ = lazy.attributes("election", modules=_MODULES, names=_WHERE)

@@ -70,6 +70,7 @@ class Coordinator:
         )
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._raised = False  # `join` raised the failure: its caller reports it, not shutdown
 
     # -- lifecycle --
 
@@ -102,9 +103,19 @@ class Coordinator:
             group.create_task(self.maps.run(), name=f"coordinator:{name}:shardmap")
 
     async def join(self) -> None:
-        """Wait until the coordinator stops; re-raise what made it fail, if anything."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        """Wait until the coordinator stops (`shutdown` cancelling a stuck one included);
+        re-raise what made it fail, if anything (then `shutdown` does not log it again)."""
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # the caller was cancelled, not the coordinator
+        except Exception:
+            self._raised = True
+            raise
 
     async def shutdown(self, *, grace: float | None = None) -> None:
         """Stop, release the lease, leave the member set; safe to call more than once."""
@@ -132,7 +143,7 @@ class Coordinator:
             ]
             logger.error("coordinator: still stuck after cancelling: %s", ", ".join(stuck))
             return
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and task.exception() is not None and not self._raised:
             logger.error("coordinator: failed", exc_info=task.exception())
 
     # -- what the replica reads --
@@ -177,6 +188,11 @@ class Coordinator:
         """Say in our member record whether we can serve agents (the leader maps only
         members that can, while any can)."""
         self.membership.set_serving(serving)
+
+    def report(self, key: str, value: Any) -> None:
+        """Put `value` in our member record's extras at its next renewal (see
+        `Membership.set_extra`)."""
+        self.membership.set_extra(key, value)
 
     def set_applied_epoch(self, epoch: int) -> None:
         """Advertise in our member record that we have applied shard-map `epoch`."""

@@ -18,25 +18,58 @@ Every term gets a fencing token, the record's `leaseTransitions`, which grows wi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime
-import enum
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NewType, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import prometheus_client
 
 from election import _errors as errors
 from election import _records as records
-from election import _ring as ring
 from election import _settings as settings_
-from proto import catalog
+from election._lease import (
+    ACQUIRE_TIME,
+    DURATION,
+    FIELD_FROM,
+    FIELD_REASON,
+    FIELD_REPLICA,
+    FIELD_TO,
+    FIELD_TOKEN,
+    HOLDER,
+    LEASE_RECORD,
+    LEASE_TRANSITIONS,
+    RENEW_TIME,
+    TRANSITIONS,
+    ElectorMetrics,
+    FencingToken,
+    Notifier,
+    ReplicaId,
+    StaleFenceError,
+    State,
+    WallClock,
+    bounded,
+    float_field,
+    format_time,
+    int_field,
+    seconds_field,
+    sleep,
+    utc_now,
+)
 
-__all__ = [
+__all__ = [  # the Elector and its Fence, and (re-exported) the lease vocabulary
+    "ACQUIRE_TIME",
+    "DURATION",
+    "FIELD_FROM",
+    "FIELD_REASON",
+    "FIELD_REPLICA",
+    "FIELD_TO",
+    "FIELD_TOKEN",
+    "HOLDER",
     "LEASE_RECORD",
+    "LEASE_TRANSITIONS",
+    "RENEW_TIME",
     "TRANSITIONS",
     "Elector",
     "ElectorMetrics",
@@ -56,116 +89,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ReplicaId = ring.ReplicaId  # one identity type for the whole package
-FencingToken = NewType("FencingToken", int)
-WallClock = Callable[[], datetime.datetime]
-
-LEASE_RECORD = "leader"
-
-# Lease record fields: the coordination.k8s.io/v1 LeaseSpec names.
-HOLDER = "holderIdentity"
-DURATION = "leaseDurationSeconds"
-ACQUIRE_TIME = "acquireTime"
-RENEW_TIME = "renewTime"
-LEASE_TRANSITIONS = "leaseTransitions"
-
-# Structured log field names.
-FIELD_REPLICA = "replica"
-FIELD_FROM = "from_state"
-FIELD_TO = "to_state"
-FIELD_REASON = "reason"
-FIELD_TOKEN = "fencing_token"
-
 T = TypeVar("T")
-
-
-def utc_now() -> datetime.datetime:
-    """The default wall clock: only ever used to stamp persisted times."""
-    return datetime.datetime.now(datetime.UTC)
-
-
-format_time = records.format_time  # RFC 3339 with microseconds (Kubernetes MicroTime)
-
-
-async def bounded(what: str, call: Awaitable[T], *, within: float) -> T:
-    """Await one store call for at most `within` seconds; a timeout is StoreUnavailableError."""
-    try:
-        async with asyncio.timeout(within):
-            return await call
-    except TimeoutError as err:
-        raise errors.StoreUnavailableError(f"{what}: no answer within {within}s") from err
-
-
-async def sleep(delay: float, wakeup: asyncio.Event) -> bool:
-    """Sleep up to `delay` seconds, but return at once when `wakeup` is set; True if it is."""
-    if wakeup.is_set():
-        return True
-    waiter = asyncio.ensure_future(wakeup.wait())
-    try:
-        await asyncio.wait([waiter], timeout=max(delay, 0.0))
-    finally:
-        waiter.cancel()
-    return wakeup.is_set()
-
-
-class Notifier:
-    """Wakes every current waiter on `notify()`; later waiters wait for the next one."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-
-class StaleFenceError(errors.ConflictError):
-    """A leader-only write was refused: the writer's fencing token is no longer current."""
-
-
-class State(enum.Enum):
-    INITIAL = "initial"
-    FOLLOWER = "follower"  # someone else holds a live lease, or the store does not answer
-    CANDIDATE = "candidate"  # the lease looks free or expired: trying to take it
-    LEADER = "leader"
-    STOPPED = "stopped"
-
-
-TRANSITIONS: Mapping[State, frozenset[State]] = {
-    State.INITIAL: frozenset({State.FOLLOWER, State.CANDIDATE, State.STOPPED}),
-    State.FOLLOWER: frozenset({State.CANDIDATE, State.STOPPED}),
-    State.CANDIDATE: frozenset({State.FOLLOWER, State.LEADER, State.STOPPED}),
-    State.LEADER: frozenset({State.FOLLOWER, State.STOPPED}),
-    State.STOPPED: frozenset(),
-}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ElectorMetrics:
-    leader: prometheus_client.Gauge
-    state: prometheus_client.Gauge
-    state_transitions: prometheus_client.Counter
-    lease_transitions: prometheus_client.Counter
-    renew_seconds: prometheus_client.Histogram
-    renew_failures: prometheus_client.Counter
-
-    @classmethod
-    def create(cls, registry: prometheus_client.CollectorRegistry) -> ElectorMetrics:
-        transitions = catalog.counter(registry, catalog.ELECTION_STATE_TRANSITIONS)
-        for before, afters in TRANSITIONS.items():  # every pair at 0: first moves count
-            for after in afters:
-                transitions.labels(before.value, after.value)
-        return cls(
-            leader=catalog.gauge(registry, catalog.LEADER),
-            state=catalog.gauge(registry, catalog.ELECTION_STATE),
-            state_transitions=transitions,
-            lease_transitions=catalog.counter(registry, catalog.LEASE_TRANSITIONS),
-            renew_seconds=catalog.histogram(registry, catalog.LEASE_RENEW_SECONDS),
-            renew_failures=catalog.counter(registry, catalog.LEASE_RENEW_FAILURES),
-        )
 
 
 class Fence:
@@ -330,6 +254,8 @@ class Elector:
         except errors.CoordinationError as err:
             logger.debug("election: cannot read the lease: %s", err)
             return None
+        if self._stopping.is_set():  # asked to stop while we read: start no term
+            return None
         now = loop.time()
         if record is None:
             self._transition(State.CANDIDATE, reason="no lease record")
@@ -339,7 +265,7 @@ class Elector:
         if holder == self.replica_id and self._attempt is not None:
             written, started = self._attempt
             self._attempt = None
-            if _int(record.data.get(LEASE_TRANSITIONS)) == written:
+            if int_field(record.data.get(LEASE_TRANSITIONS)) == written:
                 # Our takeover landed though its answer was lost; the term began at `started`.
                 self._transition(
                     State.CANDIDATE, reason="adopting a takeover whose answer was lost"
@@ -350,7 +276,9 @@ class Elector:
             return None
         why = "lease released" if not holder else f"lease of {holder} expired"
         self._transition(State.CANDIDATE, reason=why)
-        return await self._take(record, transitions=_int(record.data.get(LEASE_TRANSITIONS)) + 1)
+        return await self._take(
+            record, transitions=int_field(record.data.get(LEASE_TRANSITIONS)) + 1
+        )
 
     async def _take(self, record: records.Record | None, *, transitions: int) -> Fence | None:
         loop = self._loop
@@ -358,7 +286,7 @@ class Elector:
         stamp = format_time(self._clock())
         data = {
             HOLDER: self.replica_id,
-            DURATION: _seconds(self.settings.lease_duration),
+            DURATION: seconds_field(self.settings.lease_duration),
             ACQUIRE_TIME: stamp,
             RENEW_TIME: stamp,
             LEASE_TRANSITIONS: transitions,
@@ -381,7 +309,7 @@ class Elector:
     def _begin(self, record: records.Record, *, started: float) -> Fence:
         self._lease = record
         self._deadline = started + self.settings.renew_deadline
-        fence = Fence(self, token=FencingToken(_int(record.data.get(LEASE_TRANSITIONS))))
+        fence = Fence(self, token=FencingToken(int_field(record.data.get(LEASE_TRANSITIONS))))
         self._term = fence
         self._metrics.lease_transitions.inc()
         self._transition(State.LEADER, reason=f"acquired the lease, fencing token {fence.token}")
@@ -436,7 +364,7 @@ class Elector:
             lease = self._lease
             assert lease is not None
             data = dict(lease.data)
-            data[DURATION] = _seconds(self.settings.lease_duration)
+            data[DURATION] = seconds_field(self.settings.lease_duration)
             data[RENEW_TIME] = format_time(self._clock())
             started = loop.time()
             try:
@@ -464,7 +392,8 @@ class Elector:
         if (
             current is None
             or current.data.get(HOLDER) != self.replica_id
-            or _int(current.data.get(LEASE_TRANSITIONS)) != _int(lease.data.get(LEASE_TRANSITIONS))
+            or int_field(current.data.get(LEASE_TRANSITIONS))
+            != int_field(lease.data.get(LEASE_TRANSITIONS))
         ):
             holder = None if current is None else current.data.get(HOLDER)
             raise _TermEnded(f"lease lost to {holder or 'nobody'}", release=False)
@@ -499,7 +428,7 @@ class Elector:
             self._seen_version = record.version
             self._seen_at = now
         holder = str(record.data.get(HOLDER) or "")
-        duration = _float(record.data.get(DURATION), default=self.settings.lease_duration)
+        duration = float_field(record.data.get(DURATION), default=self.settings.lease_duration)
         if (holder, duration) != (self._seen_holder, self._seen_duration):
             self._seen_holder, self._seen_duration = holder, duration
             self._wake()
@@ -534,24 +463,3 @@ class Elector:
         self._metrics.state.labels(state=to.value).set(1)
         self._metrics.state_transitions.labels(from_state=source.value, to_state=to.value).inc()
         self._wake()
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _float(value: Any, *, default: float) -> float:
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return default
-    return result if math.isfinite(result) and result > 0 else default
-
-
-def _seconds(value: float) -> int:
-    """Lease durations persist as whole seconds (a Lease's int32), rounded up: followers then
-    wait at least as long as the holder's own lease_duration, never less."""
-    return math.ceil(value)

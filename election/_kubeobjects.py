@@ -322,7 +322,10 @@ class KubeObjects:
             while True:
                 item = await queue.get()
                 if isinstance(item, BaseException):
-                    raise _watch_error(item, kind)
+                    mapped = _watch_error(item, kind)
+                    if mapped is None:
+                        raise item
+                    raise mapped from item
                 yield item
         finally:
             stop.set()
@@ -345,12 +348,14 @@ def _event(raw: Mapping[str, Any]) -> WatchEvent:
     return WatchEvent(kind, obj)
 
 
-def _watch_error(err: BaseException, kind: Kind) -> BaseException:
+def _watch_error(err: BaseException, kind: Kind) -> errors.CoordinationError | None:
+    """What a client error that ended a watch is to the caller (`kube.HTTP_ERRORS`, and 410
+    is GoneError); None for anything else, which is raised as it is."""
     if isinstance(err, ApiException) and err.status == 410:
         return GoneError(f"kubernetes watch {kind.plural}: HTTP 410 {err.reason or 'Gone'}")
     if isinstance(err, ApiException | urllib3.exceptions.HTTPError | OSError | TimeoutError):
         return kube._mapped(err, f"watch {kind.plural}")
-    return err
+    return None
 
 
 def parse_url(url: str, *, params: frozenset[str], what: str) -> dict[str, str]:

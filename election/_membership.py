@@ -48,6 +48,7 @@ EXTRA = "extra"
 RENEW_TIME = "renewTime"
 HEARTBEAT = "heartbeat"
 SERVING = "serving"  # among the extras: false while the replica cannot serve agents
+SESSIONS = "sessions"  # among the extras: {"count": N, "agents": [...]} it serves (principal)
 
 
 def member_record_name(replica_id: str) -> str:
@@ -160,6 +161,11 @@ class Membership:
         if (self._extra.get(SERVING) is not False) != serving:
             self._extra[SERVING] = serving
             self._dirty.set()
+
+    def set_extra(self, key: str, value: Any) -> None:
+        """Report `value` under `key` among the extras, written with the next heartbeat
+        (for people and tools: peers' decisions never depend on it)."""
+        self._extra[key] = value
 
     def renewed_at(self, replica_id: str) -> float | None:
         """Loop time at which we first saw the member's current record (None: unknown):

@@ -52,15 +52,10 @@ class ElectionSettings:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(
-                    f"{field.name} must be a positive number of seconds, not {value!r}"
-                )
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value <= 0:
+                shown = f"{value:g}" if number else repr(value)
+                raise ValueError(f"{field.name} must be a positive number of seconds, got {shown}")
         if not self.lease_duration > self.renew_deadline:
             raise ValueError(
                 f"lease_duration ({self.lease_duration}s) must be greater than"

@@ -1,6 +1,8 @@
 """Open a record store from a `--coordination` URL.
 
-- `etcd://HOST:PORT[,HOST:PORT...]`: `EtcdRecordStore`, keys under `prefix`;
+- `etcd://HOST:PORT[,HOST:PORT...]`: `EtcdRecordStore`, keys under `prefix`; `etcds://`
+  for TLS, and a user, as election/_etcdurl.py describes (the password from the
+  file it names, else $MOORING_ETCD_PASSWORD in `env`);
 - `kubernetes` (or `kubernetes://`): `KubeLeaseStore` in `namespace`, Lease names
   derived from `prefix + name` (see `election._kube`), configured from $KUBECONFIG
   or the in-cluster service account;
@@ -12,17 +14,19 @@ Every store returned also offers `update_fenced`, the leader-only write
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from election import _etcd as etcd
 from election import _etcdrecords as etcdrecords
+from election import _etcdurl as etcdurl
 from election import _memory as memory
 from election import _records as records
 
 __all__ = ["FencedRecordStore", "open_store"]
 
-_EXPECTED = "expected etcd://HOST:PORT[,HOST:PORT...], kubernetes or memory://"
+_EXPECTED = "expected etcd[s]://HOST:PORT[,HOST:PORT...][?...], kubernetes or memory://"
 
 
 class FencedRecordStore(records.RecordStore, Protocol):
@@ -55,8 +59,8 @@ def open_store(
     text = url.strip()
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower()
-    if scheme == "etcd" and sep:
-        kv = etcd.EtcdKV(etcd.parse_endpoints(text), timeout=timeout)
+    if scheme in ("etcd", "etcds") and sep:
+        kv = etcd.EtcdKV.open(text, timeout=timeout, env=os.environ if env is None else env)
         return etcdrecords.EtcdRecordStore(kv, prefix=prefix)
     if scheme == "kubernetes" and not rest.strip("/"):
         if not namespace:
@@ -66,4 +70,4 @@ def open_store(
         return kube.load_kube_store(namespace=namespace, prefix=prefix, timeout=timeout, env=env)
     if scheme == "memory" and sep and not rest.strip("/"):
         return memory.MemoryStore(timeout=timeout)
-    raise ValueError(f"bad coordination store URL {url!r}; {_EXPECTED}")
+    raise ValueError(f"bad coordination store URL {etcdurl.redacted(url)!r}; {_EXPECTED}")

@@ -26,15 +26,16 @@ import logging
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from chaos import _local as local
-from chaos import actions, experiments, report
+from chaos import actions, experiments, local, report
 from mooring import _launcher as launcher
 
 __all__ = ["ChaosOptions", "run"]
@@ -281,6 +282,23 @@ def _experiment(plan: _Planned, directory: Path, run: Path, out: TextIO) -> dict
 
 
 def run(options: ChaosOptions, *, out: TextIO = sys.stdout) -> int:
+    """Run the planned experiments; 0 when every one passed. SIGTERM stops the run as
+    Ctrl-C does, tearing down its clusters and namespaces (a test's timeout or a CI
+    cancel then leaves nothing running)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _run(options, out=out)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run(options, out=out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _run(options: ChaosOptions, *, out: TextIO) -> int:
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 10**6)
     directory = options.directory.resolve()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -1,7 +1,10 @@
 """The `mooring` command line: argument parsing, environment defaults, exit codes.
 
 Every flag also reads MOORING_<FLAG> (dashes as underscores) from the environment.
-Exit codes: 0 ok, 1 runtime failure, 2 usage error. Errors are one line unless --debug.
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 `principal serve` stopped because a
+task it must not run without failed (it fenced itself first, logged why, and wants a
+restart by systemd or Kubernetes: principal/_server.py POLICIES). Errors are one line
+unless --debug.
 """
 
 from __future__ import annotations
@@ -9,20 +12,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import agent
+import election
+import principal
 
 if TYPE_CHECKING:  # the commands import what they use, so `agent run` stays small
-    from agent import _settings as agent_settings
+    from agent import settings as agent_settings
+    from principal import settings as principal_settings
 
+from agent import flags as agent_flags
+from mooring import _access as access
+from mooring import _errors as errors
 from mooring import _hubcli as hubcli
 from mooring import _localcli as localcli
 from mooring import _logging as logging_
 from mooring import _manifests as manifests
+from mooring import _revokecli as revokecli
 from mooring import _usage as usage
-from proto import codec
+from principal import flags as principal_flags
+from proto import codec, limits
+from proto import errors as proto_errors
 
 __all__ = ["main"]
 
@@ -54,110 +69,64 @@ def _apply_env(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
                 try:
                     value = action.type(value)
                 except (TypeError, ValueError) as err:
-                    raise UsageError(f"bad {name}={env[name]!r}: {err}") from None
+                    raise UsageError(f"bad {name}={env[name]!r}: {err}") from err
             action.default = value
             action.required = False
 
 
+VERSION = f"mooring {codec.RELEASE} (wire protocol {codec.PROTOCOL_MIN}-{codec.PROTOCOL_MAX})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mooring", description="HA control plane for pull-based GitOps agents.")
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"mooring {codec.RELEASE} (wire protocol {codec.PROTOCOL_MIN}-{codec.PROTOCOL_MAX})",
-    )
+    parser.add_argument("--version", action="version", version=VERSION, help="print it and exit")
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or json: one object a line, for log collectors",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO (default), WARNING or ERROR"
+    )
     top = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p_pki = top.add_parser("pki", help="certificates").add_subparsers(
         dest="pki_command", required=True
     )
     p = p_pki.add_parser("init", help="create the CA")
-    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--dir", required=True, type=Path, help="the CA folder to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing CA")
     p_issue = p_pki.add_parser("issue", help="issue a certificate").add_subparsers(
         dest="subject", required=True
     )
-    p = p_issue.add_parser("principal")
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--name", required=True)
+    p = p_issue.add_parser("principal", help="a replica's server certificate")
+    p.add_argument("--dir", required=True, type=Path, help="the CA folder (`pki init`)")
+    p.add_argument("--name", required=True, help="the replica's id, e.g. p1")
     p.add_argument("--san", default="", help="HOST[,HOST...]: DNS names and IP addresses")
-    p.add_argument("--days", type=int, default=365)
-    p = p_issue.add_parser("agent")
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--name", required=True)
-    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    p = p_issue.add_parser("agent", help="an agent's client certificate (its name is its identity)")
+    p.add_argument("--dir", required=True, type=Path, help="the CA folder (`pki init`)")
+    p.add_argument("--name", required=True, help="the agent's name, e.g. edge-01")
+    p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    revokecli.add_parsers(p_pki)  # revoke, revocations: the hub's revocation list
 
     p_pr = top.add_parser("principal", help="principal replica").add_subparsers(
         dest="principal_command", required=True
     )
     p = p_pr.add_parser("serve", help="run one principal replica")
-    p.add_argument("--id", required=True)
-    p.add_argument("--listen", required=True, help="HOST:PORT for agents")
-    p.add_argument("--advertise", help="HOST:PORT agents reach this replica on (default: --listen)")
-    p.add_argument(
-        "--coordination", required=True, help="etcd://HOST:PORT[,HOST:PORT] or kubernetes (Leases)"
-    )
-    p.add_argument(
-        "--store",
-        help="the hub store: etcd://HOST:PORT[,...] or kubernetes://[?kubeconfig=PATH]"
-        "[&hub=NAME][&namespace-prefix=PREFIX] (default: --coordination)",
-    )
-    p.add_argument("--namespace", default="default", help="namespace of the Lease objects")
-    p.add_argument("--redis", help="redis://HOST:PORT session registry")
-    p.add_argument("--tls-dir", required=True, type=Path)
-    p.add_argument("--metrics", help="HOST:PORT for /metrics, /healthz and /readyz")
-    p.add_argument(
-        "--health",
-        help="HOST:PORT of a plaintext grpc.health.v1 server for probes (kubelet's gRPC probes"
-        " cannot do mTLS): service `liveness` is SERVING while the process runs, `readiness`"
-        ' (and "") while it is a member with a shard map applied',
-    )
-    p.add_argument("--max-message-bytes", type=int, default=1 << 20)
-    p.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds")
-    p.add_argument("--lease-duration", type=float, default=4.0, help="seconds (client-go: 15)")
-    p.add_argument("--renew-deadline", type=float, default=3.0, help="seconds (client-go: 10)")
-    p.add_argument("--retry-period", type=float, default=0.5, help="seconds (client-go: 2)")
-    p.add_argument("--request-timeout", type=float, default=1.0, help="seconds per store call")
-    p.add_argument(
-        "--session-ttl", type=float, default=6.0, help="seconds a Redis session entry lives"
-    )
-    p.add_argument(
-        "--liveness-ttl",
-        type=float,
-        default=1.0,
-        help="seconds this replica's Redis liveness key lives without a beat: a dead "
-        "replica's agents are served elsewhere about this long after it stopped",
-    )
-    p.add_argument("--history", type=Path, help="append session opens/closes (JSON lines) here")
-    p.add_argument(
-        "--store-root", default="/mooring/", help="etcd key prefix of everything Mooring writes"
-    )
+    p.add_argument("--version", action="version", version=VERSION, help="print it and exit")
+    principal_flags.add_to(p)  # principal/_flags.py: one table, defaults from the settings
+    access.add_redis_flags(p)
+    access.add_etcd_flags(p)
 
     p_ag = top.add_parser("agent", help="run an agent; the hub's agent registry").add_subparsers(
         dest="agent_command", required=True
     )
     p = p_ag.add_parser("run", help="run one agent")
-    p.add_argument("--name", required=True)
-    p.add_argument("--mode", required=True, choices=("managed", "autonomous"))
-    p.add_argument("--endpoints", required=True, help="HOST:PORT[,HOST:PORT]")
-    p.add_argument("--tls-dir", required=True, type=Path)
-    local = p.add_mutually_exclusive_group(required=True)
-    local.add_argument("--state", type=Path, help="SQLite file of the local store")
-    local.add_argument(
-        "--store",
-        help="the local store: sqlite:///FILE, or kubernetes://[?kubeconfig=PATH][&namespace=NS]"
-        " for Argo CD's namespace (default argocd) on the workload cluster",
-    )
-    p.add_argument("--metrics", help="HOST:PORT for /metrics")
-    p.add_argument(
-        "--drift-check-interval",
-        type=float,
-        default=60.0,
-        help="seconds between full checks for objects changed on the workload cluster (managed)",
-    )
+    p.add_argument("--version", action="version", version=VERSION, help="print it and exit")
+    agent_flags.add_to(p)  # agent/_flags.py: one table, defaults from AgentSettings
     hubcli.add_agent_parsers(p_ag)  # create, list, get, delete, set-mode
 
     p_app = top.add_parser("app", help="Applications and AppProjects").add_subparsers(
@@ -166,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = {
         "apply": "write Applications and AppProjects from manifests",
         "list": "list them: every agent's on the hub by default",
+        "get": "show one, with its delivery, sync and health (-o yaml|json: the whole object)",
         "delete": "delete them by name, or by the manifests that created them",
     }
     for verb, about in verbs.items():
@@ -185,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="register --agent (managed) if it is not registered yet, instead of failing",
             )
-        if verb == "list":
+        if verb in ("list", "get"):
             p.add_argument(
                 "-o",
                 "--output",
@@ -193,13 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                 help="wide adds VERSION, CHECKSUM and ORIGIN",
             )
             p.add_argument("--json", action="store_true", help="the same as -o json")
-        if verb == "delete":
+        if verb in ("get", "delete"):
             p.add_argument(
                 "--kind",
                 default="Application",
                 choices=("Application", "AppProject"),
-                help="the kind of the NAMEs (default Application)",
+                help="the kind of the NAME(s) (default Application)",
             )
+        if verb == "get":
+            p.add_argument("name", metavar="NAME", help="the Application's (or --kind's) name")
+        if verb == "delete":
             p.add_argument(
                 "-f",
                 "--file",
@@ -213,8 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- commands
 def cmd_pki(args: argparse.Namespace) -> int:
-    from principal import _pki as pki
+    from principal import pki
 
+    if args.pki_command == "revoke":
+        return revokecli.cmd_revoke(args)
+    if args.pki_command == "revocations":
+        return revokecli.cmd_revocations(args)
     if args.pki_command == "init":
         path = pki.init_ca(args.dir, force=args.force)
         print(f"CA written to {path}")
@@ -228,58 +205,40 @@ def cmd_pki(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_principal(args: argparse.Namespace) -> int:
-    from election import _settings as election_settings
-    from principal import _server as principal_server
-    from principal import _session as session
-    from principal import _settings as principal_settings
+# The nested settings fields `principal serve` sets from flags: their own ValueErrors
+# name the field, and the one line the user reads names the flag they typed.
+# (PrincipalSettings names its flags itself.)
+PRINCIPAL_FLAGS = {
+    flag.field.rpartition(".")[2]: flag.name for flag in principal_flags.FLAGS if "." in flag.field
+}
+_PRINCIPAL_FIELD = re.compile(r"\b(" + "|".join(PRINCIPAL_FLAGS) + r")\b")
 
-    settings = principal_settings.PrincipalSettings(
-        replica_id=args.id,
-        listen=args.listen,
-        advertise=args.advertise or args.listen,
-        coordination=args.coordination,
-        store=args.store,
-        namespace=args.namespace,
-        redis=args.redis,
-        tls_dir=args.tls_dir,
-        metrics=args.metrics,
-        health=args.health,
-        session=session.SessionSettings(
-            max_message_bytes=args.max_message_bytes,
-            heartbeat_interval=args.heartbeat_interval,
-            heartbeat_timeout=args.heartbeat_interval * 3,
-        ),
-        election=election_settings.ElectionSettings(
-            lease_duration=args.lease_duration,
-            renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-            request_timeout=args.request_timeout,
-        ),
-        session_ttl=args.session_ttl,
-        liveness_ttl=args.liveness_ttl,
-        history=args.history,
-        store_root=args.store_root,
-    )
-    asyncio.run(principal_server.run(settings))
-    return 0
+
+def cmd_principal(args: argparse.Namespace) -> int:
+    from principal import server as principal_server
+
+    try:
+        settings = _principal_settings(args)
+    except ValueError as err:
+        named = _PRINCIPAL_FIELD.sub(lambda m: PRINCIPAL_FLAGS[m[1]], str(err))
+        raise UsageError(f"principal serve: {named}") from err
+    return asyncio.run(principal_server.run(settings))  # 3: supervise.EXIT_FATAL
+
+
+def _principal_settings(args: argparse.Namespace) -> principal_settings.PrincipalSettings:
+    """`principal serve`'s settings from its flags; ValueError when a value is bad."""
+    return principal_flags.settings(args)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     if args.agent_command != "run":
         return hubcli.cmd_registry(args)
-    from agent import _settings as agent_settings
 
-    settings = agent_settings.AgentSettings(
-        name=args.name,
-        mode=args.mode,
-        endpoints=tuple(e.strip() for e in args.endpoints.split(",") if e.strip()),
-        tls_dir=args.tls_dir,
-        state=args.state,
-        store=args.store,
-        metrics=args.metrics,
-        drift_check_interval=args.drift_check_interval,
-    )
+    try:
+        settings = agent_flags.settings(args)
+    except ValueError as err:  # AgentSettings names the flags
+        raise UsageError(f"agent run: {err}") from err
+    limits.raise_open_files_limit()
     asyncio.run(_run_agent(settings))
     return 0
 
@@ -287,20 +246,23 @@ def cmd_agent(args: argparse.Namespace) -> int:
 async def _run_agent(settings: agent_settings.AgentSettings) -> None:
     import signal
 
-    from agent import _client as agent_client
-    from proto import _exposition as exposition
+    from agent import client as agent_client
+    from proto import exposition
 
     agent = agent_client.Agent(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
     server = None
-    if settings.metrics:
+    if settings.metrics:  # HOST:PORT, as AgentSettings checked
         host, _, port_text = settings.metrics.rpartition(":")
-        if not host or not port_text.isdigit():
-            raise ValueError(f"bad --metrics {settings.metrics!r}: expected HOST:PORT")
-        host, port = host.strip("[]"), int(port_text)
-        server = exposition.serve(host, port, registry=agent.registry, ready=agent.readiness)
+        try:
+            server = exposition.serve(
+                host.strip("[]"), int(port_text), registry=agent.registry, ready=agent.readiness
+            )
+        except OSError as err:
+            reason = (err.strerror or str(err)).lower()
+            raise OSError(f"cannot listen on {settings.metrics} for metrics: {reason}") from err
     try:
         await agent.run()
     finally:
@@ -309,13 +271,15 @@ async def _run_agent(settings: agent_settings.AgentSettings) -> None:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
+    if getattr(args, "json", False) and not args.output:
+        args.output = "json"
     if args.agent_state is not None:
         return _app_local(args)
     return asyncio.run(hubcli.with_store(args, lambda desired: hubcli.app_on_hub(args, desired)))
 
 
 def _app_local(args: argparse.Namespace) -> int:
-    from agent import _store as agent_store
+    from agent import store as agent_store
 
     create = args.app_command == "apply"
     local = agent_store.AgentStore(args.agent_state, create=create)
@@ -338,6 +302,8 @@ def _app_local(args: argparse.Namespace) -> int:
         else:
             rows = []
             for r in local.list():
+                if args.app_command == "get" and (r.kind, r.name) != (args.kind, args.name):
+                    continue
                 sync, health = hubcli.sync_and_health(r.status)
                 rows.append(
                     {
@@ -351,8 +317,12 @@ def _app_local(args: argparse.Namespace) -> int:
                         "manifest": r.manifest(),
                     }
                 )
-            output = "json" if args.json and not args.output else args.output
-            if output in ("json", "yaml"):
+            output = args.output
+            if args.app_command == "get" and not rows:
+                raise RuntimeError(f"{args.kind} {args.name} not found in {args.agent_state}")
+            if args.app_command == "get" and output in ("json", "yaml"):
+                hubcli.emit(rows[0]["manifest"], output)
+            elif output in ("json", "yaml"):
                 hubcli.emit({"mode": local.mode, "items": rows}, output)
             elif not rows:
                 print("no resources found", file=sys.stderr)
@@ -375,18 +345,33 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging_.setup(level, args.log_format, sys.stderr)
 
 
-OUR_PACKAGES = {"proto", "election", "principal", "agent", "mooring"}
+# Every error of ours derives from its package's root (tests/unit/test_errors.py checks),
+# and the roots load alone: judging an error imports none of the modules that raise them.
+OURS: tuple[type[Exception], ...] = (
+    proto_errors.ProtoError,
+    election.CoordinationError,
+    principal.PrincipalError,
+    agent.AgentError,
+    errors.MooringError,
+)
 
 
-def _expected(err: Exception) -> bool:
-    """Errors that deserve one readable line: bad values, OS errors, and every error of
-    ours (judged by module, so the commands' modules need not be imported up front)."""
-    if isinstance(err, ValueError | RuntimeError | OSError):
-        return True
-    return any(
-        cls.__module__.split(".")[0] in OUR_PACKAGES and issubclass(cls, Exception)
-        for cls in type(err).__mro__[:-2]
-    )
+class Exit(NamedTuple):
+    """How `mooring` ends on an error of `kinds`."""
+
+    kinds: tuple[type[BaseException], ...]
+    code: int
+    line: str | None  # printed on stderr, {} the error's first line; None: nothing
+    debug_traceback: bool  # --debug re-raises it instead, for its traceback
+
+
+# How `mooring` ends on an exception: the first row it is an instance of. One that no
+# row names (a bug) keeps its traceback.
+EXITS: tuple[Exit, ...] = (
+    Exit((usage.UsageError,), 2, "mooring: {}", False),  # bad flags, arguments or values
+    Exit((KeyboardInterrupt,), 130, None, False),
+    Exit((*OURS, ValueError, RuntimeError, OSError), 1, "mooring: error: {}", True),
+)
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
@@ -397,18 +382,18 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         parser = build_parser()
         _apply_env(parser, env)
         args = parser.parse_args(argv)
+        access.apply(args, env)  # the --etcd-* flags into the etcd URLs; files checked
         _setup_logging(args)
         return COMMANDS[args.command](args)
-    except UsageError as err:
-        print(f"mooring: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:
-        if debug or not _expected(err):
+    except (Exception, KeyboardInterrupt) as err:
+        end = next((row for row in EXITS if isinstance(err, row.kinds)), None)
+        if end is None or (debug and end.debug_traceback):
             raise
-        print(
-            f"mooring: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-            file=sys.stderr,
-        )
-        return 1
+        if end.line is not None:
+            print(end.line.format(_first_line(err)), file=sys.stderr)
+        return end.code
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

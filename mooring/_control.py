@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import sys
 import time
@@ -30,9 +31,9 @@ from mooring import _processes as processes
 from mooring import _services as services
 from mooring import _state as state_
 from mooring import _status as status_
-from proto import catalog
+from proto import catalog, exposition
 
-__all__ = ["ACTIONS", "control"]
+__all__ = ["ACTIONS", "control", "logs"]
 
 ACTIONS = ("stop", "kill", "pause", "resume", "start")
 START_TIMEOUT = 30.0
@@ -79,8 +80,9 @@ def _leader_note(state: state_.ClusterState, name: str) -> str:
     record = next((r for r in state.replicas if r.id == name), None)
     if record is None or not processes.alive(record.process):
         return ""
-    samples = status_.scrape(record.metrics) or {}
-    return " (it was the leader)" if samples.get(catalog.LEADER.name) == 1.0 else ""
+    samples = exposition.scrape(record.metrics, timeout=status_.SCRAPE_TIMEOUT)
+    leader = samples is not None and samples.value(catalog.LEADER.name) == 1.0
+    return " (it was the leader)" if leader else ""
 
 
 def control(
@@ -155,6 +157,58 @@ def control(
         "pause": f"; `mooring resume {name} --dir {directory}` lets it carry on",
     }.get(action, "")
     print(f"mooring: {verb} {label} (pid {handle.pid}){role}{again}", file=out)
+    return 0
+
+
+def logs(
+    directory: Path,
+    name: str,
+    *,
+    tail: int = -1,
+    follow: bool = False,
+    path_only: bool = False,
+    out: TextIO = sys.stdout,
+    poll: float = 0.2,
+) -> int:
+    """Print the log of the process called `name` (its last `tail` lines; then what is
+    appended, with `follow`, until interrupted). An agent of a fleet has no log of its
+    own: the lines of its fleet's log that name it are shown."""
+    directory = directory.resolve()
+    state = state_.load(directory)
+    targets = _targets(state)
+    pick: Callable[[str], bool] = lambda line: True  # noqa: E731
+    target = targets.get(name)
+    if target is None and any(a.name == name for a in state.agents) and state.fleets:
+        fleet = next(t for t in targets.values() if t.kind == "fleet")  # agents go to fleet 1..
+        index = [a.name for a in state.agents].index(name) % len(state.fleets)
+        fleet = targets.get(f"fleet{index + 1}", fleet)
+        word = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+        pick, target = (lambda line: bool(word.search(line))), fleet
+        if not path_only:
+            print(
+                f"mooring: {name} runs in {fleet.name}: its lines of {fleet.log}", file=sys.stderr
+            )
+    if target is None:
+        known = ", ".join([*targets, *(a.name for a in state.agents if a.name not in targets)])
+        raise ValueError(f"nothing called {name!r} runs in {directory} (known: {known or 'none'})")
+    if path_only:
+        print(target.log, file=out)
+        return 0
+    if not target.log.exists():
+        raise RuntimeError(f"{target.log} does not exist (has {target.name} ever run?)")
+    with target.log.open(errors="replace") as handle:
+        lines = [line for line in handle if pick(line)]
+        for line in lines[len(lines) - tail :] if 0 <= tail < len(lines) else lines:
+            out.write(line)
+        out.flush()
+        while follow:
+            line = handle.readline()
+            if not line:
+                time.sleep(poll)
+                continue
+            if pick(line):
+                out.write(line)
+                out.flush()
     return 0
 
 

@@ -3,7 +3,7 @@
 Each agent is a full `agent.Agent` with its own SQLite state file, certificate and
 Prometheus registry; they share one event loop. Every second the fleet rewrites a
 small JSON status file (atomically) listing each agent's name, mode, connection,
-replica, session count and failovers; `mooring status` and `mooring up` read it.
+replica, session count, failovers and refusal; `mooring status` and `mooring up` read it.
 
 Spec file (JSON)::
 
@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent import _client as agent_client
-from agent import _endpoints as endpoints_
-from agent import _settings as agent_settings
+from agent import client as agent_client
+from agent import endpoints as endpoints_
+from agent import settings as agent_settings
+from proto import limits
 
 __all__ = ["load_spec", "read_status", "run", "write_spec"]
 
@@ -76,9 +77,9 @@ def load_spec(path: Path) -> tuple[Path, Path | None, list[agent_settings.AgentS
     try:
         spec = json.loads(Path(path).read_text())
     except OSError as err:
-        raise RuntimeError(f"cannot read fleet spec {path}: {err.strerror}") from None
+        raise RuntimeError(f"cannot read fleet spec {path}: {err.strerror}") from err
     except ValueError as err:
-        raise RuntimeError(f"fleet spec {path} is not JSON: {err}") from None
+        raise RuntimeError(f"fleet spec {path} is not JSON: {err}") from err
     try:
         agents = []
         for a in spec["agents"]:
@@ -102,7 +103,7 @@ def load_spec(path: Path) -> tuple[Path, Path | None, list[agent_settings.AgentS
         cluster = spec.get("cluster_file")
         return Path(spec["status_file"]), Path(cluster) if cluster else None, agents
     except (KeyError, TypeError) as err:
-        raise RuntimeError(f"fleet spec {path} lacks {err}") from None
+        raise RuntimeError(f"fleet spec {path} lacks {err}") from err
 
 
 def _agent_status(agent: agent_client.Agent, *, stopped: bool) -> dict[str, Any]:
@@ -115,6 +116,7 @@ def _agent_status(agent: agent_client.Agent, *, stopped: bool) -> dict[str, Any]
         "epoch": agent.epoch,
         "sessions": agent.sessions_opened,
         "standby": agent.standby,  # the endpoint its replica named for when it fails
+        "refused": agent.refused,  # a refusal no retry cures (agent._refusals), or None
         # (lost at, seconds to resynced) per failover; monotonic clock, comparable
         # across processes on one host (bench/bench_failover.py reads them)
         "failovers": [[round(lost, 4), round(took, 4)] for lost, took in agent.failovers],
@@ -170,6 +172,7 @@ def _add_new_endpoints(
 
 async def run(spec_path: Path) -> None:
     """Run every agent of the spec until SIGTERM/SIGINT; then stop them all."""
+    limits.raise_open_files_limit()  # one connection per agent, and a store each
     status_file, cluster_file, settings = load_spec(spec_path)
     gate = asyncio.Semaphore(DIAL_CONCURRENCY)
     agents = [agent_client.Agent(s, dial_gate=gate) for s in settings]

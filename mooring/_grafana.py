@@ -1,7 +1,7 @@
 """A small Grafana dashboard builder: panels, grid layout, variables, PromQL helpers.
 
 Plain JSON (dicts) in Grafana's schema; every panel and target reads the `datasource`
-variable. Used by `mooring._dashboards`, which holds Mooring's dashboards themselves.
+variable. Used by `mooring._dashboards` and its four dashboard modules (`_overviewboard`, ...).
 """
 
 from __future__ import annotations

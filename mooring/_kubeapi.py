@@ -29,9 +29,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mooring import _errors as errors
 from mooring import _processes as processes
 from mooring import _services as services
-from principal import _pki as pki
+from principal import pki
 
 __all__ = ["KubeAPIError", "KubeAPIServer", "testbed_parts"]
 
@@ -40,7 +41,7 @@ ADMIN_GROUP = "system:masters"
 FIELD_MANAGER = "mooring-testbed"
 
 
-class KubeAPIError(RuntimeError):
+class KubeAPIError(errors.MooringError, RuntimeError):
     """The apiserver did not start, or refused a request of the launcher."""
 
 

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mooring import _access as access
+from mooring._usage import UsageError
+
 __all__ = ["COMMANDS", "add_parsers"]
 
 DEFAULT_DIR = Path(".mooring")
@@ -28,7 +31,18 @@ def add_parsers(top: Any) -> None:
     )
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
     p.add_argument("--detach", action="store_true", help="return once the cluster is up")
-    p.add_argument("--etcd-members", type=int, default=1, choices=(1, 3))
+    p.add_argument(
+        "--wait",
+        type=float,
+        nargs="?",
+        const=60.0,
+        metavar="SECONDS",
+        help="with --detach: return once every agent is on its owner, exit 1 after SECONDS"
+        " (default 60)",
+    )
+    p.add_argument(
+        "--etcd-members", type=int, default=1, choices=(1, 3), help="etcd members (default 1)"
+    )
     p.add_argument(
         "--agent-processes", action="store_true", help="one `mooring agent run` process per agent"
     )
@@ -65,16 +79,31 @@ def add_parsers(top: Any) -> None:
     )
 
     p = top.add_parser("status", help="replicas, leader, epoch and agents of a cluster")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the status document as JSON")
+    p.add_argument(
+        "-w",
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="show it again every SECONDS (default 2) until Ctrl-C",
+    )
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
     p.add_argument(
-        "--coordination", help="etcd://HOST:PORT[,...]: read any cluster from its stores instead"
+        "--coordination",
+        help="etcd[s]://HOST:PORT[,...]: read any cluster from its stores instead",
     )
-    p.add_argument("--redis", help="redis://HOST:PORT: also read who holds which agent")
+    p.add_argument(
+        "--redis",
+        help="redis[s]://HOST:PORT (as principal serve takes it): also read who holds which agent",
+    )
     p.add_argument("--store-root", default="/mooring/", help="etcd key prefix of the cluster")
+    access.add_redis_flags(p)
+    access.add_etcd_flags(p)
 
     p = top.add_parser("scale", help="start or stop principal replicas of a local cluster")
-    p.add_argument("--replicas", type=int, required=True)
+    p.add_argument("--replicas", type=int, required=True, help="how many replicas to run")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
 
     p = top.add_parser(
@@ -104,6 +133,17 @@ def add_parsers(top: Any) -> None:
             " with its own process (see `mooring status`)",
         )
         p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+
+    p = top.add_parser("logs", help="print (or follow) the log of one process of a local cluster")
+    p.add_argument(
+        "name",
+        help="a replica (p2), etcd member, redis, prometheus, fleet, or an agent (a fleet's"
+        " agent: the fleet log's lines that name it)",
+    )
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default .mooring)")
+    p.add_argument("--tail", type=int, default=-1, metavar="N", help="only the last N lines")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")
+    p.add_argument("--path", action="store_true", help="print the log file's path only")
 
     p_chaos = top.add_parser(
         "chaos", help="chaos experiments on fresh local clusters, checked against I1-I4"
@@ -149,10 +189,27 @@ def add_parsers(top: Any) -> None:
     p.add_argument("--spec", type=Path, required=True, help="JSON spec written by `mooring up`")
 
 
+def _private() -> None:
+    from mooring import _state as state_
+
+    state_.private()  # what the cluster writes is for this user only
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from mooring import _launcher as launcher
 
-    options = launcher.UpOptions(
+    _private()
+    try:
+        options = _up_options(args)
+    except ValueError as err:  # a bad flag value: a usage error naming it
+        raise UsageError(f"up: {err}") from err
+    return launcher.up(options)
+
+
+def _up_options(args: argparse.Namespace) -> Any:
+    from mooring import _launcher as launcher
+
+    return launcher.UpOptions(
         directory=args.dir,
         replicas=args.replicas,
         agents=args.agents,
@@ -161,27 +218,43 @@ def cmd_up(args: argparse.Namespace) -> int:
         fleets=args.fleets,
         base_port=args.base_port,
         detach=args.detach,
+        wait=args.wait,
         kubernetes=args.kubernetes,
         prometheus=args.prometheus,
         prometheus_port=args.prometheus_port,
         alert_for_scale=args.alert_for_scale,
     )
-    return launcher.up(options)
 
 
 def cmd_replica(args: argparse.Namespace) -> int:
+    _private()
     from mooring import _control as control
 
     return control.control(args.dir, args.action, args.id, kinds=("replica",))
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from mooring import _control as control
+
+    try:
+        return control.logs(
+            args.dir, args.name, tail=args.tail, follow=args.follow, path_only=args.path
+        )
+    except KeyboardInterrupt:  # the end of `logs -f`
+        return 0
+    except BrokenPipeError:  # `mooring logs -f p1 | head`
+        return _reader_left()
+
+
 def cmd_control(args: argparse.Namespace) -> int:
+    _private()
     from mooring import _control as control
 
     return control.control(args.dir, args.command, args.name)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    _private()
     from mooring import _chaos as chaos
 
     options = chaos.ChaosOptions(
@@ -197,6 +270,51 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch is not None and args.watch <= 0:
+        raise UsageError(f"status: --watch must be a positive number of seconds, got {args.watch}")
+    try:
+        return _status_loop(args)
+    except BrokenPipeError:  # `mooring status -w | head`: the reader has what it wanted
+        return _reader_left()
+
+
+def _reader_left() -> int:
+    """stdout's reader went away (`| head`): exit 0 without an error at exit."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _status_loop(args: argparse.Namespace) -> int:
+    import time
+
+    from mooring import _status as status_
+
+    while True:
+        status, stopped = _status_once(args)
+        if args.json:
+            print(json.dumps(status, indent=2, sort_keys=True), flush=True)
+        else:
+            if args.watch is not None:
+                print(f"--- {time.strftime('%H:%M:%S')}", flush=True)
+            print(status_.render(status), flush=True)
+        if stopped:
+            # Say so, and exit 1 (the contract's runtime failure): scripts need not parse it.
+            print(f"mooring: {stopped}", file=sys.stderr, flush=True)
+            if args.watch is None:
+                return 1
+        if args.watch is None:
+            return 0
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+        print(flush=True)
+
+
+def _status_once(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The status document, and what to say when the cluster is stopped ("" if not)."""
     from mooring import _state as state_
     from mooring import _status as status_
 
@@ -204,44 +322,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         from mooring import _remote as remote
 
         status = remote.collect(args.coordination, redis=args.redis, store_root=args.store_root)
-        if args.json:
-            print(json.dumps(status, indent=2, sort_keys=True))
-        else:
-            print(remote_render(status))
-        return 0
+        stopped = "" if status["running"] else f"no replica of {args.coordination} is live"
+        return status, stopped
     directory = args.dir.resolve()
     status = status_.collect(state_.load(directory))
-    if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
-    else:
-        print(status_.render(status))
-    if not status["running"]:
-        # Say so, and exit 1 (the contract's runtime failure): scripts need not parse the table.
-        print(
-            f"mooring: the cluster in {directory} is stopped: start it with"
-            f" `mooring up --dir {directory}`",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-def remote_render(status: dict[str, Any]) -> str:
-    lines = [f"leader: {status['leader'] or '-'}   epoch: {status['epoch']}"]
-    lines.append(f"{'ID':<8} {'ENDPOINT':<24} {'LIVE':<5} {'EPOCH':<6} AGENTS")
-    for r in status["replicas"]:
-        live = "yes" if r["live"] else "no"
-        lines.append(
-            f"{r['id']:<8} {r['endpoint']:<24} {live:<5} {r['applied_epoch']:<6} {r['agents']}"
-        )
-    lines.append(
-        f"agents: {status['agents_total']} registered, {status['agents_connected']} held, "
-        f"{status['agents_on_owner']} on their owner"
+    if status["running"]:
+        return status, ""
+    return status, (
+        f"the cluster in {directory} is stopped: start it with `mooring up --dir {directory}`"
     )
-    return "\n".join(lines)
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    _private()
     from mooring import _launcher as launcher
 
     return launcher.scale(args.dir, args.replicas)
@@ -266,6 +359,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "scale": cmd_scale,
     "replica": cmd_replica,
     **{verb: cmd_control for verb in ("stop", "kill", "pause", "resume", "start")},
+    "logs": cmd_logs,
     "down": cmd_down,
     "chaos": cmd_chaos,
     "fleet": cmd_fleet,

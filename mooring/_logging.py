@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import IO, Any
 
-from proto import _logfields as logfields
+from proto import logfields
 
 __all__ = ["MAX_TEXT", "JsonFormatter", "TextFormatter", "clip", "setup"]
 

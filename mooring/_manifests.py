@@ -20,11 +20,11 @@ def load(path: str) -> list[dict[str, Any]]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as err:
-        raise RuntimeError(f"cannot read {path}: {err.strerror}") from None
+        raise RuntimeError(f"cannot read {path}: {err.strerror}") from err
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
-        raise RuntimeError(f"{path} is not valid YAML/JSON: {str(err).splitlines()[0]}") from None
+        raise RuntimeError(f"{path} is not valid YAML/JSON: {str(err).splitlines()[0]}") from err
     out: list[dict[str, Any]] = []
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "List":

@@ -161,6 +161,12 @@ def metrics_doc() -> str:
         "No `_created` series are exported. Alert rules: `mooring/monitoring/alerts.yaml`;",
         "runbooks: [docs/runbooks](runbooks/README.md).",
         "",
+        "The `process_*` families are prometheus-client's standard process metrics (its",
+        "`ProcessCollector`, read from `/proc/self` at each scrape, so Linux only), under",
+        "their usual names and help, so any dashboard or alert for a process works on ours.",
+        "`process_max_fds` is the soft limit on open files, which every Mooring process",
+        "raises to the hard limit when it starts.",
+        "",
     ]
     for component in catalog.Component:
         lines += [

@@ -1,10 +1,13 @@
-"""Processes of a local cluster, known by pid: start, identify, stop.
+"""Processes of a local cluster, known by pid: start, wait until ready, identify, stop.
 
 A pid alone is not an identity: after a crash the number may be reused. Every
 process `mooring up` starts is recorded with its kernel start time (field 22 of
 /proc/PID/stat), and a pid counts as ours only while that start time matches.
 A zombie (exited, not yet reaped: the container's init may never reap it) counts
 as dead.
+
+A process may be placed in a network namespace of its own (the chaos suite), and is
+ready once it listens on its address (or, with none, as long as it runs).
 """
 
 from __future__ import annotations
@@ -13,23 +16,35 @@ import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 __all__ = [
+    "HOST",
+    "READY_TIMEOUT",
     "Handle",
+    "Started",
     "alive",
+    "last_line",
+    "placed",
     "respawn",
     "spawn",
     "spawn_mooring",
     "start_time",
     "stop_signal",
     "terminate",
+    "wait_ready",
 ]
+
+HOST = "127.0.0.1"
+"""Where a local cluster's processes listen, unless placed in a network namespace."""
+READY_TIMEOUT = 30.0
+"""Seconds for every replica to listen and the fleet to report after `up` or `scale`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,15 +143,24 @@ def _reap(pid: int) -> None:
 def spawn(
     cmd: Sequence[str], *, log: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], Handle]:
-    """Start `cmd` in its own session, stdout and stderr appended to `log`."""
+    """Start `cmd` in its own session, stdout and stderr appended to `log`.
+
+    The process gets this one's environment (PATH, PYTHONPATH, locale...) without its
+    MOORING_* variables, which would set the child's flags behind the launcher's back,
+    plus `env`. Only `env` is kept in the Handle (and so in cluster.json) for a restart.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
+    full = None
+    if env is not None:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("MOORING_")}
+        full.update(env)
     with log.open("ab") as handle:
         proc = subprocess.Popen(
             list(cmd),
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=full,
             start_new_session=True,
         )
     return proc, Handle.of(proc, env=env)
@@ -183,3 +207,57 @@ def terminate(handles: Iterable[Handle | None], *, grace: float = 10.0) -> list[
     while any(alive(h) for h in live) and time.monotonic() < deadline:
         time.sleep(0.02)
     return killed
+
+
+# ----------------------------------------------------------------------------- startup
+Started: TypeAlias = tuple[str, subprocess.Popen[bytes], Path, str | None]
+"""A process just started: (what, the process, its log, the HOST:PORT it will listen on
+or None when it only has to keep running)."""
+
+
+def placed(netns: dict[str, dict[str, str]] | None, name: str) -> tuple[tuple[str, ...], str]:
+    """(argv prefix, host) of process `name`: its namespace's, or none and loopback."""
+    where = (netns or {}).get(name)
+    if where is None:
+        return (), HOST
+    return ("ip", "netns", "exec", where["namespace"]), where["host"]
+
+
+def last_line(path: Path) -> str:
+    """The last non-blank line of a log (200 characters at most), for an error message."""
+    with contextlib.suppress(OSError):
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()[:200]
+    return "no output"
+
+
+def _listening(endpoint: str) -> bool:
+    host, _, port = endpoint.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_ready(started: list[Started], *, timeout: float = READY_TIMEOUT) -> None:
+    """Wait until each (what, process, log, HOST:PORT) listens there (or just runs)."""
+    deadline = time.monotonic() + timeout
+    pending = list(started)
+    while pending:
+        for item in list(pending):
+            what, proc, log, endpoint = item
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{what} exited during startup (code {proc.returncode}); {log}: {last_line(log)}"
+                )
+            if endpoint is None or _listening(endpoint):
+                pending.remove(item)
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(p[0] for p in pending)
+            raise RuntimeError(
+                f"{names} not ready after {timeout:.0f}s; see {Path(started[0][2]).parent}"
+            )
+        if pending:
+            time.sleep(0.05)

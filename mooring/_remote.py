@@ -1,131 +1,99 @@
-"""`mooring status --coordination ... [--redis ...]`: a cluster seen from its stores.
+"""`mooring status --coordination ... [--redis ...]`: any cluster, seen from its stores.
 
-Reads the control plane (leader lease, member records, shard map, agent registry)
-and, with --redis, the session registry (who holds which agent, last seen). No
-replica has to be reachable. Liveness here compares a record's renewTime with this
-host's wall clock, so it is for people to read, not for decisions: the replicas
-themselves judge liveness by when they saw a record change.
+Reads the control plane (leader lease, member records with the sessions each replica
+reports, shard map, agent registry) and scrapes each replica's /metrics where its member
+record names an address this host can reach. With --redis, who holds which agent comes
+from the session registry, the authority on it. The document and its table are those of
+a local cluster (`mooring/_status.py`), less what only a local cluster knows (pids'
+liveness, logs, etcd members).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
+import concurrent.futures
 from typing import Any
 
-import principal
-from election import _electing as electing
-from election import _etcd as etcd
-from election import _etcdrecords as etcdrecords
-from election import _membership as membership
-from election import _shardmap as shardmap
-from principal import _registry as registry
+from mooring import _services as services
+from mooring import _status as status_
+from principal import registry
+from proto import exposition
 
 __all__ = ["collect"]
 
-STALE_AFTER = 10.0  # seconds without a renewal after which a record is shown as not live
 
-
-def _age(stamp: Any, now: datetime.datetime) -> float | None:
-    if not isinstance(stamp, str) or not stamp:
-        return None
+async def _holders(redis_url: str, agents: list[str]) -> dict[str, dict[str, Any]]:
+    reg = registry.SessionRegistry(redis_url, timeout=2.0, ttl=7.0)
     try:
-        moment = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (now - moment).total_seconds()
-
-
-async def _collect(coordination: str, redis_url: str | None, store_root: str) -> dict[str, Any]:
-    now = datetime.datetime.now(datetime.UTC)
-    kv = etcd.EtcdKV(etcd.parse_endpoints(coordination), timeout=3.0)
-    records = etcdrecords.EtcdRecordStore(kv, prefix=f"{store_root}election/")
-    try:
-        await kv.connect()
-        lease = await records.get(electing.LEASE_RECORD)
-        map_record = await records.get(shardmap.MAP_RECORD)
-        member_records = await records.list(membership.MEMBER_PREFIX)
+        entries = await reg.entries()
+        seen = await reg.last_seen(agents)
     finally:
-        await records.close()  # closes kv too
-    desired = principal.open_hub_store(coordination, root=store_root, timeout=3.0)
-    try:
-        await desired.connect()
-        agents = await desired.list_agents()
-    finally:
-        await desired.close()
-    current = shardmap.ShardMap.from_data(map_record.data) if map_record else None
-
-    entries: dict[str, registry.Entry] = {}
-    seen: dict[str, int | None] = {}
-    if redis_url:
-        reg = registry.SessionRegistry(redis_url, timeout=2.0, ttl=7.0)
-        try:
-            entries = await reg.entries()
-            seen = await reg.last_seen([a.name for a in agents])
-        finally:
-            await reg.close()
-
-    leader = None
-    if lease is not None:
-        holder = str(lease.data.get(electing.HOLDER) or "")
-        age = _age(lease.data.get(electing.RENEW_TIME), now)
-        duration = float(lease.data.get(electing.DURATION) or 0)
-        if holder and age is not None and age <= max(duration, 1.0) * 2:
-            leader = holder
-
-    names = {a.name for a in agents}
-    owners: dict[str, str] = {}
-    if current is not None and current.members:
-        placed = current.build_ring(names)
-        owners = {a: str(placed.owner(a)) for a in names}
-
-    replicas = []
-    for record in member_records:
-        member = membership.Member.from_record(record)
-        if member is None:
-            continue
-        age = _age(record.data.get(membership.RENEW_TIME), now)
-        replicas.append(
-            {
-                "id": member.replica_id,
-                "endpoint": member.endpoint,
-                "live": age is not None and age <= STALE_AFTER,
-                "agents": sum(1 for e in entries.values() if e.replica == member.replica_id),
-                "pid": member.pid,
-                "metrics": member.metrics,
-                "applied_epoch": member.applied_epoch,
-            }
-        )
-    rows = []
-    for agent in agents:
-        entry = entries.get(agent.name)
-        rows.append(
-            {
-                "name": agent.name,
-                "mode": agent.mode,
-                "owner": owners.get(agent.name),
-                "connected_to": entry.replica if entry else None,
-                "connected": entry is not None if redis_url else None,
-                "token": entry.token if entry else None,
-                "last_seen_ms": seen.get(agent.name),
-            }
-        )
+        await reg.close()
     return {
-        "epoch": current.epoch if current else 0,
-        "leader": leader,
-        "coordination": coordination,
-        "redis": redis_url,
-        "replicas": sorted(replicas, key=lambda r: str(r["id"])),
-        "agents": rows,
-        "agents_connected": sum(1 for r in rows if r["connected"]),
-        "agents_total": len(rows),
-        "agents_on_owner": sum(
-            1 for r in rows if r["connected"] and r["owner"] == r["connected_to"]
-        ),
+        agent: {
+            "replica": entries[agent].replica if agent in entries else None,
+            "token": entries[agent].token if agent in entries else None,
+            "last_seen_ms": seen.get(agent),
+        }
+        for agent in agents
     }
 
 
 def collect(
     coordination: str, *, redis: str | None, store_root: str = "/mooring/"
 ) -> dict[str, Any]:
-    return asyncio.run(_collect(coordination, redis, store_root))
+    view = asyncio.run(status_.read_control(coordination, root=store_root))
+    holders = asyncio.run(_holders(redis, sorted(view.registered))) if redis else {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        scraped = list(
+            pool.map(
+                lambda m: (
+                    exposition.scrape(m.metrics, timeout=status_.SCRAPE_TIMEOUT)
+                    if m.metrics
+                    else None
+                ),
+                view.members,
+            )
+        )
+        redis_live = pool.submit(status_.redis_answers, redis)
+    replicas = [
+        {
+            "id": str(m.replica_id),
+            "endpoint": m.endpoint,
+            "live": view.member_live.get(m.replica_id, False),
+            "pid": m.pid,
+            "metrics": status_.replica_metrics(samples),
+            "metrics_endpoint": m.metrics,
+            "applied_epoch": m.applied_epoch,
+            "log": None,
+            "agents": 0,
+        }
+        for m, samples in zip(view.members, scraped, strict=True)
+    ]
+    agents = []
+    for name, mode in sorted(view.registered.items()):
+        held = holders.get(name) or {}
+        connected_to = held.get("replica") if redis else view.served.get(name)
+        agents.append(
+            {
+                "name": name,
+                "mode": mode,
+                "owner": view.owners.get(name),
+                "connected_to": connected_to,
+                "connected": connected_to is not None,
+                "sessions": None,
+                "token": held.get("token"),
+                "last_seen_ms": held.get("last_seen_ms"),
+            }
+        )
+    status_.count_agents(replicas, agents, view)
+    return {
+        **status_.summary(replicas, agents, view),
+        "coordination": coordination,
+        "redis": services.redacted(redis) if redis else None,
+        "redis_live": redis_live.result(),
+        "replicas": replicas,
+        "agents": agents,
+        "etcd": None,
+        "running": any(r["live"] for r in replicas),
+    }

@@ -7,20 +7,33 @@ directory and a log file; nothing is left behind by `stop()`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from mooring import _errors as errors
 
 __all__ = [
+    "EtcdAuth",
     "EtcdCluster",
     "MissingBinaryError",
     "RedisServer",
+    "ServerTLS",
     "free_port",
     "require_binary",
     "stop_process",
@@ -33,7 +46,7 @@ INSTALL_HINT = {
 }
 
 
-class MissingBinaryError(RuntimeError):
+class MissingBinaryError(errors.MooringError, RuntimeError):
     """A backing service's binary is not installed."""
 
 
@@ -48,6 +61,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def redacted(url: str) -> str:
+    """`url` with any password in it replaced by `***`, for output people read."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def wait_tcp(host: str, port: int, *, timeout: float = 10.0) -> None:
@@ -77,6 +103,16 @@ def stop_process(proc: subprocess.Popen[bytes] | None, *, grace: float = 5.0) ->
         proc.wait()
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerTLS:
+    """A backing service's TLS identity (PEM files): clients must then speak TLS to it."""
+
+    cert: Path  # the server's certificate; it must name the address clients dial (IP SAN)
+    key: Path  # its private key
+    ca: Path  # the CA that issued `cert`: what clients verify the server with
+    client_ca: Path | None = None  # require a client certificate issued by this CA
+
+
 @dataclasses.dataclass
 class _EtcdMember:
     name: str
@@ -87,6 +123,7 @@ class _EtcdMember:
     proc: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
     prefix: tuple[str, ...] = ()  # runs after it, e.g. `ip netns exec NS`
+    metrics_port: int | None = None  # plain-HTTP /health beside a TLS client port
 
     @property
     def endpoint(self) -> str:
@@ -95,6 +132,50 @@ class _EtcdMember:
 
 PLACED_PORTS = {"etcd-client": 2379, "etcd-peer": 2380, "redis": 6379}
 """Ports of a service placed on an address of its own (a network namespace)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EtcdAuth:
+    """etcd's own authentication, as a local cluster turns it on: a `root` user (only to
+    administer) and `user`, allowed to read and write the keys under `prefix` alone.
+    The passwords live in 0600 files under `directory`, made once and kept, so a cluster
+    restarted on its data dir keeps its users."""
+
+    directory: Path
+    user: str = "mooring"
+    prefix: str = "/mooring/"
+
+    @property
+    def password_file(self) -> Path:
+        return self.directory / f"etcd-{self.user}.password"
+
+    @property
+    def root_password_file(self) -> Path:
+        return self.directory / "etcd-root.password"
+
+    def url(self, base: str) -> str:
+        """The etcd URL `base` logging in as this user (its password by file)."""
+        options = urllib.parse.urlencode(
+            {"user": self.user, "password-file": str(self.password_file)}, safe="/"
+        )
+        return base + ("&" if "?" in base else "?") + options
+
+    def passwords(self) -> tuple[str, str]:
+        """(root's, the user's) passwords, made on the first call."""
+        return _secret_file(self.root_password_file), _secret_file(self.password_file)
+
+
+def _secret_file(path: Path) -> str:
+    """The secret in `path` (0600), or a new random one written there first."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        return secret
 
 
 class EtcdCluster:
@@ -108,13 +189,20 @@ class EtcdCluster:
         host: str = "127.0.0.1",
         binary: str | None = None,
         placement: list[tuple[tuple[str, ...], str]] | None = None,
+        tls: ServerTLS | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         """`binary`: the etcd to run (default: `etcd` on PATH, Debian's 3.4).
         `placement`: per member, (argv prefix, address) to run it elsewhere, e.g. in a
-        network namespace of its own (then on the standard ports)."""
+        network namespace of its own (then on the standard ports).
+        `tls`: serve clients over TLS only (peers stay plaintext on loopback); /health
+        is then served over plain HTTP on a port of its own. `extra_args`: appended to
+        every member's command line (e.g. `--auth-token-ttl 5`)."""
         self.root = Path(root)
         self.host = host
         self.binary = binary
+        self.tls = tls
+        self.extra_args = tuple(extra_args)
         self.token = f"mooring-{os.getpid()}-{int(time.time() * 1000)}"
         self.members = []
         for i in range(members):
@@ -128,6 +216,7 @@ class EtcdCluster:
                     log_path=self.root / f"etcd{i}.log",
                     host=placed[1] if placed else host,
                     prefix=placed[0] if placed else (),
+                    metrics_port=free_port(host) if tls else None,
                 )
             )
 
@@ -137,7 +226,65 @@ class EtcdCluster:
 
     @property
     def url(self) -> str:
-        return "etcd://" + ",".join(self.endpoints)
+        """etcd://HOST:PORT,... or, with TLS, etcds://HOST:PORT,...?ca=FILE (as
+        `--coordination` takes it; a client certificate and a user are the caller's)."""
+        if self.tls is None:
+            return "etcd://" + ",".join(self.endpoints)
+        ca = urllib.parse.quote(str(self.tls.ca), safe="/")
+        return "etcds://" + ",".join(self.endpoints) + f"?ca={ca}"
+
+    def enable_auth(self, auth: EtcdAuth) -> None:
+        """Turn on etcd's authentication (a no-op when it is on already, as on a restart
+        from existing data): users root and `auth.user`, the latter with read-write on
+        `auth.prefix` only. Through the JSON gateway of the first member."""
+        probe = {"key": _b64(auth.prefix)}
+        try:
+            self._gateway("/v3/kv/range", probe)
+        except urllib.error.HTTPError as err:
+            if b"user name is empty" in err.read():
+                return  # auth is on already
+            raise
+        root_password, password = auth.passwords()
+        user = auth.user
+        end = auth.prefix[:-1] + chr(ord(auth.prefix[-1]) + 1)  # the prefix's range end
+        grant = {"permType": "READWRITE", "key": _b64(auth.prefix), "range_end": _b64(end)}
+        for path, body in (
+            ("/v3/auth/user/add", {"name": "root", "password": root_password}),
+            ("/v3/auth/role/add", {"name": "root"}),
+            ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+            ("/v3/auth/user/add", {"name": user, "password": password}),
+            ("/v3/auth/role/add", {"name": user}),
+            ("/v3/auth/role/grant", {"name": user, "perm": grant}),
+            ("/v3/auth/user/grant", {"user": user, "role": user}),
+            ("/v3/auth/enable", {}),
+        ):
+            self._gateway(path, body)
+
+    def _gateway(self, path: str, body: Mapping[str, Any]) -> None:
+        member = self.members[0]
+        scheme = "http" if self.tls is None else "https"
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+        request = urllib.request.Request(
+            f"{scheme}://{member.host}:{member.client_port}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            response.read()
+
+    def _client_args(self, member: _EtcdMember) -> list[str]:
+        if self.tls is None:
+            url = f"http://{member.host}:{member.client_port}"
+            return ["--listen-client-urls", url, "--advertise-client-urls", url]
+        url = f"https://{member.host}:{member.client_port}"
+        args = ["--listen-client-urls", url, "--advertise-client-urls", url]
+        args += ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
+        args += ["--listen-metrics-urls", f"http://{member.host}:{member.metrics_port}"]
+        if self.tls.client_ca is not None:
+            args += ["--trusted-ca-file", str(self.tls.client_ca), "--client-cert-auth"]
+        return args
 
     def _initial_cluster(self) -> str:
         return ",".join(f"{m.name}=http://{m.host}:{m.peer_port}" for m in self.members)
@@ -154,10 +301,7 @@ class EtcdCluster:
             member.name,
             "--data-dir",
             str(member.data_dir),
-            "--listen-client-urls",
-            f"http://{member.host}:{member.client_port}",
-            "--advertise-client-urls",
-            f"http://{member.host}:{member.client_port}",
+            *self._client_args(member),
             "--listen-peer-urls",
             f"http://{member.host}:{member.peer_port}",
             "--initial-advertise-peer-urls",
@@ -176,6 +320,7 @@ class EtcdCluster:
             "zap",
             "--log-outputs",
             "stderr",
+            *self.extra_args,
         ]
         log = member.log_path.open("ab")
         member.proc = subprocess.Popen(
@@ -205,7 +350,8 @@ class EtcdCluster:
                 continue
             while True:
                 try:
-                    url = f"http://{member.host}:{member.client_port}/health"
+                    port = member.metrics_port or member.client_port
+                    url = f"http://{member.host}:{port}/health"
                     with urllib.request.urlopen(url, timeout=1) as resp:
                         if b'"true"' in resp.read():
                             break
@@ -229,7 +375,11 @@ class EtcdCluster:
 
 
 class RedisServer:
-    """A real `redis-server` on loopback, without persistence."""
+    """A real `redis-server` on loopback, without persistence. With `password`, clients
+    must authenticate (the default user's password, kept in a 0600 config file rather
+    than on the command line, and in the URL: `redis://:PASSWORD@HOST:PORT`); with `user`
+    too, as that ACL user (all keys, channels and commands) while the default user is
+    off. With `tls`, it speaks TLS only (`rediss://`), on `port`."""
 
     def __init__(
         self,
@@ -238,17 +388,66 @@ class RedisServer:
         port: int | None = None,
         host: str = "127.0.0.1",
         prefix: tuple[str, ...] = (),  # runs after it, e.g. `ip netns exec NS`
+        password: str | None = None,
+        user: str | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
+        if user is not None and not password:
+            raise ValueError("a Redis ACL user needs a password")
         self.root = Path(root)
         self.host = host
         self.prefix = prefix
         self.port = port or free_port(host)
+        self.password = password
+        self.user = user
+        self.tls = tls
         self.log_path = self.root / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}"
+        """redis://[[USER]:PASSWORD@]HOST:PORT, or with TLS rediss://...?ssl_ca_certs=CA (a
+        client certificate, when required, is the caller's to add)."""
+        auth = ""
+        if self.password:
+            user = urllib.parse.quote(self.user or "", safe="")
+            auth = f"{user}:{urllib.parse.quote(self.password, safe='')}@"
+        if self.tls is None:
+            return f"redis://{auth}{self.host}:{self.port}"
+        ca = urllib.parse.quote(str(self.tls.ca), safe="/")
+        return f"rediss://{auth}{self.host}:{self.port}?ssl_ca_certs={ca}"
+
+    def _config(self) -> list[str]:
+        """The config file's path (redis-server's first argument) when a password is set."""
+        if not self.password:
+            return []
+        path = self.root / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            if self.user is None:
+                handle.write(f'requirepass "{self.password}"\n')
+            else:
+                handle.write("user default off\n")
+                handle.write(f'user {self.user} on ">{self.password}" ~* &* +@all\n')
+        return [str(path)]
+
+    def _port_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.tls.cert),
+            "--tls-key-file",
+            str(self.tls.key),
+            "--tls-ca-cert-file",
+            str(self.tls.client_ca or self.tls.ca),
+            "--tls-auth-clients",
+            "yes" if self.tls.client_ca else "no",
+        ]
 
     def start(self, *, timeout: float = 10.0) -> RedisServer:
         binary = require_binary("redis-server")
@@ -256,8 +455,8 @@ class RedisServer:
         cmd = [
             *self.prefix,
             binary,
-            "--port",
-            str(self.port),
+            *self._config(),
+            *self._port_args(),
             "--bind",
             self.host,
             "--save",
@@ -267,7 +466,7 @@ class RedisServer:
             "--dir",
             str(self.root),
             "--protected-mode",
-            "no",
+            "yes" if self.password else "no",
         ]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mooring import _errors as errors
 from mooring import _processes as processes
 
 __all__ = [
@@ -43,7 +44,7 @@ PRINCIPAL_JOB = "mooring-principal"
 AGENT_JOB = "mooring-agent"
 
 
-class StateError(RuntimeError):
+class StateError(errors.MooringError, RuntimeError):
     """No cluster.json, or one that cannot be read."""
 
 
@@ -63,6 +64,8 @@ class ReplicaRecord:
     tls_dir: str
     log: str
     process: processes.Handle | None = None
+    # The flags in force, by name (principal.flags.effective; secrets masked).
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -77,6 +80,8 @@ class AgentRecord:
     store: str | None = None  # the local store's URL when not the SQLite file (--kubernetes)
     namespace: str | None = None  # its namespace on the hub (--kubernetes)
     workload_namespace: str | None = None  # its Argo CD namespace (--kubernetes)
+    # The settings in force, by flag name (agent.flags.effective), in a fleet too.
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -207,7 +212,13 @@ class ClusterState:
             redis_server=service(redis_server) if redis_server else None,
             replicas=[
                 ReplicaRecord(
-                    r["id"], r["endpoint"], r["metrics"], r["tls_dir"], r["log"], handle(r)
+                    r["id"],
+                    r["endpoint"],
+                    r["metrics"],
+                    r["tls_dir"],
+                    r["log"],
+                    handle(r),
+                    r.get("settings") or {},
                 )
                 for r in data.get("replicas", [])
             ],
@@ -223,6 +234,7 @@ class ClusterState:
                     a.get("store"),
                     a.get("namespace"),
                     a.get("workload_namespace"),
+                    a.get("settings") or {},
                 )
                 for a in data.get("agents", [])
             ],
@@ -258,11 +270,11 @@ def load(directory: Path) -> ClusterState:
             f"no local cluster in {directory}: start one with `mooring up --dir {directory}`"
         ) from None
     except (OSError, ValueError) as err:
-        raise StateError(f"cannot read {path}: {err}") from None
+        raise StateError(f"cannot read {path}: {err}") from err
     try:
         return ClusterState.from_json(data)
     except (KeyError, TypeError) as err:
-        raise StateError(f"{path} is not a mooring cluster state file (missing {err})") from None
+        raise StateError(f"{path} is not a mooring cluster state file (missing {err})") from err
 
 
 def save(directory: Path, state: ClusterState) -> None:
@@ -277,10 +289,29 @@ def save(directory: Path, state: ClusterState) -> None:
     os.replace(tmp, targets)  # Prometheus re-reads it on change: never half-written
 
 
+PRIVATE_UMASK = 0o077
+"""What a local cluster writes (certificates, logs, stores, history) only its user reads."""
+
+
+_private = False
+
+
+def private() -> None:
+    """From now on this process and its children create files 0600 and folders 0700, and
+    a state dir it locks is made 0700: called by every command that starts processes of
+    a local cluster."""
+    global _private
+    os.umask(PRIVATE_UMASK)
+    _private = True
+
+
 @contextlib.contextmanager
 def locked(directory: Path) -> Iterator[None]:
-    """Hold DIR/.lock for a read-modify-write of cluster.json (blocks other writers)."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
+    """Hold DIR/.lock for a read-modify-write of cluster.json (blocks other writers); the
+    state dir is made (or made again) private to this user."""
+    Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+    if _private and Path(directory).stat().st_mode & 0o077:  # made by an older mooring
+        Path(directory).chmod(0o700)
     with (Path(directory) / LOCK_FILE).open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:

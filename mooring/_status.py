@@ -1,6 +1,7 @@
 """`mooring status` for a local cluster: liveness, replica metrics, the agents' view.
 
-Everything comes from DIR/cluster.json (pids, endpoints), each replica's /metrics
+Everything comes from DIR/cluster.json (pids, endpoints), each replica's /metrics, the
+stores (shard map, registry, the sessions each replica reports in its member record)
 and the fleet's status file (or, with --agent-processes, each agent's /metrics).
 Metrics the replicas do not export yet are reported as None, never guessed.
 """
@@ -10,22 +11,35 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import urllib.request
+import dataclasses
+import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import parser as prom_parser
-
 import principal
-from election import _errors as cerrors
-from election import _shardmap as shardmap
-from election import _stores as stores
+from election import electing, membership, shardmap, stores
+from election import errors as cerrors
 from mooring import _fleet as fleet
 from mooring import _processes as processes
+from mooring import _services as services
 from mooring import _state as state_
-from proto import catalog
+from principal import registry
+from proto import catalog, exposition
 
-__all__ = ["REPLICA_SAMPLES", "collect", "owners", "render", "scrape"]
+__all__ = [
+    "REPLICA_SAMPLES",
+    "SCRAPE_TIMEOUT",
+    "ControlView",
+    "collect",
+    "control",
+    "count_agents",
+    "read_control",
+    "redis_answers",
+    "refused",
+    "render",
+    "replica_metrics",
+    "summary",
+]
 
 REPLICA_SAMPLES = tuple(
     f.name
@@ -39,58 +53,119 @@ STORE_ROOT = "/mooring/"
 """Key prefix of everything the replicas write (PrincipalSettings.store_root's default)."""
 
 
-async def _read_owners(
+STALE_AFTER = 5.0
+"""Seconds without a renewal after which a member record's report is not believed (a
+replica rewrites its record every second or so)."""
+
+
+@dataclasses.dataclass
+class ControlView:
+    """What the stores say: the published map's owners, the agent registry, and what each
+    replica reports in its member record (leader lease holder, sessions)."""
+
+    epoch: int = 0
+    owners: dict[str, str] = dataclasses.field(default_factory=dict)
+    registered: dict[str, str] = dataclasses.field(default_factory=dict)  # agent -> mode
+    members: list[membership.Member] = dataclasses.field(default_factory=list)
+    member_live: dict[str, bool] = dataclasses.field(default_factory=dict)
+    served: dict[str, str] = dataclasses.field(default_factory=dict)  # agent -> replica
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)  # replica -> sessions
+    leader: str | None = None
+
+
+def _age(stamp: Any, now: datetime.datetime) -> float | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (now - moment).total_seconds()
+
+
+async def read_control(
     coordination: str,
-    agents: list[str],
+    agents: list[str] | None = None,
     *,
     hub_store: str | None = None,
     namespace: str = "default",
     env: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """Agent -> owner replica id under the published shard map (empty when there is none).
+    root: str = STORE_ROOT,
+) -> ControlView:
+    """The control plane as its stores hold it. `coordination` as `principal serve` takes
+    it (with `namespace` and `env` for Leases); `hub_store` when the agent registry is
+    not on the coordination etcd; `agents` to place beside the registered ones (a local
+    cluster's, placed as the replicas would place them once they register).
 
-    `coordination` as `principal serve` takes it (with `namespace` and `env` for Leases);
-    `hub_store` when the agent registry is not on the coordination etcd."""
+    Liveness compares a record's renewTime with this host's clock: for people to read,
+    never for decisions (the replicas judge by when they saw a record change)."""
+    now = datetime.datetime.now(datetime.UTC)
+    view = ControlView()
     records = stores.open_store(
-        coordination,
-        prefix=f"{STORE_ROOT}election/",
-        timeout=STORE_TIMEOUT,
-        namespace=namespace,
-        env=env,
+        coordination, prefix=f"{root}election/", timeout=STORE_TIMEOUT, namespace=namespace, env=env
     )
     try:
-        record = await records.get(shardmap.MAP_RECORD)
-        if record is None:
-            return {}
-        current = shardmap.ShardMap.from_data(record.data)
-        registered = await _registered(hub_store or coordination)
-        ring = current.build_ring(registered)
-        out = {}
-        for agent in agents:  # an agent not registered yet is placed as the replicas would
-            placed = ring if agent in registered else current.build_ring(registered | {agent})
-            out[agent] = str(placed.owner(agent))
-        return out
+        lease = await records.get(electing.LEASE_RECORD)
+        map_record = await records.get(shardmap.MAP_RECORD)
+        member_records = await records.list(membership.MEMBER_PREFIX)
     finally:
         await records.close()
-
-
-async def _registered(coordination: str) -> set[str]:
-    desired = principal.open_hub_store(coordination, timeout=STORE_TIMEOUT)
+    desired = principal.open_hub_store(
+        hub_store or coordination, root=root, timeout=STORE_TIMEOUT, env=env
+    )
     try:
         await desired.connect()
-        return {a.name for a in await desired.list_agents()}
+        view.registered = {a.name: a.mode for a in await desired.list_agents()}
     finally:
         await desired.close()
+    if lease is not None:
+        holder = str(lease.data.get(electing.HOLDER) or "")
+        age = _age(lease.data.get(electing.RENEW_TIME), now)
+        duration = float(lease.data.get(electing.DURATION) or 0)
+        if holder and age is not None and age <= max(duration, 1.0):
+            view.leader = holder
+    freshest: dict[str, float] = {}
+    for record in member_records:
+        member = membership.Member.from_record(record)
+        if member is None:
+            continue
+        age = _age(record.data.get(membership.RENEW_TIME), now)
+        live = age is not None and age <= STALE_AFTER
+        view.members.append(member)
+        view.member_live[member.replica_id] = live
+        report = member.extra.get(membership.SESSIONS)
+        if not live or not isinstance(report, dict):
+            continue
+        if isinstance(report.get("count"), int):
+            view.counts[member.replica_id] = report["count"]
+        for agent in report.get("agents") or ():
+            # Handing over, an agent may be in two reports: the newer record says where.
+            if isinstance(agent, str) and age is not None and age < freshest.get(agent, 1e9):
+                freshest[agent] = age
+                view.served[agent] = member.replica_id
+    view.members.sort(key=lambda m: str(m.replica_id))
+    if map_record is not None:
+        current = shardmap.ShardMap.from_data(map_record.data)
+        view.epoch = current.epoch
+        if current.members:
+            names = set(view.registered)
+            ring = current.build_ring(names)
+            for agent in sorted(names | set(agents or ())):
+                # An agent not registered yet is placed as the replicas would place it.
+                placed = ring if agent in names else current.build_ring(names | {agent})
+                view.owners[agent] = str(placed.owner(agent))
+    return view
 
 
-def owners(state: state_.ClusterState) -> dict[str, str]:
-    """`_read_owners`, or nothing when etcd or the map cannot be read."""
+def control(state: state_.ClusterState) -> ControlView:
+    """`read_control` for a local cluster, or an empty view when its stores cannot be read."""
     if not any(processes.alive(m.process) for m in state.etcd):
-        return {}
-    with contextlib.suppress(cerrors.CoordinationError, ValueError, OSError, TimeoutError):
+        return ControlView()
+    with contextlib.suppress(cerrors.CoordinationError, principal.StoreError, ValueError, OSError,
+                             TimeoutError):  # fmt: skip
         kube = state.kubernetes
         return asyncio.run(
-            _read_owners(
+            read_control(
                 state.coordination,
                 [a.name for a in state.agents],
                 hub_store=state.store,
@@ -98,30 +173,40 @@ def owners(state: state_.ClusterState) -> dict[str, str]:
                 env={"KUBECONFIG": kube.hub_kubeconfig} if kube else None,
             )
         )
-    return {}
+    return ControlView()
 
 
-def scrape(address: str, *, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float] | None:
-    """Sample name -> value from http://ADDRESS/metrics: a counter's samples summed over
-    its label sets, any other family's unlabelled sample only."""
-    try:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as resp:
-            text = resp.read().decode()
-    except (OSError, ValueError):
+def redis_answers(url: str | None) -> bool | None:
+    """Whether the Redis at `url` answers a PING (None: no Redis)."""
+    if not url:
         return None
-    out: dict[str, float] = {}
-    for family in prom_parser.text_string_to_metric_families(text):
-        for sample in family.samples:
-            if family.type == "counter":
-                out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
-            elif not sample.labels:
-                out[sample.name] = float(sample.value)
-    return out
+
+    async def ping() -> bool:
+        reg = registry.SessionRegistry(url, timeout=1.0, ttl=7.0)
+        try:
+            return await reg.ping()
+        finally:
+            await reg.close()
+
+    return asyncio.run(ping())
 
 
-def _replica(record: state_.ReplicaRecord, samples: dict[str, float] | None) -> dict[str, Any]:
+def refused(samples: exposition.Samples) -> str | None:
+    """The reason an agent's /metrics gives for a refusal retrying cannot fix, if any."""
+    for labels, value in samples.series(catalog.AGENT_REFUSED.name).items():
+        if value == 1.0:
+            return dict(labels).get("reason")
+    return None
+
+
+def replica_metrics(samples: exposition.Samples | None) -> dict[str, float | None]:
+    """REPLICA_SAMPLES' values in a replica's scrape (None: not exported, or no answer)."""
+    return {name: samples.value(name) if samples is not None else None for name in REPLICA_SAMPLES}
+
+
+def _replica(record: state_.ReplicaRecord, samples: exposition.Samples | None) -> dict[str, Any]:
     live = processes.alive(record.process)
-    metrics = {name: (samples or {}).get(name) for name in REPLICA_SAMPLES}
+    metrics = replica_metrics(samples)
     return {
         "id": record.id,
         "endpoint": record.endpoint,
@@ -148,33 +233,41 @@ def fleet_agents(state: state_.ClusterState) -> dict[str, dict[str, Any]] | None
     return seen
 
 
-def _agents(state: state_.ClusterState) -> list[dict[str, Any]]:
-    owned = owners(state)
+def _agents(state: state_.ClusterState, view: ControlView) -> list[dict[str, Any]]:
     seen = fleet_agents(state) or {}
     out = []
     for record in state.agents:
         row: dict[str, Any] = {
             "name": record.name,
             "mode": record.mode,
-            "owner": owned.get(record.name),  # under the published shard map
-            "connected_to": None,
-            "connected": False,
+            "owner": view.owners.get(record.name),  # under the published shard map
+            "connected_to": view.served.get(record.name),  # as the replicas report it
             "sessions": None,
         }
+        row["connected"] = row["connected_to"] is not None
         if record.process is not None:  # its own process: ask its /metrics
             samples = (
-                scrape(record.metrics)
+                exposition.scrape(record.metrics, timeout=SCRAPE_TIMEOUT)
                 if record.metrics and processes.alive(record.process)
                 else None
             )
+            row["connected"] = False
             if samples is not None:
-                row["connected"] = samples.get(catalog.AGENT_CONNECTED.name) == 1.0
-                row["sessions"] = int(samples.get(catalog.SESSIONS.name, 0))
-        elif record.name in seen:
+                row["connected"] = samples.value(catalog.AGENT_CONNECTED.name) == 1.0
+                row["sessions"] = int(samples.sum(catalog.SESSIONS.name) or 0)
+                if reason := refused(samples):
+                    row["refused"] = reason
+        elif record.name in seen:  # a fleet's status file: fresher than the replicas' reports
             info = seen[record.name]
             row["connected"] = bool(info.get("connected"))
             row["connected_to"] = info.get("replica_id") or None
             row["sessions"] = info.get("sessions")
+            if info.get("refused"):
+                row["refused"] = info["refused"]
+        elif state.fleets:  # its fleet is not running
+            row["connected"], row["connected_to"] = False, None
+        if not row["connected"]:
+            row["connected_to"] = None
         out.append(row)
     return out
 
@@ -184,52 +277,72 @@ def collect(state: state_.ClusterState) -> dict[str, Any]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         scraped = list(
             pool.map(
-                lambda r: scrape(r.metrics) if processes.alive(r.process) else None,
+                lambda r: (
+                    exposition.scrape(r.metrics, timeout=SCRAPE_TIMEOUT)
+                    if processes.alive(r.process)
+                    else None
+                ),
                 state.replicas,
             )
         )
-        agents = _agents(state)
+        redis_live = pool.submit(
+            redis_answers, state.redis if state.redis_server is not None else None
+        )
+        view = control(state)
+        agents = _agents(state, view)
     replicas = [_replica(r, s) for r, s in zip(state.replicas, scraped, strict=True)]
-    by_id = {r["id"]: r for r in replicas}
-    for agent in agents:
-        if agent["connected"] and agent["connected_to"] in by_id:
-            by_id[agent["connected_to"]]["agents"] += 1
-    if not state.fleets:
-        # Agents in their own processes do not say where they are: use the replicas' count.
-        for replica in replicas:
-            open_ = replica["metrics"][catalog.SESSIONS_OPEN.name]
-            replica["agents"] = int(open_) if open_ is not None else 0
+    count_agents(replicas, agents, view)
+    etcd = [
+        {"name": m.name, "endpoint": m.endpoint, "live": processes.alive(m.process)}
+        for m in state.etcd
+    ]
+    return {
+        "dir": state.dir,
+        **summary(replicas, agents, view),
+        "coordination": state.coordination,
+        "redis": services.redacted(state.redis),  # cluster.json (0600) has the password
+        "replicas": replicas,
+        "agents": agents,
+        "etcd": etcd,
+        "redis_live": bool(redis_live.result()),
+        "fleet_live": (
+            all(processes.alive(f.process) for f in state.fleets) if state.fleets else None
+        ),
+        "running": bool(state.running()),
+    }
+
+
+def count_agents(
+    replicas: list[dict[str, Any]], agents: list[dict[str, Any]], view: ControlView
+) -> None:
+    """Each replica's AGENTS: the agents on it (as the agents or, for the agents that do
+    not say, the replicas report), else the count it reports (it names only so many)."""
+    for replica in replicas:
+        on_it = sum(1 for a in agents if a["connected"] and a["connected_to"] == replica["id"])
+        reported = view.counts.get(replica["id"]) if replica["live"] else None
+        replica["agents"] = on_it or reported or 0
+
+
+def summary(
+    replicas: list[dict[str, Any]], agents: list[dict[str, Any]], view: ControlView
+) -> dict[str, Any]:
+    """The document's leader, epoch and agent counts, from the rows."""
     leaders = [r["id"] for r in replicas if r["live"] and r["metrics"][catalog.LEADER.name] == 1.0]
     epochs = [
         int(r["metrics"][catalog.SHARD_EPOCH.name])
         for r in replicas
         if r["live"] and r["metrics"][catalog.SHARD_EPOCH.name] is not None
     ]
-    etcd = [
-        {"name": m.name, "endpoint": m.endpoint, "live": processes.alive(m.process)}
-        for m in state.etcd
-    ]
-    redis = state.redis_server
+    leader = leaders[0] if len(leaders) == 1 else (sorted(leaders)[0] if leaders else None)
     return {
-        "dir": state.dir,
-        "epoch": max(epochs, default=0),
-        "leader": leaders[0] if len(leaders) == 1 else (sorted(leaders)[0] if leaders else None),
+        "epoch": max(epochs, default=view.epoch),
+        "leader": leader or (view.leader if not leaders else None),
         "leaders": sorted(leaders),
-        "coordination": state.coordination,
-        "redis": state.redis,
-        "replicas": replicas,
-        "agents": agents,
         "agents_connected": sum(1 for a in agents if a["connected"]),
         "agents_total": len(agents),
         "agents_on_owner": sum(
             1 for a in agents if a["connected"] and a["owner"] and a["owner"] == a["connected_to"]
         ),
-        "etcd": etcd,
-        "redis_live": processes.alive(redis.process) if redis else False,
-        "fleet_live": (
-            all(processes.alive(f.process) for f in state.fleets) if state.fleets else None
-        ),
-        "running": bool(state.running()),
     }
 
 
@@ -273,13 +386,26 @@ def render(status: dict[str, Any]) -> str:
         if agent["connected"]:
             modes[agent["mode"]] = modes.get(agent["mode"], 0) + 1
     by_mode = ", ".join(f"{n} {m}" for m, n in sorted(modes.items())) or "none"
-    etcd_live = sum(1 for m in status["etcd"] if m["live"])
+    if status.get("etcd") is not None:
+        etcd_live = sum(1 for m in status["etcd"] if m["live"])
+        store = f"etcd: {etcd_live}/{len(status['etcd'])} live ({status['coordination']})"
+    else:  # read from the stores themselves: they answered
+        store = f"store: {status['coordination']} (answering)"
+    if status["redis"]:
+        url = services.redacted(status["redis"])
+        redis = f"redis: {'live' if status['redis_live'] else 'not answering'} ({url})"
+    elif status.get("etcd") is None:
+        redis = "redis: not read (--redis URL reads who holds which agent)"
+    else:
+        redis = "redis: none (holds are per replica)"
     lines += [
         "",
         f"leader: {_show(status['leader'])}   epoch: {status['epoch']}   "
         f"agents connected: {status['agents_connected']}/{status['agents_total']} ({by_mode}; "
         f"{status['agents_on_owner']} on their owner)",
-        f"etcd: {etcd_live}/{len(status['etcd'])} live ({status['coordination']})   "
-        f"redis: {'live' if status['redis_live'] else 'down'} ({status['redis']})",
+        f"{store}   {redis}",
     ]
+    refused = [f"{a['name']} ({a['refused']})" for a in status["agents"] if a.get("refused")]
+    if refused:
+        lines.append(f"refused until fixed: {', '.join(refused)} (see their logs)")
     return "\n".join(lines)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mooring import _errors as errors
+
 __all__ = ["UsageError"]
 
 
-class UsageError(Exception):
+class UsageError(errors.MooringError):
     """Bad flags or arguments: exit code 2."""

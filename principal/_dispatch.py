@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from principal import _hub as hub
 from principal import _queue as queue_
-from proto import _logfields as logfields
+from proto import logfields
 
 __all__ = ["RESYNC", "Dispatcher"]
 
@@ -34,7 +34,7 @@ class Dispatcher:
         self._on_error = on_error  # each broken watch (counted as a store error)
         self._subscribers: dict[str, set[queue_.LightQueue[object]]] = defaultdict(set)
         self._cursor = hub.Cursor(0)
-        self._ready = asyncio.Event()
+        self._started = False
         self._retry_delay = 0.05
 
     @property
@@ -54,13 +54,18 @@ class Dispatcher:
             if not queues:
                 del self._subscribers[agent]
 
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
+    async def start(self) -> None:
+        """Read where the watch starts: the store's cursor now (StoreError if it cannot)."""
+        self._cursor = await self.desired.cursor()
+        self._started = True
 
     async def run(self) -> None:
-        """Watch forever; restart on errors with a capped backoff."""
-        self._cursor = await self.desired.cursor()
-        self._ready.set()
+        """Watch forever (from `start`'s cursor, read first if it was not); restart the watch
+        on store errors with a capped backoff. Any other error ends the run, and a later run
+        (its supervisor's restart: principal/_supervise.py) resumes after the last change
+        it read."""
+        if not self._started:
+            await self.start()
         delay = self._retry_delay
         while True:
             try:
@@ -87,16 +92,6 @@ class Dispatcher:
                     delay,
                     err,
                     extra=logfields.of(reason="store", error=str(err)),
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception:  # a bug must not end change delivery for every agent here
-                if self._on_error is not None:
-                    self._on_error()
-                logger.exception(
-                    "store watch failed unexpectedly, restarting in %.2fs",
-                    delay,
-                    extra=logfields.of(reason="internal"),
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -14,8 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from principal import _errors as errors
 from principal import _registry as registry
-from proto import _logfields as logfields
+from proto import logfields
 
 __all__ = ["HeldElsewhere", "LocalHolds", "RedisHolds"]
 
@@ -31,7 +32,7 @@ EXPIRY_MARGIN = 0.002
 """Seconds past a dead holder's liveness expiry before asking again (Redis expires on read)."""
 
 
-class HeldElsewhere(Exception):
+class HeldElsewhere(errors.PrincipalError):
     def __init__(self, agent: str, holder: str) -> None:
         super().__init__(f"agent {agent} is still held by replica {holder}; retry shortly")
         self.holder = holder
@@ -89,7 +90,9 @@ class RedisHolds:
         self.fence_after = alive_ttl * fence_at  # seconds since the last confirmed beat
         self.beat_every = alive_ttl * BEAT_FRACTION
         self.held: dict[str, int] = {}  # agent -> token
-        self.confirmed_at: float | None = None  # monotonic start of the last confirmed beat
+        # time.monotonic() at the start of the last confirmed beat: written by the beat
+        # thread, so it and every reading against it (the fence) stay off the loop's clock.
+        self.confirmed_at: float | None = None
         self.errors = 0
         self._on_error = on_error
         self._beating: threading.Thread | None = None
@@ -146,7 +149,8 @@ class RedisHolds:
             raise registry.RegistryError(
                 "this replica's liveness is unconfirmed (Redis unreachable?)"
             )
-        deadline = time.monotonic() + self.handoff_wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.handoff_wait
         while True:
             ok, holder, token, alive = await self.registry.acquire(
                 agent, replica=self.replica, epoch=epoch, session=session
@@ -159,7 +163,7 @@ class RedisHolds:
                         "this replica's liveness lapsed while it waited for the entry"
                     )
                 return token
-            left = deadline - time.monotonic()
+            left = deadline - loop.time()
             if left <= 0:
                 raise HeldElsewhere(agent, holder)
             wait = POLL_SECONDS

@@ -39,5 +39,9 @@ class PrincipalMetrics:
         self.drift_repairs = catalog.counter(registry, catalog.DRIFT_REPAIRS)
         self.store_errors = catalog.counter(registry, catalog.STORE_ERRORS)
         self.registry_errors = catalog.counter(registry, catalog.REGISTRY_ERRORS)
+        self.task_failures = catalog.counter(registry, catalog.TASK_FAILURES)
         self.handoffs = catalog.counter(registry, catalog.HANDOFFS)
         self.standins = catalog.counter(registry, catalog.STANDIN_SESSIONS)
+        self.certificate_reload_failures = catalog.counter(
+            registry, catalog.CERTIFICATE_RELOAD_FAILURES
+        )

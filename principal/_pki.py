@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from principal import _errors as errors
+
 __all__ = [
     "AGENTS_DIR",
     "AGENT_SPIFFE_PREFIX",
@@ -90,7 +92,7 @@ _CERT_MODE = 0o644
 _KEY_MODE = 0o600
 
 
-class PkiError(Exception):
+class PkiError(errors.PrincipalError):
     """Root of every PKI error about files: a missing or unreadable CA, a write that failed."""
 
 

@@ -18,6 +18,11 @@ anyone could take them over.
 
 While Redis is unreachable nobody can acquire, so no handoff happens; holders fence
 themselves as above and agents retry until Redis is back.
+
+The URL is redis-py's: `rediss://` for TLS, with its `ssl_ca_certs=FILE` (and
+`ssl_certfile=`, `ssl_keyfile=` for a client certificate) query options, and an ACL
+user as `rediss://USER:PASSWORD@HOST:PORT`. It may hold a password, so no message
+here ever shows it (`check_url`); redis-py's own errors name only host and port.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +38,9 @@ import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 
-__all__ = ["Entry", "RegistryError", "SessionRegistry"]
+from principal import _errors as errors
+
+__all__ = ["Entry", "RegistryError", "SessionRegistry", "check_url"]
 
 # KEYS[1]=entry KEYS[2]=token counter KEYS[3]=agent name; ARGV: replica, epoch, session,
 # ttl_ms, now_ms, prefix. Taking the entry also records the agent as seen now.
@@ -101,7 +109,22 @@ def _discard_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-class RegistryError(Exception):
+def check_url(url: str) -> None:
+    """ValueError unless `url` is a Redis URL redis-py takes: redis://, rediss:// (TLS,
+    with redis-py's ssl_ca_certs=, ssl_certfile=, ssl_keyfile=, ssl_cert_reqs= options) or
+    unix://. The message never shows the URL: it may hold a password."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            "bad --redis: expected redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss://... (TLS)"
+            " or unix://PATH"
+        )
+    query = urllib.parse.urlsplit(url).query
+    tls = sorted({k for k, _ in urllib.parse.parse_qsl(query) if k.startswith("ssl_")})
+    if tls and not url.startswith("rediss://"):
+        raise ValueError(f"bad --redis: {tls[0]}= is a TLS option: use rediss://")
+
+
+class RegistryError(errors.PrincipalError):
     """Redis did not answer (or answered garbage); retryable."""
 
 
@@ -125,8 +148,7 @@ class SessionRegistry:
         timeout: float = 1.0,
         beat_timeout: float | None = None,  # seconds per liveness call (default: timeout)
     ) -> None:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"bad --redis {url!r}: expected redis://HOST:PORT")
+        check_url(url)
         if ttl <= 3 * timeout:
             raise ValueError("session ttl must exceed three request timeouts")
         self.url = url
@@ -165,12 +187,19 @@ class SessionRegistry:
         return f"{self.prefix}session:{agent}"
 
     async def close(self) -> None:
-        try:
-            for client in (self.client, self.beat_client):
+        """Close both clients (never raises). Calls still running in the background (a
+        cancelled caller's command, a release) finish first, up to one timeout, so none
+        of them opens a connection after the pools are closed."""
+        if self._background:
+            _, late = await asyncio.wait(set(self._background), timeout=self.timeout)
+            for task in late:
+                task.cancel()
+        for client in (self.client, self.beat_client):
+            try:
                 await client.aclose()
                 await client.connection_pool.disconnect()
-        except Exception:  # closing never raises
-            pass
+            except Exception:  # closing never raises; the other client still closes
+                pass
 
     async def _call(self, coro: Any, *, abandoned: Callable[[Any], None] | None = None) -> Any:
         # The call runs as a task of its own and we wait for it through a shield:
@@ -186,6 +215,8 @@ class SessionRegistry:
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise RegistryError(f"redis: {detail}") from err
         except asyncio.CancelledError:
+            self._background.add(task)  # close() waits for it
+            task.add_done_callback(self._background.discard)
             task.add_done_callback(_discard_outcome)
             if abandoned is not None:
                 task.add_done_callback(
@@ -282,7 +313,12 @@ class SessionRegistry:
     async def entries(self) -> dict[str, Entry]:
         """Every current entry (for `mooring status`); a scan, not for hot paths."""
         out: dict[str, Entry] = {}
-        keys = [k async for k in self.client.scan_iter(match=f"{self.prefix}session:*", count=500)]
+
+        async def scan() -> list[str]:
+            match = f"{self.prefix}session:*"
+            return [k async for k in self.client.scan_iter(match=match, count=500)]
+
+        keys = await self._call(scan())  # its errors too are RegistryErrors
         if not keys:
             return out
         pipe = self.client.pipeline(transaction=False)
@@ -306,3 +342,10 @@ class SessionRegistry:
             return {}
         values = await self._call(self.client.mget([f"{self.prefix}seen:{a}" for a in agents]))
         return {a: (int(v) if v else None) for a, v in zip(agents, values, strict=True)}
+
+    async def ping(self) -> bool:
+        """Whether Redis answers a PING within the client's timeout."""
+        try:
+            return bool(await self._call(self.client.ping()))
+        except RegistryError:
+            return False

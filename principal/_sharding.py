@@ -4,7 +4,12 @@ owner(agent) = ring(registered agents, map members).owner(agent): every replica
 computes the same answer from the same map and agent list. On a new map or a changed
 agent list, each replica redirects exactly the sessions it no longer owns (their
 entries are released as those sessions end) and then advertises the applied epoch.
-A replica whose member record could not be kept alive closes every session (self-fence).
+A replica whose member record could not be kept alive (the coordination store does not
+answer it) closes every session (self-fence), unless its holds are in Redis: there the
+session registry alone decides who may serve an agent (I1 rests on its entries and
+fencing tokens, never on member records), so while Redis confirms this replica's
+liveness it goes on serving under the last map it applied, new sessions included, and a
+coordination-store outage costs no agent its session.
 """
 
 from __future__ import annotations
@@ -12,12 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Callable
 
-from election import _cluster as cluster
-from election import _ring as ring
-from election import _shardmap as shardmap
+from election import cluster, ring, shardmap
 from principal import _hub as hub
 from principal import _ownership as ownership
 from principal import _session as session_
@@ -46,6 +48,7 @@ class Sharding:
         on_owned: Callable[[int], None] | None = None,
         on_store_error: Callable[[], None] | None = None,
         standbys: bool = True,  # name standbys (only where stand-ins are possible)
+        fence_without_membership: bool = True,  # False: holds in Redis fence us instead
     ) -> None:
         self.replica_id = replica_id
         self.coordinator = coordinator
@@ -55,6 +58,8 @@ class Sharding:
         self.on_owned = on_owned
         self.on_store_error = on_store_error
         self.standbys = standbys
+        self.fence_without_membership = fence_without_membership
+        self._unregistered_since: float | None = None  # serving without a member record
         self.agents: set[str] = set()
         self.map: shardmap.ShardMap | None = None
         self.ring: ring.Ring | None = None
@@ -75,7 +80,7 @@ class Sharding:
         current = self.map
         if current is None or self.ring is None:
             return ownership.Route(serve=False, epoch=0)
-        if not self.coordinator.is_registered():
+        if self.fence_without_membership and not self.coordinator.is_registered():
             return ownership.Route(serve=False, epoch=current.epoch)
         if agent in self.ring:
             owner = self.ring.owner(agent)
@@ -204,7 +209,7 @@ class Sharding:
                 continue  # no owner to name (we are not a member): the fence loop closes it
             moved += 1
             session.close(
-                "moved",
+                session_.CloseReason.MOVED,
                 f"moved to replica {route.owner_id} under epoch {route.epoch}",
                 final=ownership.redirect(route, reason="moved"),
             )
@@ -232,7 +237,7 @@ class Sharding:
         for session in list(self.sessions.sessions.values()):
             route = self._route_to(without_us.owner(session.agent), current)
             session.close(
-                "leaving",
+                session_.CloseReason.LEAVING,
                 f"replica leaving: handed to {route.owner_id}",
                 final=ownership.redirect(route, reason="replica leaving"),
             )
@@ -277,7 +282,7 @@ class Sharding:
     def repatriate(self, *, older_than: float) -> int:
         """Send stand-in sessions back to their owner: at once when it has come back
         (see `_owner_back`), else once they are older than `older_than` seconds."""
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()  # the clock of opened_at and renewed_at
         sent = 0
         self._note_members(now)
         for agent, session in list(self.sessions.sessions.items()):
@@ -290,22 +295,46 @@ class Sharding:
                 session.standin_for = ""  # we own it now (or nobody can be named)
                 continue
             session.close(
-                "standin_ended",
+                session_.CloseReason.STANDIN_ENDED,
                 f"stand-in ends: back to owner {route.owner_id}",
                 final=ownership.redirect(route, reason="back to owner"),
             )
             sent += 1
         return sent
 
+    def _note_membership(self) -> None:
+        """Say once when our member record lapses and when it is back (holds in Redis:
+        we go on serving meanwhile)."""
+        registered = self.coordinator.is_registered()
+        if not registered and self._unregistered_since is None:
+            self._unregistered_since = asyncio.get_running_loop().time()
+            epoch = self.map.epoch if self.map is not None else 0
+            logger.warning(
+                "member record not renewed (coordination store unreachable?): serving %d"
+                " session(s) on under epoch %d while Redis confirms our holds",
+                len(self.sessions.sessions),
+                epoch,
+            )
+        elif registered and self._unregistered_since is not None:
+            lasted = asyncio.get_running_loop().time() - self._unregistered_since
+            self._unregistered_since = None
+            logger.info("member record renewed again after %.1fs", lasted)
+
     async def _fence_loop(self) -> None:
         while True:
             await asyncio.sleep(0.25)
             # Stand-ins go home as soon as their owner is back, the rest after 10 s.
             self.repatriate(older_than=STANDIN_SECONDS)
+            if not self.fence_without_membership:
+                self._note_membership()
+                continue
             if self.sessions.sessions and not self.coordinator.is_registered():
                 logger.warning(
                     "member record lost: closing %d session(s) (self-fence)",
                     len(self.sessions.sessions),
                 )
                 for session in list(self.sessions.sessions.values()):
-                    session.close("self_fence", "self-fence: this replica's member record was lost")
+                    session.close(
+                        session_.CloseReason.SELF_FENCE,
+                        "self-fence: this replica's member record was lost",
+                    )

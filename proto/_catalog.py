@@ -9,24 +9,24 @@ family exported but not listed here, or listed but never exported.
 Names follow Prometheus' conventions: the `mooring_` prefix, base units (seconds),
 counters end in `_total`, Unix timestamps end in `_timestamp_seconds`. No `_created`
 companion series are exported.
+
+Families a prometheus-client collector exports (`Family.collector`) keep the library's
+names and help, so that the dashboards and alerts every Prometheus user has for a
+process (`process_open_fds / process_max_fds`) work on Mooring's too: `identify`
+registers the process collector, the catalog only declares what it exports.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import os
 from pathlib import Path
-from typing import Literal
 
 import prometheus_client as prom
 
 from proto import _codec as codec
+from proto import _collectors as collectors
 from proto import _credentials as credentials
-
-# No `_created` companion series, in any registry of this process: a process-wide switch
-# of prometheus-client, thrown once when the catalog is first imported.
-prom.disable_created_metrics()  # type: ignore[no-untyped-call]
+from proto import _family as family_
 
 __all__ = [
     "FAMILIES",
@@ -36,47 +36,18 @@ __all__ = [
     "gauge",
     "histogram",
     "identify",
+    "register_process_collector",
 ]
 
-
-class Component(enum.Enum):
-    PRINCIPAL = "principal"
-    AGENT = "agent"
-
-
-P = frozenset({Component.PRINCIPAL})
-A = frozenset({Component.AGENT})
-BOTH = P | A
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Family:
-    name: str
-    """The exposition name (counters include `_total`)."""
-    type: Literal["counter", "gauge", "histogram"]
-    help: str
-    unit: str = ""
-    """The base unit (`seconds`, `bytes`), or empty for counts, flags and info."""
-    labels: tuple[str, ...] = ()
-    components: frozenset[Component] = P
-    buckets: tuple[float, ...] = ()
-    cardinality: str = ""
-    """For labelled families: what bounds the number of series."""
-    initial: tuple[tuple[str, ...], ...] = ()
-    """Label values created at start (at 0), so that the first event is an increase that
-    `rate()`/`increase()` can see, not the birth of a series."""
-
-    @property
-    def base(self) -> str:
-        """The name prometheus-client is given (it appends `_total` to counters)."""
-        return self.name.removesuffix("_total") if self.type == "counter" else self.name
-
-    def series(self) -> tuple[str, ...]:
-        """The sample names a scrape shows for this family."""
-        if self.type == "histogram":
-            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
-        return (self.name,)
-
+# What a family is (proto/_family.py) and how a collector is made of one
+# (proto/_collectors.py), named here where emitters and readers look for them.
+Component = family_.Component
+Family = family_.Family
+P, A, BOTH = family_.P, family_.A, family_.BOTH
+counter = collectors.counter
+gauge = collectors.gauge
+histogram = collectors.histogram
+register_process_collector = collectors.register_process_collector
 
 _SHORT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -97,6 +68,14 @@ CERTIFICATE_EXPIRY = Family(
     labels=("certificate",),
     components=BOTH,
     cardinality="at most three series per process",
+)
+CERTIFICATE_RELOAD_FAILURES = Family(
+    "mooring_certificate_reload_failures_total",
+    "counter",
+    "Changed TLS files (--tls-dir) this process could not take into use (invalid,"
+    " half-written, a key that does not match its certificate), counted once per distinct"
+    " state of the files; the previous certificate and CAs stay in use meanwhile.",
+    components=BOTH,
 )
 # -- election and membership (principal) --
 LEADER = Family(
@@ -189,7 +168,8 @@ STANDIN_SESSIONS = Family(
 SESSIONS_REJECTED = Family(
     "mooring_sessions_rejected_total",
     "counter",
-    "Agent streams refused, by reason (identity_mismatch, malformed, oversized, ...).",
+    "Agent streams refused, by reason (identity_mismatch, revoked, not_registered, malformed,"
+    " oversized, ...).",
     labels=("reason",),
     cardinality="a fixed set of refusal reasons",
     initial=(("identity_mismatch",), ("no_identity",), ("malformed",), ("oversized",)),
@@ -197,7 +177,7 @@ SESSIONS_REJECTED = Family(
 SESSIONS_CLOSED = Family(
     "mooring_sessions_closed_total",
     "counter",
-    "Agent sessions closed, by reason (agent_gone, handoff, self_fence, shutdown, ...).",
+    "Agent sessions closed, by reason (agent_gone, handoff, self_fence, shutdown, revoked, ...).",
     labels=("reason",),
     cardinality="a fixed set of close reasons",
     initial=(("self_fence",), ("heartbeat_timeout",), ("goodbye",), ("moved",), ("superseded",)),
@@ -222,6 +202,15 @@ STORE_ERRORS = Family(
     "mooring_store_errors_total",
     "counter",
     "Failed calls to the hub store (desired state, agent registry).",
+)
+TASK_FAILURES = Family(
+    "mooring_task_failures_total",
+    "counter",
+    "Unexpected errors that ended one of a replica's long-lived tasks, by task: each is logged"
+    " (`task NAME failed: ...`), then the task restarts after a backoff or the replica fences"
+    " itself and exits with status 3 (then usually before this count is scraped).",
+    labels=("task",),
+    cardinality="one series per supervised task: nine, each created at 0 as it starts",
 )
 # -- sync (both ends) --
 MESSAGE_TYPES = (
@@ -311,6 +300,16 @@ CONNECT_ERRORS = Family(
     cardinality="five reasons",
     initial=(("tls",), ("unavailable",), ("rejected",), ("timeout",), ("protocol",)),
 )
+AGENT_REFUSED = Family(
+    "mooring_agent_refused",
+    "gauge",
+    "1 for the refusal no retry can cure that the hub answers this agent with"
+    " (identity_mismatch, mode_conflict, protocol_version, revoked, not_registered), from"
+    " the refusal until the next welcome; 0 for the others.",
+    labels=("reason",),
+    components=A,
+    cardinality="the five reasons of agent/_refusals.py",
+)
 FAILOVER_SECONDS = Family(
     "mooring_failover_seconds",
     "histogram",
@@ -336,35 +335,58 @@ APPLY_ERRORS = Family(
     components=A,
 )
 
+# -- the process itself (prometheus-client's ProcessCollector; Linux: /proc/self) --
+PROCESS_CPU_SECONDS = Family(
+    "process_cpu_seconds_total",
+    "counter",
+    "Total user and system CPU time spent in seconds.",
+    unit="seconds",
+    components=BOTH,
+    collector="process",
+)
+PROCESS_OPEN_FDS = Family(
+    "process_open_fds",
+    "gauge",
+    "Number of open file descriptors.",
+    components=BOTH,
+    collector="process",
+)
+PROCESS_MAX_FDS = Family(
+    "process_max_fds",
+    "gauge",
+    "Maximum number of open file descriptors.",
+    components=BOTH,
+    collector="process",
+)
+PROCESS_RESIDENT_MEMORY = Family(
+    "process_resident_memory_bytes",
+    "gauge",
+    "Resident memory size in bytes.",
+    unit="bytes",
+    components=BOTH,
+    collector="process",
+)
+PROCESS_VIRTUAL_MEMORY = Family(
+    "process_virtual_memory_bytes",
+    "gauge",
+    "Virtual memory size in bytes.",
+    unit="bytes",
+    components=BOTH,
+    collector="process",
+)
+PROCESS_START_TIME = Family(
+    "process_start_time_seconds",
+    "gauge",
+    "Start time of the process since unix epoch in seconds.",
+    unit="seconds",
+    components=BOTH,
+    collector="process",
+)
+
 FAMILIES: tuple[Family, ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Family)
 )
 BY_NAME = {family.name: family for family in FAMILIES}
-
-
-def _check(family: Family, kind: str) -> None:
-    if family.type != kind:
-        raise TypeError(f"{family.name} is a {family.type}, not a {kind}")
-
-
-def counter(registry: prom.CollectorRegistry, family: Family) -> prom.Counter:
-    _check(family, "counter")
-    made = prom.Counter(family.base, family.help, family.labels, registry=registry)
-    for values in family.initial:
-        made.labels(*values)
-    return made
-
-
-def gauge(registry: prom.CollectorRegistry, family: Family) -> prom.Gauge:
-    _check(family, "gauge")
-    return prom.Gauge(family.base, family.help, family.labels, registry=registry)
-
-
-def histogram(registry: prom.CollectorRegistry, family: Family) -> prom.Histogram:
-    _check(family, "histogram")
-    return prom.Histogram(
-        family.base, family.help, family.labels, registry=registry, buckets=family.buckets
-    )
 
 
 def identify(
@@ -375,8 +397,10 @@ def identify(
     tls_dir: str | os.PathLike[str],
 ) -> None:
     """What every process exports about itself: mooring_build_info (release, wire
-    protocol range, component) and, read at each scrape, when its own certificate
-    (certificate="serving" on a replica, "client" on an agent) and its CA expire."""
+    protocol range, component), the process collector's families (`process_open_fds`,
+    ...) and, read at each scrape, when its own certificate (certificate="serving" on a
+    replica, "client" on an agent) and its CA expire."""
+    register_process_collector(registry)
     protocol = f"{codec.PROTOCOL_MIN}-{codec.PROTOCOL_MAX}"
     gauge(registry, BUILD_INFO).labels(version, protocol, component.value).set(1)
     expiry = gauge(registry, CERTIFICATE_EXPIRY)

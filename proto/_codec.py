@@ -14,11 +14,15 @@ from proto.v1 import mooring_pb2 as pb
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "KEEPALIVE_TIMEOUT_S",
+    "KEEPALIVE_TIME_S",
     "KIND_NAMES",
+    "MIN_PING_INTERVAL_S",
     "PROTOCOL_MAX",
     "PROTOCOL_MIN",
     "REJECTED_TRAILER",
     "RELEASE",
+    "RETRY_AFTER_TRAILER",
     "RETRY_REASONS",
     "SERVICE_NAME",
     "SUBSCRIBE_METHOD",
@@ -51,11 +55,23 @@ SERVICE_NAME = "mooring.v1.AgentStream"
 SUBSCRIBE_METHOD = f"/{SERVICE_NAME}/Subscribe"
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB per envelope
 
+# HTTP/2 keepalive, agreed by both ends (the agent's channel and the replica's server
+# import these): each pings after KEEPALIVE_TIME_S of idleness and gives up on a peer
+# that does not answer within KEEPALIVE_TIMEOUT_S; the server accepts pings down to
+# every MIN_PING_INTERVAL_S, so a client keeping the default is never sent GOAWAY
+# too_many_pings (an agent may not ping more often than that: AgentSettings checks).
+KEEPALIVE_TIME_S = 10.0
+KEEPALIVE_TIMEOUT_S = 5.0
+MIN_PING_INTERVAL_S = 4.0
+
 # Every refusal a replica sends carries this trailer with its reason, so an agent can
 # tell "a replica answered no" (it is reachable) from a transport failure.
 REJECTED_TRAILER = "mooring-rejected"
 # Refusal reasons that mean "reachable, retry soon": no cooldown for that replica.
-RETRY_REASONS = frozenset({"held", "not_ready", "store", "registry"})
+RETRY_REASONS = frozenset({"held", "not_ready", "store", "registry", "busy", "rate_limited"})
+# A refusal may say when to come back: milliseconds, a decimal integer. The agent waits
+# at least that long (plus jitter, so a refused crowd does not return as one).
+RETRY_AFTER_TRAILER = "mooring-retry-after-ms"
 
 KIND_NAMES: dict[int, str] = {
     pb.KIND_APPLICATION: "Application",

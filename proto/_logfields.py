@@ -34,6 +34,7 @@ __all__ = [
     "REASON",
     "REPLICA",
     "SESSION",
+    "TASK",
     "UPSERT",
     "VERSION",
     "fields_of",
@@ -54,6 +55,7 @@ FENCING_TOKEN = "fencing_token"  # a session entry's (or a lease's) fencing toke
 PEER = "peer"  # the gRPC peer address of a stream
 ENDPOINT = "endpoint"  # HOST:PORT an agent dials
 ERROR = "error"  # the error text, one line
+TASK = "task"  # a replica's supervised task (principal/_server.py POLICIES)
 
 ATTR = "mooring_fields"  # the LogRecord attribute holding the fields (a dict)
 
@@ -77,6 +79,7 @@ def of(
     peer: str | None = None,
     endpoint: str | None = None,
     error: str | None = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """The `extra=` mapping of a log call carrying these fields (None ones left out)."""
     given = {
@@ -94,6 +97,7 @@ def of(
         PEER: peer,
         ENDPOINT: endpoint,
         ERROR: error,
+        TASK: task,
     }
     return {ATTR: {key: value for key, value in given.items() if value is not None}}
 

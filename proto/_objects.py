@@ -22,6 +22,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from proto import _errors as errors
+
 __all__ = [
     "API_VERSION",
     "KINDS",
@@ -69,12 +71,15 @@ MAX_DEPTH = 100
 (Kubernetes objects stay far below; deeper ones are an attack on the decoder's stack)."""
 
 
-class InvalidObjectError(ValueError):
+class InvalidObjectError(errors.ProtoError, ValueError):
     """A name or manifest the Kubernetes API would refuse (one readable line)."""
 
 
 def _shown(value: object) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except (ValueError, RecursionError):  # an int past str()'s 4300 digits, or nested deep
+        text = f"<{type(value).__name__} too long to show>"
     text = text.encode("unicode_escape").decode("ascii")
     return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "...")
 
@@ -184,12 +189,19 @@ def validate_manifest(doc: object, *, need_spec: bool = True) -> tuple[str, str]
         raise InvalidObjectError(f"{kind} {name} has no spec")
     if spec is not None and not isinstance(spec, Mapping):
         raise InvalidObjectError(f"{kind} {name}: spec must be a map")
+    status = doc.get("status")
+    if status is not None and not isinstance(status, Mapping):
+        raise InvalidObjectError(f"{kind} {name}: status must be a map")
+    synced = synced_object(doc)
+    # What travels (with the status, as an autonomous agent sends it) must load on the
+    # other end: load_json refuses deeper nesting and text that is not valid Unicode.
+    _check_tree({**synced, "status": status}, what=f"{kind} {name}")
     try:  # as canonical_json encodes it, but refusing NaN and infinities (not JSON)
         text = json.dumps(
-            synced_object(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-            allow_nan=False,
-        )  # fmt: skip
+            synced, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
         size = len(text.encode())
+        json.dumps(status, allow_nan=False)  # the status travels too
     except (TypeError, ValueError) as err:
         raise InvalidObjectError(f"{kind} {name}: not representable as JSON: {err}") from err
     if size > MAX_OBJECT_BYTES:
@@ -228,7 +240,14 @@ def load_json(text: str, *, what: str) -> Any:
     except RecursionError:
         raise InvalidObjectError(f"{what} is nested too deeply") from None
     except ValueError as err:
-        raise InvalidObjectError(f"{what} is not JSON: {str(err)[:_SHOWN]}") from None
+        raise InvalidObjectError(f"{what} is not JSON: {str(err)[:_SHOWN]}") from err
+    _check_tree(value, what=what)
+    return value
+
+
+def _check_tree(value: Any, *, what: str) -> None:
+    """InvalidObjectError naming `what` when `value` nests deeper than MAX_DEPTH or holds
+    text that is not valid Unicode."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -242,7 +261,6 @@ def load_json(text: str, *, what: str) -> Any:
                 stack.append((child, depth + 1))
         elif isinstance(item, str):
             _valid_text(item, what=what)
-    return value
 
 
 def _valid_text(text: str, *, what: str) -> None:

@@ -6,47 +6,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from mooring import _services as services
+from proto import exposition
 
-T = TypeVar("T")
-
-
-def wait_for(
-    predicate: Callable[[], T],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> T:
-    """Poll predicate until it returns something truthy; AssertionError after timeout."""
-    deadline = time.monotonic() + timeout
-    last: T = predicate()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what} (last: {last!r:.400})"
-            )
-        time.sleep(interval)
-        last = predicate()
-    return last
+SCRAPE_TIMEOUT = 2.0
+"""Seconds a test waits for one /metrics answer on loopback."""
 
 
-def scrape(port: int) -> dict[str, float]:
-    """Sample name (with labels) -> value from a /metrics endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        text = resp.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+def scrape(port: int) -> exposition.Samples | None:
+    """The samples of http://127.0.0.1:PORT/metrics; None if it does not answer."""
+    return exposition.scrape(f"127.0.0.1:{port}", timeout=SCRAPE_TIMEOUT)
 
 
 class Proc:

@@ -13,6 +13,8 @@ from mooring import _kubeapi as kubeapi
 from mooring import _services as services
 from tests import _testbed as testbed
 
+pytest_plugins = ["tests._tiers"]  # tiers by folder, leaked tasks, loop time
+
 
 @pytest.fixture(scope="session")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.EtcdCluster]:

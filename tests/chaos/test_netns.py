@@ -14,14 +14,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from chaos import netns
+from tests._poll import wait_for
 
 pytestmark = [
     pytest.mark.chaos,
@@ -36,7 +35,6 @@ TCP_PORT = 7000
 UDP_PORT = 7001
 FAIL_TIMEOUT = 1.0  # seconds a probe waits before it calls a silence a timeout
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 # A member's server: TCP echo and a UDP receiver that prints each datagram it gets.
 SERVER = textwrap.dedent(
@@ -95,15 +93,6 @@ PROBE = textwrap.dedent(
             print(roundtrip(sock), flush=True)
     """
 )
-
-
-def wait_for(predicate: Callable[[], T], *, timeout: float = 10.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while not (last := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(0.02)
-    return last
 
 
 def run(argv: list[str]) -> str:

@@ -26,6 +26,7 @@ import pytest
 
 from chaos import proxy as chaosproxy
 from chaos.proxy import Limits, Shaping
+from tests._poll import eventually
 
 pytestmark = pytest.mark.chaos
 
@@ -79,16 +80,6 @@ async def rtts(address: tuple[str, int], *, n: int = 7) -> list[float]:
             assert await reader.readexactly(16) == b"x" * 16
             times.append(time.monotonic() - start)
         return times
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(
@@ -215,10 +206,11 @@ async def test_byte_streams_intact_under_load() -> None:
         async with asyncio.timeout(30):
             echoed = await asyncio.gather(*(roundtrip(px.address, p) for p in payloads))
 
-        async def closed() -> bool:
-            return px.connections == 0
-
-        await wait_until(closed, what="the proxy to close every connection")
+        await eventually(
+            lambda: px.connections,
+            until=lambda open_: open_ == 0,
+            what="the proxy to close every connection",
+        )
     for sent, got in zip(payloads, echoed, strict=True):
         assert len(got) == len(sent)
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(sent).hexdigest()
@@ -258,12 +250,11 @@ async def test_process_follows_control_file_and_stops_on_sigterm(tmp_path: Path)
             stderr=log,
         )
         try:
-
-            async def started() -> bool:
-                return chaosproxy.read_status(control) is not None
-
-            await wait_until(started, what="the proxy's status file")
-            status = chaosproxy.read_status(control)
+            status = await eventually(
+                lambda: chaosproxy.read_status(control),
+                until=lambda got: got is not None,
+                what="the proxy's status file",
+            )
             assert status is not None and status["pid"] == proc.pid
             address = chaosproxy.parse_hostport(status["listen"])
             baseline = statistics.median(await rtts(address))
@@ -276,10 +267,11 @@ async def test_process_follows_control_file_and_stops_on_sigterm(tmp_path: Path)
 
             control.write_text("{not json")  # ignored, logged; the limits stay
 
-            async def complained() -> bool:
-                return "ignored" in (tmp_path / "proxy.log").read_text()
-
-            await wait_until(complained, what="the proxy to reject the broken file")
+            await eventually(
+                (tmp_path / "proxy.log").read_text,
+                until=lambda log: "ignored" in log,
+                what="the proxy to reject the broken file",
+            )
             assert proc.returncode is None
             assert chaosproxy.read_status(control)["limits"] == slow.to_json()  # type: ignore[index]
             chaosproxy.write_control(control, Limits())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from chaos import experiments, report
+from tests._poll import wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -19,13 +20,22 @@ FOLDER = Path(experiments.__file__).parent / "experiments"
 
 
 def chaos_run(*args: str) -> subprocess.CompletedProcess[str]:
-    """`mooring chaos run ARGS` as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "mooring", "chaos", "run", *args],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    """`mooring chaos run ARGS` as a user runs it. Stopped by this test's timeout (or
+    anything else), the runner gets SIGTERM and a minute to take its clusters and network
+    namespaces down: killed outright, it would leave them running under later tests."""
+    argv = [sys.executable, "-m", "mooring", "chaos", "run", *args]
+    runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = runner.communicate(timeout=400)
+    except BaseException:
+        runner.terminate()
+        try:
+            runner.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, runner.returncode, out, err)
 
 
 def test_the_experiment_files_are_generated_from_the_catalog(tmp_path: Path) -> None:
@@ -118,6 +128,51 @@ def test_the_runner_fails_an_experiment_whose_steady_state_never_held(tmp_path: 
     assert journal["steady_states"]["before"]["steady_state_met"] is False
 
 
+def _namespaces(prefix: str) -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in listed.stdout.splitlines() if line.startswith(prefix)]
+
+
+def test_sigterm_stops_a_run_and_leaves_no_cluster_or_namespace(tmp_path: Path) -> None:
+    directory = tmp_path / "cluster"
+    argv = [sys.executable, "-m", "mooring", "chaos", "run", "--experiment"]
+    argv += ["partition-follower-etcd", "--dir", str(directory), "--agents", "2"]
+    argv += ["--report", str(tmp_path / "report")]
+    runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    prefix = f"mc{runner.pid % 10**6}"  # the runner's namespaces (mooring._chaos)
+    try:
+        # Stopped mid-experiment, its cluster running inside the namespaces.
+        wait_for(
+            lambda: (tmp_path / "report" / "partition-follower-etcd").is_dir(),
+            timeout=120,
+            what="the experiment to begin",
+        )
+        assert _namespaces(prefix), "the run made no namespaces"
+        started = [
+            r["process"]["pid"]
+            for r in json.loads((directory / "cluster.json").read_text())["replicas"]
+        ]
+        runner.terminate()
+        out, _ = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.communicate()
+    assert runner.returncode != 0, out
+    assert _namespaces(prefix) == [], out
+
+    def running(pid: int) -> bool:  # a killed process may stay a zombie until reaped
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    wait_for(lambda: not any(running(pid) for pid in started), timeout=5, what="no replica")
+
+
+# Six experiments on fresh clusters: about 105 s on a quiet machine, over the default
+# 120 s limit when the other worker is busy too; the run's own timeout is 400 s.
+@pytest.mark.timeout(300)
 def test_the_smoke_subset_and_the_regressions_pass_with_no_violations(tmp_path: Path) -> None:
     report_dir = tmp_path / "report"
     proc = chaos_run(

@@ -1,9 +1,10 @@
 """The charts' RBAC proven on a real API server, not assumed.
 
 A real `mooring principal serve` runs outside the cluster as the hub chart's
-ServiceAccount (a TokenRequest token) and elects, renews its Leases and serves the hub
-store for a managed and an autonomous agent; a real `mooring agent run` writes its Argo
-CD namespace as the agent chart's ServiceAccount. The API server's audit log then says
+ServiceAccount (a TokenRequest token) and elects, renews its Leases, follows the hub's
+revocation list and serves the hub store for a managed and an autonomous agent, which
+the admin registered (the chart's default: replicas register no agent); a real
+`mooring agent run` writes its Argo CD namespace as the agent chart's ServiceAccount. The API server's audit log then says
 what each identity called: every call was allowed, and every verb the charts grant was
 used, so nothing beyond what the code calls is granted. SubjectAccessReviews confirm
 both, and that nothing else (Secrets, Pods, other namespaces' Leases) is allowed.
@@ -25,7 +26,8 @@ from mooring import _kubeapi as kubeapi
 from mooring import _services as services
 from tests import _procs as procs
 from tests._argocd import application
-from tests._procs import mooring, wait_for
+from tests._poll import wait_for
+from tests._procs import mooring
 from tests.charts._helm import AGENT, HUB, by_kind, render
 from tests.e2e.test_sync import Cluster
 
@@ -34,6 +36,7 @@ ARGOCD_NS = "rbac-argocd"
 BY_NAME = {("configmaps", "get"), ("configmaps", "patch")}
 """What the agent chart grants on its own bookkeeping ConfigMap only (resourceNames)."""
 HUB_NAME = "rbac"  # the hub store's mooring.io/hub label: other tests' agents are not ours
+REVOCATIONS = f"{HUB_NAME}-revocations"  # the hub's revocation list, a ConfigMap in HUB_NS
 
 
 def project(name: str, *, description: str = "") -> dict[str, Any]:
@@ -188,21 +191,30 @@ def test_the_charts_grant_exactly_what_the_principal_and_agent_call(
         service_account_token(kube_apiserver, ARGOCD_NS, agent_sa),
         path=tmp_path / "agent.kubeconfig",
     )
-    hub_store = f"kubernetes://?kubeconfig={hub_config}&hub={HUB_NAME}"
-    admin_store = f"kubernetes://?kubeconfig={kube_apiserver.kubeconfig}&hub={HUB_NAME}"
-    # One principal as the hub chart's ServiceAccount (Leases, hub store), Redis holds.
-    cluster = Cluster(tmp_path, hub_store, kubernetes=(hub_config, HUB_NS), redis=redis_server.url)
+    hub_store = f"kubernetes://?kubeconfig={hub_config}&hub={HUB_NAME}&namespace={HUB_NS}"
+    admin_store = (
+        f"kubernetes://?kubeconfig={kube_apiserver.kubeconfig}&hub={HUB_NAME}&namespace={HUB_NS}"
+    )
+    # One principal as the hub chart's ServiceAccount (Leases, hub store), Redis holds;
+    # as the chart runs it, without --auto-register.
+    cluster = Cluster(
+        tmp_path,
+        hub_store,
+        kubernetes=(hub_config, HUB_NS),
+        redis=redis_server.url,
+        auto_register=False,
+    )
     principal = cluster.principal
 
     def leading() -> bool:
-        try:
-            return procs.scrape(cluster.metrics_port).get("mooring_leader") == 1.0
-        except OSError:
-            return False
+        samples = procs.scrape(cluster.metrics_port)
+        return samples is not None and samples.value("mooring_leader") == 1.0
 
     # edge-k's hub namespace exists before it registers (made by whoever runs the hub,
-    # e.g. with quotas): the principal labels it instead of creating it.
+    # e.g. with quotas): `agent create` labels it instead of creating it.
     kube_apiserver.create_namespace("edge-k")
+    for name, mode in (("edge-k", "managed"), ("edge-a", "autonomous")):
+        mooring("agent", "create", name, "--mode", mode, "--store", admin_store)
     try:
         principal.start()
         wait_for(leading, timeout=30, interval=0.2, what=f"the leader lease\n{principal.output()}")
@@ -213,14 +225,13 @@ def test_the_charts_grant_exactly_what_the_principal_and_agent_call(
         )
         cluster.add_agent("edge-a", "autonomous")
 
-        def registered() -> bool:  # by their first connects (`app apply` registers no agent)
-            listed = mooring("agent", "list", "--store", admin_store, "-o", "json")
-            modes = {a["name"]: a["mode"] for a in json.loads(listed.stdout)["items"]}
-            return (modes.get("edge-a"), modes.get("edge-k")) == ("autonomous", "managed")
-
-        wait_for(
-            registered, timeout=30, interval=0.3, what=f"both registered\n{principal.output()}"
-        )
+        for name in ("edge-k", "edge-a"):
+            wait_for(
+                lambda name=name: cluster.connected(name),
+                timeout=30,
+                interval=0.3,
+                what=f"{name} connected\n{principal.output()}",
+            )
 
         # Managed: the hub's Application and AppProject reach the workload namespace,
         # change, and go (the agent creates, patches, deletes, and keeps its ConfigMap).
@@ -283,8 +294,9 @@ def test_the_charts_grant_exactly_what_the_principal_and_agent_call(
 
     # SubjectAccessReview: what is granted where, and what is not.
     for group, resource, verb in granted(hub_docs):
-        namespace = HUB_NS if resource == "leases" else "edge-k"
-        assert allowed(kube_apiserver, hub_user, namespace, group, resource, verb)
+        namespace = HUB_NS if resource in ("leases", "configmaps") else "edge-k"
+        name = REVOCATIONS if resource == "configmaps" else ""
+        assert allowed(kube_apiserver, hub_user, namespace, group, resource, verb, name)
     for group, resource, verb in granted(agent_docs):
         name = "mooring-agent-edge-k" if (resource, verb) in BY_NAME else ""
         assert allowed(kube_apiserver, agent_user, ARGOCD_NS, group, resource, verb, name)
@@ -294,6 +306,10 @@ def test_the_charts_grant_exactly_what_the_principal_and_agent_call(
         (hub_user, "kube-system", "coordination.k8s.io", "leases", "get"),
         (hub_user, HUB_NS, "coordination.k8s.io", "leases", "update"),
         (hub_user, "", "", "namespaces", "delete"),
+        (hub_user, "", "", "namespaces", "create"),  # only with principal.autoRegister
+        (hub_user, "", "", "namespaces", "patch"),
+        (hub_user, HUB_NS, "", "configmaps", "get"),  # any other ConfigMap
+        (hub_user, HUB_NS, "", "configmaps", "patch"),
         (hub_user, "edge-k", "argoproj.io", "applications", "deletecollection"),
         (agent_user, ARGOCD_NS, "", "secrets", "list"),
         (agent_user, "default", "argoproj.io", "applications", "list"),

@@ -118,9 +118,14 @@ def test_the_option_matrix_renders_what_each_option_promises(
         assert redis == "--redis=redis://hub-mooring-redis:6379/0"
         assert any(d["metadata"]["name"] == "hub-mooring-redis" for d in docs["Deployment"])
     else:
-        assert redis == "--redis=redis://:$(REDIS_PASSWORD)@r:6379"
-        env = {e["name"]: e for e in container["env"]}
-        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-auth"
+        # The password by file from the Secret: on no command line, in no env var.
+        assert redis == "--redis=redis://r:6379"
+        assert "--redis-password-file=/etc/mooring/redis/password" in args
+        assert not any("PASSWORD" in e["name"] for e in container["env"])
+        (auth,) = [v for v in pod["volumes"] if v["name"] == "redis-auth"]
+        assert auth["secret"]["secretName"] == "redis-auth"
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["redis-auth"]["mountPath"] == "/etc/mooring/redis"
         assert "Deployment" not in docs
     secret = pod["volumes"][0]["secret"]["secretName"]
     if "cert-manager" in chosen:
@@ -172,6 +177,32 @@ BAD_VALUES = [
         "at '/monitoring/serviceMonitor/interval'",
     ),
 ]
+
+
+@pytest.mark.parametrize("auto_register", [False, True])
+def test_registration_and_revocation_rights_follow_auto_register(
+    auto_register: bool, tmp_path: Path
+) -> None:
+    values = merge(HUB_MINIMAL, {"principal": {"hub": "edge-hub", "autoRegister": auto_register}})
+    if not auto_register:
+        values["principal"].pop("autoRegister")  # the default
+    docs = by_kind(render(HUB, values, tmp_path))
+    (container,) = docs["StatefulSet"][0]["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert ("--auto-register" in args) == auto_register
+    store = next(a for a in args if a.startswith("--store="))
+    assert store.endswith("?hub=edge-hub&namespace-prefix=&namespace=mooring-system")
+    (role,) = docs["Role"]
+    assert {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": ["edge-hub-revocations"],
+        "verbs": ["get"],
+    } in role["rules"]
+    (cluster_role,) = docs["ClusterRole"]
+    [namespaces] = [r for r in cluster_role["rules"] if r["resources"] == ["namespaces"]]
+    writes = ["create", "patch"] if auto_register else []
+    assert namespaces["verbs"] == ["get", "list", "watch", *writes]
 
 
 @pytest.mark.parametrize(("bad", "message"), BAD_VALUES, ids=[m for _, m in BAD_VALUES])

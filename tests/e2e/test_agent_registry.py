@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mooring import _services as services
-from tests._procs import mooring, wait_for
+from tests._poll import wait_for
+from tests._procs import mooring
 from tests.e2e.test_sync import Cluster
 
 pytestmark = pytest.mark.e2e

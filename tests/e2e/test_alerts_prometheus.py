@@ -23,7 +23,8 @@ import pytest
 from mooring import _monitoring as monitoring
 from mooring import _processes as processes
 from mooring import _state as state_
-from tests._procs import mooring, wait_for
+from tests._poll import wait_for
+from tests._procs import mooring
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +56,11 @@ class Alerts:
         with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=2) as resp:
             alerts: list[dict[str, Any]] = json.load(resp)["data"]["alerts"]
             return alerts
+
+    def targets_up(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=2) as resp:
+            targets = json.load(resp)["data"]["activeTargets"]
+        return sum(1 for t in targets if t["health"] == "up")
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -141,8 +147,11 @@ def test_alerts_fire_and_resolve_on_real_faults(cluster: Path) -> None:
             interval=0.3,
             what="3 agents connected",
         )
+        # Before its first scrapes, `absent()` rules hold: wait until every target has been
+        # scraped, then for a quiet evaluation; a rule that holds goes pending at the next.
+        wait_for(lambda: alerts.targets_up() >= 3 + 3, timeout=20, interval=0.3, what="targets")
         wait_for(lambda: not alerts.current(), timeout=20, interval=0.3, what="no alert active")
-        time.sleep(2 * rule_for("MooringNoLeader"))
+        time.sleep(monitoring.SCRAPE_INTERVAL + monitoring.EVALUATION_INTERVAL + SLACK)
         assert alerts.current() == []
 
         # Kill the leader and stop one agent at the same moment.
@@ -183,20 +192,6 @@ def test_alerts_fire_and_resolve_on_real_faults(cluster: Path) -> None:
         resolved = alerts.resolved("MooringReplicaDown", timeout=15, replica=leader_id)
         figures["replica_down_resolved_after_restart_s"] = resolved - restarted
 
-        # The stopped agent: disconnected for 30 s, then the rule's `for:`.
-        gone_for = rule_for("MooringAgentDisconnected") + 30
-        firing = alerts.wait(
-            "MooringAgentDisconnected", "firing", since=t0, timeout=gone_for + 15, agent=agent.name
-        )
-        figures["agent_disconnected_firing_s"] = firing - t0
-        limit = gone_for + 1.0 + monitoring.SCRAPE_INTERVAL + monitoring.EVALUATION_INTERVAL + SLACK
-        assert gone_for <= firing - t0 <= limit  # 1.0: the presence snapshot's period
-        assert not any(
-            labels.get("agent") not in (None, agent.name)
-            for _, name, _, labels in alerts.history
-            if name == "MooringAgentDisconnected"
-        )
-
         # The coordination store stops answering: the leader steps down at its renew
         # deadline and nobody can take over, so there is no leader until it is back.
         etcd = state.etcd[0].process
@@ -228,6 +223,21 @@ def test_alerts_fire_and_resolve_on_real_faults(cluster: Path) -> None:
         assert no_leader_for <= firing - t1 <= limit
         resolved = alerts.resolved("MooringNoLeader", timeout=LEASE_DURATION + 15)
         figures["no_leader_resolved_after_heal_s"] = resolved - healed
+        # The stopped agent (its alert's clock ran through the etcd fault): disconnected for
+        # 30 s, then the rule's `for:`.
+        gone_for = rule_for("MooringAgentDisconnected") + 30
+        firing = alerts.wait(
+            "MooringAgentDisconnected", "firing", since=t0, timeout=gone_for + 15, agent=agent.name
+        )
+        figures["agent_disconnected_firing_s"] = firing - t0
+        limit = gone_for + 1.0 + monitoring.SCRAPE_INTERVAL + monitoring.EVALUATION_INTERVAL + SLACK
+        assert gone_for <= firing - t0 <= limit  # 1.0: the presence snapshot's period
+        assert not any(
+            labels.get("agent") not in (None, agent.name)
+            for _, name, _, labels in alerts.history
+            if name == "MooringAgentDisconnected"
+        )
+
     finally:
         alerts.close()
         print("alert timings:", json.dumps({k: round(v, 2) for k, v in figures.items()}))

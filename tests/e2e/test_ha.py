@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from mooring import _services as services
 from mooring import _state as state_
 from mooring import _status as status_
 from principal import _history as history
-from tests._procs import mooring, wait_for
+from tests._poll import wait_for
+from tests._procs import mooring
 
 pytestmark = pytest.mark.e2e
 
@@ -193,6 +195,34 @@ def test_status_from_the_stores_alone_agrees(cluster: Path) -> None:
     assert sorted(r["id"] for r in got["replicas"] if r["live"]) == ["p1", "p2", "p3"]
 
 
+def test_an_etcd_outage_costs_no_session_while_redis_confirms_the_holds(cluster: Path) -> None:
+    """etcd frozen for longer than the lease and the renew deadline: no replica can renew
+    its member record or the leader its lease, but Redis still confirms who holds which
+    agent, so every replica goes on serving its sessions (it used to close them all about
+    2 s in, and the agents stayed away until after etcd was back)."""
+    before = wait_converged(cluster, 3)
+    state = state_.load(cluster)
+    etcd = state.etcd[0].process
+    assert etcd is not None
+    sessions_before = {n: v["sessions"] for n, v in fleet_status(cluster).items()}
+    dropped: list[dict[str, Any]] = []
+    processes.stop_signal(etcd.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 8.0  # lease 4 s, renew deadline 3 s
+        while time.monotonic() < deadline:
+            seen = fleet_status(cluster)
+            dropped += [dict(v, name=n) for n, v in seen.items() if not v.get("connected")]
+            time.sleep(0.2)
+    finally:
+        processes.stop_signal(etcd.pid, signal.SIGCONT)
+    assert dropped == []  # every agent connected throughout
+    # Not one new session: the agents never noticed.
+    assert {n: v["sessions"] for n, v in fleet_status(cluster).items()} == sessions_before
+    after = wait_converged(cluster, 3, timeout=20)
+    assert owners(after) == owners(before)
+    check_history(cluster, crashed=CRASHES)
+
+
 def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
     before = wait_converged(cluster, 3)
     state = state_.load(cluster)
@@ -200,7 +230,11 @@ def test_redis_restart_heals_within_five_seconds(cluster: Path) -> None:
     port = int(state.redis_server.endpoint.rpartition(":")[2])
     os.kill(state.redis_server.process.pid, signal.SIGKILL)
     time.sleep(1.0)  # an outage of a second: Redis is away, not merely slow
-    replacement = services.RedisServer(Path(state.dir) / "redis-restarted", port=port).start()
+    password = urllib.parse.urlsplit(state.redis).password  # `mooring up` sets one
+    assert password
+    replacement = services.RedisServer(
+        Path(state.dir) / "redis-restarted", port=port, password=password
+    ).start()
     back_at = time.monotonic()
     try:
         # Healed means the new, empty Redis holds an entry for every agent again, each

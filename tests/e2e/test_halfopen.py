@@ -29,7 +29,7 @@ from principal import _pki as pki
 from principal import _sharding as sharding
 from tests import _procs as procs
 from tests._blackhole import BlackholeProxy
-from tests._procs import wait_for
+from tests._poll import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +83,7 @@ class Cluster:
                     str(HEARTBEAT_INTERVAL),
                     "--history",
                     str(self.history_file(rid)),
+                    "--auto-register",  # the fleet's agents register by connecting
                 ],
                 log=self.root / f"{rid}.log",
             ).start()
@@ -115,7 +116,7 @@ class Cluster:
         return fleet.read_status(self.status_file) or {}
 
     def owners(self) -> dict[str, str]:
-        return asyncio.run(status_._read_owners(self.etcd.url, list(AGENTS)))
+        return asyncio.run(status_.read_control(self.etcd.url, list(AGENTS))).owners
 
     def converged(self) -> dict[str, dict[str, Any]] | None:
         """The fleet's view once every agent is connected to its owner, else None."""

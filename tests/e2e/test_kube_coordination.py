@@ -20,7 +20,8 @@ import pytest
 
 from mooring import _kubeapi as kubeapi
 from tests import _procs as procs
-from tests._procs import mooring, wait_for
+from tests._poll import wait_for
+from tests._procs import mooring
 
 pytestmark = pytest.mark.e2e
 
@@ -40,19 +41,16 @@ def kube(kube_apiserver: kubeapi.KubeAPIServer) -> Iterator[tuple[str, Path, Any
 def leader_of(metrics_ports: dict[str, int]) -> list[str]:
     leaders = []
     for rid, port in metrics_ports.items():
-        try:
-            if procs.scrape(port).get("mooring_leader") == 1.0:
-                leaders.append(rid)
-        except OSError:
-            continue
+        samples = procs.scrape(port)
+        if samples is not None and samples.value("mooring_leader") == 1.0:
+            leaders.append(rid)
     return leaders
 
 
 def sample(port: int, name: str) -> float:
-    try:
-        return procs.scrape(port).get(name, 0.0)
-    except OSError:
-        return -1.0
+    """The sum of `name`'s series on PORT (0 if it has none, -1 if PORT does not answer)."""
+    samples = procs.scrape(port)
+    return -1.0 if samples is None else samples.sum(name) or 0.0
 
 
 def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) -> None:
@@ -88,6 +86,7 @@ def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) ->
                 str(pki / "principals" / rid),
                 "--metrics",
                 f"127.0.0.1:{ports[rid]}",
+                "--auto-register",  # edge-k registers by connecting
             ],
             log=tmp_path / f"{rid}.log",
             env=env,

@@ -18,15 +18,16 @@ import dataclasses
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from election import _settings as election_settings
+from proto import catalog, exposition
 from tests import _procs as procs
-from tests._procs import mooring, wait_for
+from tests._poll import wait_for
+from tests._procs import mooring
 
 pytestmark = pytest.mark.e2e
 
@@ -63,15 +64,8 @@ class Sample:
 
 
 def scrape_leader(port: int, *, timeout: float) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("mooring_leader "):
-            return float(line.split()[1])
-    return None
+    samples = exposition.scrape(f"127.0.0.1:{port}", timeout=timeout)
+    return None if samples is None else samples.value(catalog.LEADER.name)
 
 
 class Sampler:

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests._procs import mooring, wait_for
+from tests._poll import wait_for
+from tests._procs import mooring
 from tests.e2e.test_sync import Cluster, app_doc, kube_cluster, write_docs
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,9 @@ from prometheus_client import parser as prom_parser
 
 from mooring import _processes as processes
 from mooring import _state as state_
-from proto import catalog
-from tests._procs import mooring, wait_for
+from proto import catalog, exposition
+from tests._poll import wait_for
+from tests._procs import mooring
 
 pytestmark = pytest.mark.e2e
 
@@ -67,11 +68,11 @@ def test_every_process_exports_exactly_its_catalogued_families(
     assert len(processes_) == 4 and all(address for _, address in processes_)
     for component, address in processes_:
         assert address is not None
-        exported, text = families(address)
-        ours = {name for name in exported if name.startswith("mooring_")}
-        assert ours - expected(component) == set(), f"{address}: not catalogued"
-        assert expected(component) - ours == set(), f"{address}: catalogued, never exported"
+        exported, text = families(address)  # ours and the process collector's, nothing else
+        assert exported - expected(component) == set(), f"{address}: not catalogued"
+        assert expected(component) - exported == set(), f"{address}: catalogued, never exported"
         assert "_created" not in text
+        assert text.count(f"# TYPE {catalog.PROCESS_OPEN_FDS.name} ") == 1, address
 
 
 def test_health_paths_are_separate_from_metrics(cluster: state_.ClusterState) -> None:
@@ -102,34 +103,26 @@ def test_health_paths_are_separate_from_metrics(cluster: state_.ClusterState) ->
 def test_alerting_series_have_values(cluster: state_.ClusterState) -> None:
     """The series the alert rules read carry real values, not just declarations."""
 
-    def samples(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        _, text = get(address, "/metrics")
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in prom_parser.text_string_to_metric_families(text)
-            for s in f.samples
-        }
-
-    def settled() -> list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] | None:
-        got = [samples(r.metrics) for r in cluster.replicas if r.metrics]
-        seen = [k for s in got for k in s if k[0] == catalog.AGENT_LAST_SEEN.name]
-        registered = [s.get((catalog.AGENTS_REGISTERED.name, ())) for s in got]
-        return got if len(seen) == 2 and registered == [2.0, 2.0] else None
+    def settled() -> list[exposition.Samples] | None:
+        got = [exposition.scrape(r.metrics, timeout=5) for r in cluster.replicas if r.metrics]
+        answered = [s for s in got if s is not None]
+        seen = sum(len(s.series(catalog.AGENT_LAST_SEEN.name)) for s in answered)
+        registered = [s.value(catalog.AGENTS_REGISTERED.name) for s in answered]
+        return answered if seen == 2 and registered == [2.0, 2.0] else None
 
     replicas = wait_for(
         settled, timeout=20, interval=0.3, what="both replicas list 2 agents and their last-seen"
     )
-    assert sum(s[(catalog.MEMBER.name, ())] for s in replicas) == 2
-    assert sum(s[(catalog.LEADER.name, ())] for s in replicas) == 1
-    assert all(s[(catalog.AGENTS_REGISTERED.name, ())] == 2 for s in replicas)
-    assert all(s[(catalog.STANDIN_SESSIONS_OPEN.name, ())] == 0 for s in replicas)
+    assert [s.value(catalog.MEMBER.name) for s in replicas] == [1.0, 1.0]
+    assert {s.value(catalog.LEADER.name) for s in replicas} == {0.0, 1.0}  # one leader of two
+    assert all(s.value(catalog.AGENTS_REGISTERED.name) == 2 for s in replicas)
+    assert all(s.value(catalog.STANDIN_SESSIONS_OPEN.name) == 0 for s in replicas)
     now = time.time()
     for s in replicas:
-        serving = s[(catalog.CERTIFICATE_EXPIRY.name, (("certificate", "serving"),))]
-        assert now + 300 * 86400 < serving < now + 400 * 86400  # issued for 365 days
-        for (name, labels), value in s.items():
-            if name == catalog.AGENT_LAST_SEEN.name:
-                assert now - 15 < value <= now + 1, labels  # connected: seen "now"
-        build = [k for k in s if k[0] == catalog.BUILD_INFO.name]
-        assert dict(build[0][1])["component"] == "principal"
-        assert dict(build[0][1])["protocol"] == "1-1"
+        serving = s.value(catalog.CERTIFICATE_EXPIRY.name, certificate="serving")
+        assert serving is not None and now + 300 * 86400 < serving < now + 400 * 86400  # 365 d
+        for labels, value in s.series(catalog.AGENT_LAST_SEEN.name).items():
+            assert now - 15 < value <= now + 1, labels  # connected: seen "now"
+        (build,) = s.series(catalog.BUILD_INFO.name)
+        assert dict(build)["component"] == "principal"
+        assert dict(build)["protocol"] == "1-1"

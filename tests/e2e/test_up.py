@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +18,8 @@ import pytest
 
 from mooring import _processes as processes
 from mooring import _state as state_
-from tests._procs import mooring, wait_for
+from tests._poll import wait_for
+from tests._procs import mooring
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +37,12 @@ def recorded(directory: Path) -> list[processes.Handle]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("up") / "cluster"
-    result = mooring("up", "--detach", "--replicas", "2", "--agents", "6", "--dir", str(directory))
+    result = mooring(
+        "up", "--detach", "--wait", "30", "--replicas", "2", "--agents", "6", "--dir", str(directory)
+    )  # fmt: skip
     assert "cluster up" in result.stdout
+    # --wait returned once every agent was on its owner, and said so.
+    assert re.search(r"agents on their owner: 6/6 \(\d+\.\ds\)", result.stdout), result.stdout
     try:
         yield directory
     finally:
@@ -49,9 +59,8 @@ def test_status_shows_live_replicas_and_connected_agents(cluster: Path) -> None:
         on_owner = [a for a in got["agents"] if a["connected"] and a["owner"] == a["connected_to"]]
         return got if len(live) == 2 and len(on_owner) == 6 else None
 
-    got = wait_for(
-        ready, timeout=20, interval=0.2, what="2 live replicas, 6 agents on their owners"
-    )
+    got = ready()  # `up --wait` returned when it held
+    assert got is not None, status(cluster)
     assert got["epoch"] >= 1  # a shard map has been published
     assert {r["id"] for r in got["replicas"]} == {"p1", "p2"}
     assert all(r["pid"] for r in got["replicas"])
@@ -65,6 +74,12 @@ def test_status_shows_live_replicas_and_connected_agents(cluster: Path) -> None:
     assert data["coordination"].startswith("etcd://")
     assert data["redis"].startswith("redis://")
     assert all(Path(log).exists() for log in data["logs"].values())
+    # Only its user reads what the cluster writes: keys, logs, stores, history.
+    written = [p for p in cluster.rglob("*") if not p.is_symlink()]
+    assert len(written) > 20
+    readable = [str(p) for p in [cluster, *written] if p.stat().st_mode & 0o077]
+    assert [p for p in readable if not p.endswith(".crt")] == []  # certificates are public
+    assert cluster.stat().st_mode & 0o777 == 0o700  # and nobody else can reach them here
 
     # The seeded sample Applications reached the agents (managed) and the principal (mirror).
     listed = mooring("app", "list", "--agent", "edge-01", "--dir", str(cluster), "--json")
@@ -80,6 +95,99 @@ def test_status_shows_live_replicas_and_connected_agents(cluster: Path) -> None:
 
     table = mooring("status", "--dir", str(cluster)).stdout
     assert "p1" in table and "agents connected: 6/6" in table
+
+
+def test_cluster_json_holds_the_settings_each_process_runs_with(cluster: Path) -> None:
+    """Tools and benches read a process's settings here, not from /proc: the replicas'
+    and the agents' (hosted by a fleet, as here, or each in its own process)."""
+    state = state_.load(cluster)
+    for replica in state.replicas:
+        assert replica.settings["id"] == replica.id
+        assert replica.settings["lease_duration"] > replica.settings["renew_deadline"] > 0
+        assert replica.settings["redis"] == "***"  # a secret, masked
+    assert state.fleets and len(state.agents) == 6
+    for agent in state.agents:
+        assert agent.settings["name"] == agent.name and agent.settings["mode"] == agent.mode
+        assert agent.settings["endpoints"] and agent.settings["state"] == agent.state
+        assert agent.settings["refused_retry_interval"] > 0
+
+
+def _etcd_range(endpoint: str, key: str, token: str | None = None) -> tuple[int, str]:
+    """etcd's JSON gateway: (HTTP status, body) of a read of `key`, with a token or none."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = token
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
+    request = urllib.request.Request(f"http://{endpoint}/v3/kv/range", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_the_local_etcd_asks_for_a_login_and_grants_only_the_store_root(cluster: Path) -> None:
+    state = state_.load(cluster)
+    options = urllib.parse.parse_qs(urllib.parse.urlsplit(state.coordination).query)
+    assert options["user"] == ["mooring"], state.coordination
+    password_file = Path(options["password-file"][0])
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) >= 24 and password not in (cluster / "cluster.json").read_text()
+
+    endpoint = state.etcd[0].endpoint
+    code, said = _etcd_range(endpoint, "/mooring/election/leader")
+    assert code == 400 and "user name is empty" in said, said  # no login: refused
+    login = json.dumps({"name": "mooring", "password": password}).encode()
+    request = urllib.request.Request(f"http://{endpoint}/v3/auth/authenticate", data=login)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        token = json.loads(response.read())["token"]
+    code, said = _etcd_range(endpoint, "/mooring/election/leader", token)
+    assert code == 200 and '"kvs"' in said, said  # the replicas' records, readable
+    code, said = _etcd_range(endpoint, "/elsewhere", token)
+    assert code == 403 and "permission denied" in said, said  # outside /mooring/: refused
+    # The replicas log in over loopback: no warning about a password in the clear.
+    for replica in state.replicas:
+        assert "travels unencrypted" not in Path(replica.log).read_text()
+
+
+def test_status_watch_repeats_and_a_stopped_cluster_exits_1(cluster: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mooring", "status", "--dir", str(cluster), "--watch", "0.3"],
+        stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        if line.startswith("--- "):
+            seen.append(line)
+        if len(seen) == 3:
+            break
+    proc.terminate()
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    assert len(seen) == 3  # it showed the table again until stopped
+    never = tmp_path / "never-started"
+    result = mooring("status", "--dir", str(never), check=False)
+    assert result.returncode == 1, result
+
+
+def test_logs_print_a_processes_log_or_a_fleet_agents_lines(cluster: Path) -> None:
+    where = mooring("logs", "p1", "--path", "--dir", str(cluster)).stdout.strip()
+    assert where == str(cluster.resolve() / "logs" / "p1.log") and Path(where).stat().st_size
+    last = mooring("logs", "p1", "--tail", "2", "--dir", str(cluster)).stdout.splitlines()
+    assert last == Path(where).read_text().splitlines()[-2:]
+    agent = mooring("logs", "edge-02", "--dir", str(cluster))
+    assert "edge-02 runs in fleet" in agent.stderr
+    lines = agent.stdout.splitlines()
+    assert lines and all("edge-02" in line for line in lines)
+    assert any("applied Application guestbook" in line for line in lines)
+    unknown = mooring("logs", "edge-99", "--dir", str(cluster), check=False)
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
+    assert "nothing called 'edge-99'" in unknown.stderr
 
 
 def test_second_up_on_a_running_cluster_is_refused(cluster: Path) -> None:

@@ -15,6 +15,7 @@ from election import _errors as errors
 from election import _memory as memory
 from election import _records as records
 from election import _settings as settings_
+from tests import _poll as poll
 
 # Fast timing for tests: lease 0.6 s, renew deadline 0.4 s, retry 0.1 s, 0.15 s per call.
 FAST = settings_.ElectionSettings(
@@ -27,15 +28,11 @@ def FROZEN_CLOCK() -> datetime.datetime:
     return datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 
 
-async def until(condition: Callable[[], bool], *, within: float = 5.0, what: str = "") -> float:
-    """Poll `condition` until it holds; return the loop time when it did. Fails after `within`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within}s: {what or condition}")
-        await asyncio.sleep(0.005)
-    return loop.time()
+async def until(condition: Callable[[], object], *, within: float = 5.0, what: str = "") -> float:
+    """`poll.eventually` at these tests' pace: a look every 5 ms (the elections here retry
+    every 0.1 s), 5 s by default; the loop time at which `condition` held."""
+    await poll.eventually(condition, timeout=within, interval=0.005, what=what or repr(condition))
+    return asyncio.get_running_loop().time()
 
 
 def stores(count: int) -> list[memory.MemoryStore]:

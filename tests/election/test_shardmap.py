@@ -294,12 +294,14 @@ async def test_shutdown_ladder_is_bounded_when_the_store_hangs() -> None:
         await helpers.until(lambda: coord.shard_map is not None, what="a map")
         assert coord.is_leader()
         store.hang = True  # release and leave now block until their timeouts
+        joined = asyncio.create_task(coord.join())  # as a replica's supervisor waits
         loop = asyncio.get_running_loop()
         started = loop.time()
         await coord.shutdown(grace=0.1)
         assert loop.time() - started < 0.1 + 2 * FAST.request_timeout + 0.3
         assert not coord.is_leader()
         store.hang = False
+        assert await joined is None  # cancelled by the ladder: stopped, not failed
 
 
 def test_the_leader_maps_only_members_that_can_serve_while_any_can() -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from election import _errors as errors
 from election import _records as records
+from tests import _poll as poll
 from tests.election.store_harness import StoreHarness
-
-T = TypeVar("T")
 
 LEASE = {
     "holderIdentity": "replica-a",
@@ -42,17 +41,13 @@ SHARD_MAP = {
 }
 
 
-async def eventually(call: Callable[[], Awaitable[T]], *, within: float = 10.0) -> T:
-    """Retry `call` while the store is unavailable, up to a deadline (no fixed sleeps)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            return await call()
-        except errors.StoreUnavailableError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.02)
+answering = functools.partial(
+    poll.eventually,
+    until=poll.answered,
+    retrying=(errors.StoreUnavailableError,),
+    interval=0.02,
+)
+"""Retry a call while the store is unavailable, up to a deadline (no fixed sleeps)."""
 
 
 async def test_get_of_a_missing_record_is_none(harness: StoreHarness) -> None:
@@ -206,8 +201,10 @@ async def test_a_hanging_store_is_unavailable_within_the_timeout(
             assert loop.time() - started < timeout + 1.0, what
     # Timed-out writes may still land once the backend resumes (etcd queues them):
     # a timeout is ambiguous. What must hold: the same store answers again.
-    await eventually(lambda: store.list())
-    fresh = await eventually(lambda: store.create("after-hang", MEMBER))
+    await answering(store.list, what="the store to list again")
+    fresh = await answering(
+        lambda: store.create("after-hang", MEMBER), what="the store to create again"
+    )
     assert await store.get("after-hang") == fresh
 
 
@@ -258,12 +255,12 @@ async def test_etcd_cluster_keeps_working_after_a_member_is_killed(
         # Read-modify-write until one compare-and-swap lands; timeouts are ambiguous,
         # so a write may land without being acknowledged (counted by the re-read).
         while True:
-            current = await eventually(lambda: store.get("counter"))
+            current = await answering(lambda: store.get("counter"), what="the counter")
             assert current is not None
             value = int(current.data["value"]) + 1
             write = functools.partial(store.update, current, {"value": value})
             try:
-                await eventually(write)
+                await answering(write, what=f"the counter's write of {value}")
             except errors.ConflictError:
                 continue
             acknowledged.append(value)

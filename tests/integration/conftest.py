@@ -54,6 +54,7 @@ async def replica(pki_dir: Path, etcd) -> AsyncIterator[server.Replica]:
         coordination=etcd.url,
         tls_dir=pki_dir / "principals" / "p1",
         session=session.SessionSettings(max_message_bytes=LIMIT),
+        auto_register=True,  # these tests' agents register by connecting
     )
     rep = server.Replica(cfg)
     await rep.start()

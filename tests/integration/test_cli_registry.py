@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import principal
 from mooring import _cli as cli
 from mooring import _kubeapi as kubeapi
 from mooring import _services as services
+from principal import _hub as hub_
 from principal import _pki as pki
 from tests import _argocd as argocd
 
@@ -305,21 +307,31 @@ def test_app_list_shows_every_agents_resources_with_sync_and_health(
         obj = {"metadata": {}, "spec": argocd.application("local")["spec"]}
         await store.mirror_upsert("edge-2", "Application", "local", obj=obj, version=1,
                                   status=mirrored)  # fmt: skip
+        # edge-1 applied web; it answered about an older api than the current one.
+        api = await store.get_resource("edge-1", "Application", "api")
+        await store.put_deliveries("edge-1", {
+            ("Application", "web"): hub_.Delivery(web.checksum, web.version, True, "T1"),
+            ("Application", "api"): hub_.Delivery("0" * 64, api.version - 1, True, "T0"),
+        })  # fmt: skip
 
     hub.store(report)
-    assert hub.ok("app", "list").splitlines() == [
-        "AGENT   KIND         NAME          MODE        SYNC       HEALTH",
-        "edge-1  Application  api           managed     -          -",
-        "edge-1  Application  web           managed     Synced     Healthy",
-        "edge-2  Application  edge-2-local  autonomous  OutOfSync  Progressing",
-    ]
-    assert hub.ok("app", "list", "--agent", "edge-2").splitlines() == [
-        "AGENT   KIND         NAME          MODE        SYNC       HEALTH",
-        "edge-2  Application  edge-2-local  autonomous  OutOfSync  Progressing",
-    ]
+    age = r"\d+s"  # written in this test: seconds ago
+    assert_lines(
+        hub.ok("app", "list"),
+        "AGENT   KIND         NAME          MODE        DELIVERED   SYNC       HEALTH       AGE",
+        rf"edge-1  Application  api           managed     pending {age} -          -            {age}",
+        rf"edge-1  Application  web           managed     yes         Synced     Healthy      {age}",
+        rf"edge-2  Application  edge-2-local  autonomous  -           OutOfSync  Progressing  {age}",
+    )
+    assert_lines(
+        hub.ok("app", "list", "--agent", "edge-2"),
+        "AGENT   KIND         NAME          MODE        DELIVERED  SYNC       HEALTH       AGE",
+        rf"edge-2  Application  edge-2-local  autonomous  -          OutOfSync  Progressing  {age}",
+    )
     wide = hub.ok("app", "list", "-o", "wide").splitlines()
     assert wide[0].split() == [
-        "AGENT", "KIND", "NAME", "MODE", "SYNC", "HEALTH", "VERSION", "CHECKSUM", "ORIGIN"
+        "AGENT", "KIND", "NAME", "MODE", "DELIVERED", "SYNC", "HEALTH", "AGE", "VERSION",
+        "CHECKSUM", "ORIGIN",
     ]  # fmt: skip
     assert wide[3].split()[-1] == "agent" and wide[3].split()[-3] == "1"
 
@@ -329,6 +341,10 @@ def test_app_list_shows_every_agents_resources_with_sync_and_health(
         ("edge-1", "web", "Synced", "Healthy"),
         ("edge-2", "edge-2-local", "OutOfSync", "Progressing"),
     ]
+    api, web, mirror = (i["delivery"] for i in data["items"])
+    assert web == {"state": "yes", "at": "T1"} and mirror == {"state": "-"}
+    assert api["state"] == "pending" and api["last_answer"]["at"] == "T0"
+    assert api["since"] == data["items"][0]["updated_at"] != ""
     assert yaml.safe_load(hub.ok("app", "list", "-o", "yaml")) == data
     one = json.loads(hub.ok("app", "list", "--agent", "edge-1", "--json"))  # the old flag
     assert (one["agent"], one["mode"]) == ("edge-1", "managed")
@@ -345,6 +361,51 @@ def test_app_list_shows_every_agents_resources_with_sync_and_health(
     )
 
 
+def assert_lines(text: str, *patterns: str) -> None:
+    lines = text.splitlines()
+    assert len(lines) == len(patterns), text
+    for line, pattern in zip(lines, patterns, strict=True):
+        assert re.fullmatch(re.sub(" +", r"\\s+", pattern.rstrip()), line), (line, pattern)
+
+
+def test_app_get_shows_one_object_whole_with_its_delivery(hub: Hub, tmp_path: Path) -> None:
+    hub.ok("agent", "create", "edge-1")
+    path = manifests(tmp_path / "a.yaml", argocd.application("web"), project("team"))
+    hub.ok("app", "apply", "-f", path, "--agent", "edge-1")
+    table = hub.ok("app", "get", "web", "--agent", "edge-1").splitlines()
+    assert table[0].split() == [
+        "AGENT",
+        "KIND",
+        "NAME",
+        "MODE",
+        "DELIVERED",
+        "SYNC",
+        "HEALTH",
+        "AGE",
+    ]
+    assert table[1].split()[:5] == ["edge-1", "Application", "web", "managed", "pending"]
+    doc = yaml.safe_load(hub.ok("app", "get", "web", "--agent", "edge-1", "-o", "yaml"))
+    assert doc == json.loads(hub.ok("app", "get", "web", "--agent", "edge-1", "-o", "json"))
+    assert (doc["apiVersion"], doc["kind"], doc["metadata"]["name"]) == (
+        "argoproj.io/v1alpha1", "Application", "web"
+    )  # fmt: skip
+    assert doc["spec"] == argocd.application("web")["spec"]
+    assert doc["metadata"]["creationTimestamp"] and doc["mooring"]["agent"] == "edge-1"
+    assert doc["mooring"]["delivered"]["state"] == "pending"
+    team = json.loads(
+        hub.ok("app", "get", "team", "--kind", "AppProject", "--agent", "edge-1", "-o", "json")
+    )
+    assert team["kind"] == "AppProject"
+    assert hub.fails("app", "get", "api", "--agent", "edge-1") == (
+        "mooring: error: Application api not found for agent edge-1"
+        " (`mooring app list --agent edge-1` shows what it has)"
+    )
+    assert "is not registered" in hub.fails("app", "get", "web", "--agent", "edge-9")
+    assert "app get: the following arguments are required: NAME" in hub.fails(
+        "app", "get", "--agent", "edge-1", code=2
+    )
+
+
 def _actions(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -356,15 +417,18 @@ def _actions(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, 
             yield path, action
 
 
-def test_every_registry_and_app_subcommand_and_flag_has_a_help_line() -> None:
+def test_every_subcommand_and_flag_has_a_help_line() -> None:
+    walked = list(_actions(cli.build_parser(), "mooring"))
     missing = [
         f"{where} {action.option_strings or action.dest}"
-        for where, action in _actions(cli.build_parser(), "mooring")
-        if where.startswith(("mooring agent", "mooring app"))
-        and not where.startswith("mooring agent run")
-        and not action.help
+        for where, action in walked
+        if not action.help
     ]
     assert missing == []
+    # The walk reached every level: top flags, subcommands and their subcommands.
+    places = {where for where, _ in walked}
+    assert {"mooring", "mooring pki issue agent", "mooring principal serve", "mooring up"} <= places
+    assert len(walked) > 150
 
 
 def test_apply_to_an_agents_local_store_says_created_configured_or_unchanged(

@@ -302,6 +302,124 @@ async def test_a_refusal_is_a_status_condition_until_the_next_status(store: hub.
     assert got == synced  # the next report from the agent replaces it
 
 
+# --- certificate revocation --------------------------------------------------------------
+
+FINGERPRINT = "ab" * 32
+
+
+async def test_revocations_are_idempotent_normalised_and_listed_by_key(
+    store: hub.HubStore,
+) -> None:
+    assert await store.list_revocations() == []
+    first, added = await store.revoke(serial="0x00:0A:FF", reason="laptop  lost\n today")
+    assert added
+    assert (first.serial, first.fingerprint, first.reason) == ("aff", "", "laptop lost today")
+    assert first.key == "serial-aff" and first.revoked_at.endswith("Z")
+    again, added = await store.revoke(serial="aff", reason="another reason")
+    assert (again, added) == (first, False)  # the first entry stays as it was
+    both, added = await store.revoke(serial="1f", fingerprint=FINGERPRINT.upper(), agent="edge-1")
+    assert added and both.key == f"sha256-{FINGERPRINT}"
+    assert (both.serial, both.agent) == ("1f", "edge-1")
+    only, _ = await store.revoke(fingerprint="cd" * 32)
+    assert await store.list_revocations() == [first, both, only]  # by key
+    assert [e.key for e in await store.list_revocations()] == [
+        "serial-aff",
+        f"sha256-{FINGERPRINT}",
+        f"sha256-{'cd' * 32}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("serial", "fingerprint", "error"),
+    [
+        ("", "", "serial or fingerprint"),
+        ("xyz", "", "bad serial"),
+        ("ab" * 21, "", "bad serial"),
+        ("", "ab" * 31, "bad fingerprint"),
+    ],
+)
+async def test_a_revocation_without_a_valid_serial_or_fingerprint_is_refused(
+    store: hub.HubStore, serial: str, fingerprint: str, error: str
+) -> None:
+    with pytest.raises(hub.StoreError, match=error):
+        await store.revoke(serial=serial, fingerprint=fingerprint)
+    assert await store.list_revocations() == []
+
+
+async def test_watch_revocations_lists_then_follows_changes(store: hub.HubStore) -> None:
+    first, _ = await store.revoke(serial="1")
+    feed = store.watch_revocations()
+    try:
+        assert await within(anext(feed)) == [first]
+        second, _ = await store.revoke(fingerprint=FINGERPRINT, reason="leaked")
+        assert await within(anext(feed)) == [first, second]
+    finally:
+        await feed.aclose()
+
+
+async def test_a_cached_registration_lookup_sees_what_the_store_says(store: hub.HubStore) -> None:
+    assert await store.get_agent("edge-1", cached=True) is None
+    await store.register_agent("edge-1", mode="autonomous")
+    expected = hub.AgentRecord("edge-1", "autonomous")
+    assert await store.get_agent("edge-1", cached=True) == expected
+    assert await store.get_agent("edge-1") == expected
+
+
+# --- deliveries and times ---------------------------------------------------------------
+
+
+async def test_deliveries_record_the_latest_answer_and_not_for_what_is_gone(
+    store: hub.HubStore,
+) -> None:
+    one, _ = await store.apply_desired("edge-1", app("one"))
+    two, _ = await store.apply_desired("edge-1", app("two"))
+    at = hub.now_rfc3339()
+    applied = hub.Delivery(one.checksum, one.version, True, at)
+    refused = hub.Delivery(two.checksum, two.version, False, at)
+    ghost = hub.Delivery("c" * 64, 1, True, at)
+    await store.put_deliveries(
+        "edge-1",
+        {("Application", "one"): applied, ("Application", "two"): refused,
+         ("Application", "ghost"): ghost},
+    )  # fmt: skip
+    got = await store.list_deliveries("edge-1")
+    assert got == {("Application", "one"): applied, ("Application", "two"): refused}
+    # After a spec change no answer names the new checksum (the old one may be kept).
+    newer, _ = await store.apply_desired("edge-1", app("one", path="v2"))
+    kept = (await store.list_deliveries("edge-1")).get(("Application", "one"))
+    assert kept is None or kept == applied
+    # A later answer replaces it; a deletion's answer forgets it.
+    later = hub.Delivery(newer.checksum, newer.version, True, hub.now_rfc3339())
+    await store.put_deliveries("edge-1", {("Application", "one"): later})
+    assert (await store.list_deliveries("edge-1"))[("Application", "one")] == later
+    assert await store.delete_desired("edge-1", "Application", "two")
+    await store.put_deliveries("edge-1", {("Application", "two"): None})
+    assert set(await store.list_deliveries("edge-1")) == {("Application", "one")}
+    await store.delete_agent("edge-1", cascade=True)
+    assert await store.list_deliveries("edge-1") == {}
+
+
+async def test_resources_say_when_they_were_created_and_last_changed(store: hub.HubStore) -> None:
+    import datetime
+
+    def moment(text: str) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    created, _ = await store.apply_desired("edge-1", app("guestbook"))
+    await asyncio.sleep(1.1)  # the times are in whole seconds, as Kubernetes keeps them
+    updated, _ = await store.apply_desired("edge-1", app("guestbook", path="v2"))
+    got = await store.get_resource("edge-1", "Application", "guestbook")
+    assert got is not None
+    assert before <= moment(got.created_at) < moment(got.updated_at)
+    assert got.created_at == created.created_at and got.updated_at == updated.updated_at
+    await store.register_agent("edge-a", mode="autonomous")
+    obj = objects.synced_object(app("mine"))
+    await store.mirror_upsert("edge-a", "Application", "mine", obj=obj, version=1, status=None)
+    mirror = await store.get_resource("edge-a", "Application", "mine")
+    assert mirror is not None and before <= moment(mirror.created_at) <= moment(mirror.updated_at)
+
+
 # --- the change feed ----------------------------------------------------------------------
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kubernetes.client
 import kubernetes.config
@@ -25,10 +25,10 @@ from election import _kubeobjects as kobj
 from mooring import _kubeapi as kubeapi
 from proto import codec, objects
 from tests import _argocd as argocd
+from tests._poll import eventually
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 GROUP, VERSION = "argoproj.io", "v1alpha1"
 PLURALS = {"Application": "applications", "AppProject": "appprojects"}
 
@@ -134,17 +134,6 @@ async def side(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         await made.close()
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 10.0) -> T:
-    """Poll an async check until it returns something truthy (no fixed sleeps)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not (result := await check()):
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within}s")
-        await asyncio.sleep(0.05)
-    return result
-
-
 def synced(doc: dict) -> dict:
     return objects.synced_object(doc)
 
@@ -163,6 +152,11 @@ async def test_managed_upserts_are_idempotent_by_version(side: Side) -> None:
     )
     assert not await store.apply_remote_upsert(
         "Application", "guestbook", obj=obj, version=5, checksum=digest, force=False
+    )
+    # The same object at a higher version (the hub wrote only Mooring's annotations on
+    # it, which bumps a Kubernetes resourceVersion) changes nothing.
+    assert not await store.apply_remote_upsert(
+        "Application", "guestbook", obj=obj, version=7, checksum=digest, force=False
     )
     older = synced(app("guestbook", path="old"))
     assert not await store.apply_remote_upsert(
@@ -214,10 +208,9 @@ async def test_status_argo_cd_reports_is_unsynced_until_marked(side: Side) -> No
     status = {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}}
     await side.set_status(store, "Application", "guestbook", status)
 
-    async def changed() -> bool:
-        return await store.data_version() != before
-
-    await eventually(changed)
+    await eventually(
+        store.data_version, until=lambda now: now != before, what="the data version to move"
+    )
     pending = await store.unsynced()
     assert [(r.name, r.status) for r in pending] == [("guestbook", status)]
     await store.mark_status_synced("Application", "guestbook", pending[0].status_checksum)
@@ -233,13 +226,13 @@ async def test_autonomous_objects_are_unsynced_until_acknowledged(side: Side) ->
     store = side.open("autonomous", agent="edge-a")
     await store.data_version()  # the agent watches from its start
     await side.create(store, app("own"))
-    rows = await eventually(store.unsynced)
+    rows = await eventually(store.unsynced, what="an unsynced row")
     assert [(r.name, r.object) for r in rows] == [("own", synced(app("own")))]
     first = rows[0].version
     await store.mark_synced("Application", "own", first)
     assert await store.unsynced() == []
     await side.update(store, app("own", path="v2"))
-    rows = await eventually(store.unsynced)
+    rows = await eventually(store.unsynced, what="an unsynced row")
     assert rows[0].version > first and rows[0].object == synced(app("own", path="v2"))
 
 
@@ -247,14 +240,14 @@ async def test_autonomous_deletions_are_tombstones_until_acknowledged(side: Side
     store = side.open("autonomous", agent="edge-a")
     await store.data_version()
     await side.create(store, app("gone"))
-    rows = await eventually(store.unsynced)
+    rows = await eventually(store.unsynced, what="an unsynced row")
     await store.mark_synced("Application", "gone", rows[0].version)
     await side.delete(store, "Application", "gone")
 
     async def tombstone() -> list:
         return [r for r in await store.rows(include_deleted=True) if r.deleted]
 
-    tombs = await eventually(tombstone)
+    tombs = await eventually(tombstone, what="a tombstone")
     assert [(t.name, t.deleted) for t in tombs] == [("gone", True)]
     assert tombs[0].version > rows[0].version
     assert [r.name for r in await store.unsynced()] == ["gone"]

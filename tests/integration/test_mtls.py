@@ -305,7 +305,6 @@ async def test_no_client_certificate_gets_no_http2_at_all(
 # --- the TLS folder ------------------------------------------------------------------------
 
 
-@pytest.mark.unit
 def test_load_tls_dir_reads_the_three_files(pki_dir: Path) -> None:
     agent = pki_dir / "agents" / AGENT
 
@@ -325,7 +324,6 @@ def copy_agent(pki_dir: Path, tmp_path: Path) -> Path:
     return target
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("name", ["tls.crt", "tls.key", "ca.crt"])
 def test_a_missing_file_is_named(pki_dir: Path, tmp_path: Path, name: str) -> None:
     tls_dir = copy_agent(pki_dir, tmp_path)
@@ -337,7 +335,6 @@ def test_a_missing_file_is_named(pki_dir: Path, tmp_path: Path, name: str) -> No
     assert str(err.value) == f"TLS file {tls_dir / name} is missing"
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -360,7 +357,6 @@ def test_a_garbled_file_is_named(
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.unit
 def test_an_unreadable_file_is_named(pki_dir: Path, tmp_path: Path) -> None:
     tls_dir = copy_agent(pki_dir, tmp_path)
     (tls_dir / "tls.key").unlink()
@@ -370,7 +366,6 @@ def test_an_unreadable_file_is_named(pki_dir: Path, tmp_path: Path) -> None:
         credentials.load_tls_dir(tls_dir)
 
 
-@pytest.mark.unit
 def test_a_key_from_another_certificate_is_named(pki_dir: Path, tmp_path: Path) -> None:
     tls_dir = copy_agent(pki_dir, tmp_path)
     (tls_dir / "tls.key").write_bytes(pki.private_key_pem(pki.generate_key()))
@@ -379,7 +374,6 @@ def test_a_key_from_another_certificate_is_named(pki_dir: Path, tmp_path: Path) 
         credentials.load_tls_dir(tls_dir)
 
 
-@pytest.mark.unit
 def test_a_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(credentials.CredentialsError, match=r"TLS directory .*nope does not exist"):
         credentials.load_tls_dir(tmp_path / "nope")
@@ -392,7 +386,6 @@ def auth(**properties: list[bytes]) -> dict[str, list[bytes]]:
     return {"transport_security_type": [b"ssl"], "ssl_tls_version": [b"TLSv1.3"], **properties}
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize(
     ("context", "expected"),
     [

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mooring import _kubeapi as kubeapi
 from tests import _testbed as testbed
+from tests._poll import wait_for
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
 # CRD set -> {kind: (group, scope)}; every one of them serves and stores v1 only
@@ -190,7 +190,17 @@ def test_rbac_refuses_an_identity_without_a_grant_and_honours_one(
                 ],
             },
         )
-        listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "applications")
+
+        # The authorizer learns of the binding through its watch: allowed within moments.
+        def allowed() -> dict[str, Any] | None:
+            try:
+                return api.list_namespaced_custom_object(GROUP, VERSION, namespace, "applications")
+            except ApiException as err:
+                if err.status != 403:
+                    raise
+                return None
+
+        listed = wait_for(allowed, timeout=10, interval=0.1, what="the grant honoured")
         assert listed["items"] == []
         with pytest.raises(ApiException) as still:
             api.list_namespaced_custom_object(GROUP, VERSION, namespace, "appprojects")
@@ -290,21 +300,22 @@ def served(server: kubeapi.KubeAPIServer, doc: dict[str, Any], *, timeout: float
     if spec["scope"] == "Namespaced":
         resources += "/namespaces/{ns}"
     resources += f"/{spec['names']['plural']}"
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def look() -> tuple[list[dict[str, Any]], int | None]:
+        """The CRD's conditions, and once it is Established, its list's HTTP status."""
         status, text = server.request(
             "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
         )
         crd = json.loads(text) if status == 200 else {}
         conditions = (crd.get("status") or {}).get("conditions") or []  # null until accepted
-        established = any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-        if (
-            established
-            and server.request("GET", resources.format(ns="default") + "?limit=1")[0] == 200
-        ):
-            return resources
-        assert time.monotonic() < deadline, f"CRD {name} not served after {timeout:.0f}s"
-        time.sleep(0.1)
+        if not any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return conditions, None
+        return conditions, server.request("GET", resources.format(ns="default") + "?limit=1")[0]
+
+    wait_for(
+        look, until=lambda got: got[1] == 200, timeout=timeout, interval=0.1, what=f"CRD {name}"
+    )
+    return resources
 
 
 def test_the_apiserver_serves_prometheus_operator_and_cert_manager_crds(

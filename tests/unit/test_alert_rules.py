@@ -39,7 +39,10 @@ HEADINGS = {
     "checking": re.compile(r"^##\s+How to check\s*$", re.M | re.I),
     "fixing": re.compile(r"^##\s+How to fix\s*$", re.M | re.I),
 }
-METRIC = re.compile(r"\bmooring_[a-z_]+")
+METRIC = re.compile(
+    rf"\b(?:{'|'.join(sorted({f.collector or 'mooring' for f in catalog.FAMILIES}))})_[a-z_]+"
+)
+"""A metric name of ours, or of a library collector whose families the catalog lists."""
 HISTOGRAM_SERIES = re.compile(r"_(bucket|sum|count)$")
 PROMTOOL_TIMEOUT = 120
 
@@ -346,9 +349,13 @@ def test_metric_checker_finds_unknown_names(rules: dict[str, Any]) -> None:
         "increase(mooring_sessions_closed[5m]) > 0"
     )
     first_rule(broken, "MooringFailoverSlow")["expr"] = "mooring_leader_bucket > 0"
+    first_rule(broken, "MooringFileDescriptorsNearLimit")["expr"] = (
+        "process_open_files / process_max_fds > 0.8"
+    )
     problems = metric_problems(broken)
     assert sorted(problems) == [
         "MooringFailoverSlow: mooring_leader_bucket is not a metric family in proto.catalog",
+        "MooringFileDescriptorsNearLimit: process_open_files is not a metric family in proto.catalog",
         "MooringNoLeader: mooring_leaders is not a metric family in proto.catalog",
         "MooringReplicaSelfFencing: mooring_sessions_closed is not a metric family in proto.catalog",
     ]

@@ -55,13 +55,7 @@ app.kubernetes.io/part-of: mooring
 {{- if .Values.redis.bundled.enabled -}}
 {{- printf "redis://%s-redis:6379/0" (include "mooring.fullname" .) -}}
 {{- else -}}
-{{- $url := required "redis.url (an external Redis) or redis.bundled.enabled is required" .Values.redis.url -}}
-{{- if .Values.redis.existingSecret -}}
-{{- $parts := splitList "://" $url -}}
-{{- printf "%s://:$(REDIS_PASSWORD)@%s" (index $parts 0) (index $parts 1) -}}
-{{- else -}}
-{{- $url -}}
-{{- end -}}
+{{- required "redis.url (an external Redis) or redis.bundled.enabled is required" .Values.redis.url -}}
 {{- end -}}
 {{- end -}}
 

@@ -1,0 +1,78 @@
+"""Process limits a long-running Mooring process sets for itself at start."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import resource
+from collections.abc import Callable
+
+__all__ = ["TRIM_SECONDS", "raise_open_files_limit", "release_free_memory", "trim_periodically"]
+
+TRIM_SECONDS = 10.0
+"""How often a replica hands freed heap back to the system."""
+
+logger = logging.getLogger(__name__)
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard one; (before, after).
+
+    Every agent session, every connection in a flood and every store connection is a
+    descriptor. With systemd's default soft limit of 1024 a replica stops accepting at
+    about a thousand: bench_hardening with --replica-nofile 1024 measured every new
+    agent's dial timing out and a recovery p50 of 41 s. The hard limit is what the
+    operator allows; the soft one is only a default, so a server takes all it may (as
+    Go's runtime does since 1.19).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as err:
+        logger.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, err)
+        return soft, soft
+    logger.info("open files limit raised from %d to %d (the hard limit)", soft, hard)
+    return soft, hard
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None on a C library without it (musl)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Give the heap's free pages back to the system; False when the C library cannot.
+
+    glibc keeps what it freed for reuse, so a replica's RSS stays at the high-water mark
+    of a connection flood long after (bench_hardening: 229 MB 30 s after a flood, from
+    71 MB before; 2,000 pending TLS handshakes, then closed). malloc_trim(0) returns it:
+    measured on grpc.aio with 2,000 connections closed, RSS 156 -> 80 MB (64 at start)
+    in 20 ms.
+    """
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True
+
+
+async def trim_periodically(interval: float = TRIM_SECONDS) -> None:
+    """release_free_memory() every `interval` seconds, on a worker thread (it walks the
+    heap: tens of ms after a flood), until cancelled."""
+    if _TRIM is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(release_free_memory)
