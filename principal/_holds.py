@@ -143,7 +143,9 @@ class RedisHolds:
 
         A live holder releases as its session ends: poll every 0.1 s. A holder the agent
         cannot reach (`unreachable`) is dead or cut off: wait once for the moment its
-        liveness key expires, which Redis tells us to the millisecond.
+        liveness key expires, which Redis tells us to the millisecond. If it is still
+        alive then, it is only cut off from the agent and lets go when its own heartbeat
+        timeout ends that session: poll again, so the entry is taken within 0.1 s of that.
         """
         if self.is_fenced():
             raise registry.RegistryError(
@@ -151,6 +153,7 @@ class RedisHolds:
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.handoff_wait
+        outwaited = False  # we waited once for the unreachable holder's liveness to expire
         while True:
             ok, holder, token, alive = await self.registry.acquire(
                 agent, replica=self.replica, epoch=epoch, session=session
@@ -167,8 +170,9 @@ class RedisHolds:
             if left <= 0:
                 raise HeldElsewhere(agent, holder)
             wait = POLL_SECONDS
-            if holder == unreachable and alive > 0:
+            if holder == unreachable and alive > 0 and not outwaited:
                 wait = alive + EXPIRY_MARGIN
+                outwaited = True
             await asyncio.sleep(min(wait, left))
 
     async def release(self, agent: str, *, token: int) -> None:

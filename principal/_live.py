@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar
 
@@ -194,18 +195,21 @@ class Live:
                 raise SessionEnded()
             await self.write(context, envelope)
 
-    def heartbeat(self) -> bool:
-        """Every heartbeat_interval: drop a silent session, else send it a heartbeat.
-        False once the session is closed for silence (no more heartbeats)."""
+    def heartbeat(self, *, beat: bool) -> float | None:
+        """The heartbeat timer's tick: drop a silent session, else send it a heartbeat when
+        `beat`. None once the session is closed for silence, else the seconds until the
+        agent's silence would reach heartbeat_timeout (the timer checks again then, so a
+        silent agent is dropped on time, not up to one interval late)."""
         session = self.session
         silent = asyncio.get_running_loop().time() - session.last_received
         if silent > self.settings.heartbeat_timeout:
             session.close(
                 CloseReason.HEARTBEAT_TIMEOUT, f"no message from the agent for {silent:.1f}s"
             )
-            return False
-        self.send(session.heartbeat())
-        return True
+            return None
+        if beat:
+            self.send(session.heartbeat())
+        return self.settings.heartbeat_timeout - silent
 
     async def reader(self, context: grpc.aio.ServicerContext, strategy: sync.Strategy) -> None:
         """The reader task: acks are taken here, events and statuses by the strategy; raises
@@ -306,29 +310,37 @@ class Live:
 
 
 class _Heartbeats:
-    """One session's heartbeat timer: `Live.heartbeat` every heartbeat_interval from the
-    start of the session, re-armed after each run, as a sleep loop would be."""
+    """One session's heartbeat timer: a heartbeat every heartbeat_interval from the start
+    of the session, as a sleep loop would send them, and a silence check at each beat and
+    at the moment the agent's silence reaches heartbeat_timeout."""
 
-    __slots__ = ("_handle", "_link")
+    __slots__ = ("_due", "_handle", "_link")
+
+    # The silence check fires this much after the deadline, so that `silent` exceeds it.
+    MARGIN = 0.005  # seconds
 
     def __init__(self, link: Live) -> None:
         self._link = link
         self._handle: asyncio.TimerHandle | None = None
-        self._arm()
-
-    def _arm(self) -> None:
-        self._handle = asyncio.get_running_loop().call_later(
-            self._link.settings.heartbeat_interval, self._fire
-        )
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + link.settings.heartbeat_interval  # the next beat
+        self._handle = loop.call_at(self._due, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
-        again = True
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        beat = now >= self._due
+        if beat:
+            self._due += self._link.settings.heartbeat_interval
+            if self._due <= now:  # the loop was stalled past a whole interval
+                self._due = now + self._link.settings.heartbeat_interval
+        left: float | None = math.inf  # if heartbeat() raises: check again at the next beat
         try:
-            again = self._link.heartbeat()
-        finally:  # an error must not end the silence checks: keep beating
-            if again:
-                self._arm()
+            left = self._link.heartbeat(beat=beat)
+        finally:  # an error must not end the silence checks: keep checking
+            if left is not None:
+                self._handle = loop.call_at(min(self._due, now + left + self.MARGIN), self._fire)
 
     def cancel(self) -> None:
         if self._handle is not None:

@@ -61,3 +61,16 @@ async def test_an_unreachable_holder_is_waited_for_once_until_its_liveness_expir
     taking = holder(registry)
     assert await taking.acquire("a", session="s", epoch=1, unreachable="p2") == 41
     assert registry.asked == [0.0, 0.752]  # its expiry and holds.EXPIRY_MARGIN, no polls
+
+
+async def test_an_unreachable_holder_still_alive_after_its_expiry_is_polled_until_it_lets_go() -> (
+    None
+):
+    # Alive, only cut off from the agent: its liveness key is renewed (0.75 s left at
+    # every look), and it lets go at 1.3 s, when its heartbeat timeout ends the session.
+    registry = Registry(alive=0.75, free_at=1.3)
+    taking = holder(registry)
+    assert await taking.acquire("a", session="s", epoch=1, unreachable="p2") == 41
+    # One wait for the expiry it announced, then a poll every 0.1 s: taken within 0.1 s
+    # of the release, not a whole liveness TTL later.
+    assert registry.asked == pytest.approx([0.0, 0.752, 0.852, 0.952, 1.052, 1.152, 1.252, 1.352])
