@@ -35,6 +35,7 @@ async def run_ours(args: argparse.Namespace) -> None:
     from election import _electing as electing
     from election import _settings as settings_
     from election import _stores as stores
+    from election import lease
 
     settings = settings_.ElectionSettings(
         lease_duration=args.lease_duration,
@@ -49,7 +50,7 @@ async def run_ours(args: argparse.Namespace) -> None:
         namespace=NAMESPACE,
         env={"KUBECONFIG": args.kubeconfig} if args.kubeconfig else {},
     )
-    elector = electing.Elector(store, replica_id=electing.ReplicaId(args.id), settings=settings)
+    elector = electing.Elector(store, replica_id=lease.ReplicaId(args.id), settings=settings)
 
     async def lead(fence: electing.Fence) -> None:
         say("leading")

@@ -19,19 +19,21 @@ if TYPE_CHECKING:
     from election import _etcd as etcd
     from election import _etcdurl as etcdurl
     from election import _kubeobjects as kubeobjects
+    from election import _lease as lease
     from election import _membership as membership
     from election import _ring as ring
     from election import _settings as settings
     from election import _shardmap as shardmap
     from election import _stores as stores
     from election._cluster import Coordinator
-    from election._electing import Elector, Fence, FencingToken, ReplicaId
+    from election._electing import Elector, Fence
     from election._errors import (
         CompactedError,
         ConflictError,
         CoordinationError,
         StoreUnavailableError,
     )
+    from election._lease import FencingToken, ReplicaId
     from election._records import Record, RecordStore
     from election._ring import Ring, assign
     from election._settings import ElectionSettings
@@ -46,6 +48,7 @@ _MODULES = (
     "etcd",
     "etcdurl",
     "kubeobjects",
+    "lease",
     "membership",
     "ring",
     "settings",
@@ -62,8 +65,8 @@ _WHERE = {
     "ElectionSettings": "_settings",
     "Elector": "_electing",
     "Fence": "_electing",
-    "FencingToken": "_electing",
-    "ReplicaId": "_electing",
+    "FencingToken": "_lease",
+    "ReplicaId": "_lease",
     "Record": "_records",
     "RecordStore": "_records",
     "Ring": "_ring",
@@ -94,6 +97,7 @@ __all__ = [
     "etcd",
     "etcdurl",
     "kubeobjects",
+    "lease",
     "membership",
     "open_store",
     "ring",

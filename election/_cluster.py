@@ -18,6 +18,7 @@ from typing import Any
 import prometheus_client
 
 from election import _electing as electing
+from election import _lease as lease
 from election import _membership as membership
 from election import _records as records
 from election import _settings as settings_
@@ -35,11 +36,11 @@ class Coordinator:
         self,
         store: records.RecordStore,
         *,
-        replica_id: electing.ReplicaId,
+        replica_id: lease.ReplicaId,
         endpoint: str,
         registry: prometheus_client.CollectorRegistry,
         settings: settings_.ElectionSettings | None = None,
-        clock: electing.WallClock = electing.utc_now,
+        clock: lease.WallClock = lease.utc_now,
         epsilon: float = shardmap.DEFAULT_EPSILON,
         pid: int | None = None,
         metrics_address: str | None = None,
@@ -153,11 +154,11 @@ class Coordinator:
         return self.elector.is_leader()
 
     @property
-    def leader(self) -> electing.ReplicaId | None:
+    def leader(self) -> lease.ReplicaId | None:
         return self.elector.leader
 
     @property
-    def fencing_token(self) -> electing.FencingToken | None:
+    def fencing_token(self) -> lease.FencingToken | None:
         return self.elector.fencing_token
 
     @property

@@ -58,34 +58,7 @@ from election._lease import (
     utc_now,
 )
 
-__all__ = [  # the Elector and its Fence, and (re-exported) the lease vocabulary
-    "ACQUIRE_TIME",
-    "DURATION",
-    "FIELD_FROM",
-    "FIELD_REASON",
-    "FIELD_REPLICA",
-    "FIELD_TO",
-    "FIELD_TOKEN",
-    "HOLDER",
-    "LEASE_RECORD",
-    "LEASE_TRANSITIONS",
-    "RENEW_TIME",
-    "TRANSITIONS",
-    "Elector",
-    "ElectorMetrics",
-    "Fence",
-    "FencingToken",
-    "LeaderWork",
-    "Notifier",
-    "ReplicaId",
-    "StaleFenceError",
-    "State",
-    "WallClock",
-    "bounded",
-    "format_time",
-    "sleep",
-    "utc_now",
-]
+__all__ = ["Elector", "Fence", "LeaderWork"]  # the lease vocabulary is `election.lease`
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 What `election._electing` (the Elector and its Fence) is built from, and what the
 stores and the coordinator share with it: the Lease field names a record holds, the
 states and their transition table, and small helpers for bounded waits.
+Other packages reach it by its public name, `election.lease`.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import prometheus_client
 
-from election import _electing as electing
 from election import _errors as errors
+from election import _lease as lease
 from election import _records as records
 from election import _settings as settings_
 from proto import catalog
@@ -59,7 +59,7 @@ def member_record_name(replica_id: str) -> str:
 class Member:
     """One replica as its member record describes it."""
 
-    replica_id: electing.ReplicaId
+    replica_id: lease.ReplicaId
     endpoint: str
     applied_epoch: int = 0
     pid: int | None = None
@@ -81,7 +81,7 @@ class Member:
             return None
         epoch, pid, metrics, extra = (data.get(k) for k in (APPLIED_EPOCH, PID, METRICS, EXTRA))
         return cls(
-            replica_id=electing.ReplicaId(replica_id),
+            replica_id=lease.ReplicaId(replica_id),
             endpoint=endpoint,
             applied_epoch=epoch if isinstance(epoch, int) else 0,
             pid=pid if isinstance(pid, int) else None,
@@ -104,11 +104,11 @@ class Membership:
         self,
         store: records.RecordStore,
         *,
-        replica_id: electing.ReplicaId,
+        replica_id: lease.ReplicaId,
         endpoint: str,
         settings: settings_.ElectionSettings,
         registry: prometheus_client.CollectorRegistry | None = None,
-        clock: electing.WallClock = electing.utc_now,
+        clock: lease.WallClock = lease.utc_now,
         pid: int | None = None,
         metrics_address: str | None = None,
         extra: Mapping[str, Any] | None = None,
@@ -137,7 +137,7 @@ class Membership:
         self._stopping = asyncio.Event()
         self._dirty = asyncio.Event()
         self._first_beat = asyncio.Event()
-        self._changed = electing.Notifier()
+        self._changed = lease.Notifier()
         registry = registry or prometheus_client.CollectorRegistry()
         self._live_gauge = catalog.gauge(registry, catalog.MEMBERS_LIVE)
         catalog.gauge(registry, catalog.MEMBER).set_function(
@@ -229,7 +229,7 @@ class Membership:
             PID: self._pid,
             METRICS: self._metrics_address,
             EXTRA: self._extra,
-            RENEW_TIME: electing.format_time(self._clock()),
+            RENEW_TIME: lease.format_time(self._clock()),
             HEARTBEAT: self._beats,
         }
         name = member_record_name(self.replica_id)
@@ -251,7 +251,7 @@ class Membership:
         loop = self._loop
         assert loop is not None
         # List after our own first write, so the first live set we report includes us.
-        await electing.sleep(self.settings.request_timeout, self._first_beat)
+        await lease.sleep(self.settings.request_timeout, self._first_beat)
         while not self._stopping.is_set():
             try:
                 found = await self._call("list", self._store.list(MEMBER_PREFIX))
@@ -293,7 +293,7 @@ class Membership:
             logger.info(
                 "membership: live set is now %s",
                 ",".join(m.replica_id for m in live) or "(empty)",
-                extra={electing.FIELD_REPLICA: self.replica_id},
+                extra={lease.FIELD_REPLICA: self.replica_id},
             )
             self._changed.notify()
 
@@ -313,11 +313,11 @@ class Membership:
     # -- helpers --
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
-        return await electing.bounded(f"member {what}", call, within=self.settings.request_timeout)
+        return await lease.bounded(f"member {what}", call, within=self.settings.request_timeout)
 
     async def _sleep(self, delay: float, *, wake_on_dirty: bool = False) -> None:
         if not wake_on_dirty:
-            await electing.sleep(delay, self._stopping)
+            await lease.sleep(delay, self._stopping)
             return
         stop = asyncio.ensure_future(self._stopping.wait())
         dirty = asyncio.ensure_future(self._dirty.wait())

@@ -24,6 +24,7 @@ import prometheus_client
 
 from election import _electing as electing
 from election import _errors as errors
+from election import _lease as lease
 from election import _membership as membership
 from election import _records as records
 from election import _ring as ring
@@ -72,15 +73,15 @@ class ShardMap:
     """One epoch of the shard map; `members` is sorted by replica id."""
 
     epoch: Epoch
-    members: tuple[tuple[electing.ReplicaId, str], ...]
-    published_by: electing.ReplicaId
-    token: electing.FencingToken
+    members: tuple[tuple[lease.ReplicaId, str], ...]
+    published_by: lease.ReplicaId
+    token: lease.FencingToken
     epsilon: float = DEFAULT_EPSILON
     published_at: str = ""  # wall clock, for people only
 
     def __post_init__(self) -> None:
         members = tuple(sorted((str(rid), str(endpoint)) for rid, endpoint in self.members))
-        object.__setattr__(self, "members", tuple((electing.ReplicaId(r), e) for r, e in members))
+        object.__setattr__(self, "members", tuple((lease.ReplicaId(r), e) for r, e in members))
         ids = [rid for rid, _ in self.members]
         if len(set(ids)) != len(ids):
             raise ValueError(f"shard map lists a replica twice: {ids}")
@@ -92,11 +93,11 @@ class ShardMap:
             raise ValueError(f"epsilon must be a finite number >= 0, not {self.epsilon}")
 
     @property
-    def replica_ids(self) -> tuple[electing.ReplicaId, ...]:
+    def replica_ids(self) -> tuple[lease.ReplicaId, ...]:
         return tuple(rid for rid, _ in self.members)
 
     def endpoint_of(self, replica_id: str) -> str | None:
-        return dict(self.members).get(electing.ReplicaId(replica_id))
+        return dict(self.members).get(lease.ReplicaId(replica_id))
 
     def build_ring(self, agents: Iterable[str]) -> ring.Ring:
         """The agent assignment under this map: `shard_map.build_ring(agents).owner(agent)`."""
@@ -123,14 +124,14 @@ class ShardMap:
         """Parse a stored map; ValueError when it is malformed."""
         try:
             members = tuple(
-                (electing.ReplicaId(_str(item["id"])), _str(item["endpoint"]))
+                (lease.ReplicaId(_str(item["id"])), _str(item["endpoint"]))
                 for item in data["members"]
             )
             return cls(
                 epoch=Epoch(_int(data["epoch"])),
                 members=members,
-                published_by=electing.ReplicaId(_str(data["publishedBy"])),
-                token=electing.FencingToken(_int(data["fencingToken"])),
+                published_by=lease.ReplicaId(_str(data["publishedBy"])),
+                token=lease.FencingToken(_int(data["fencingToken"])),
                 epsilon=float(data.get("epsilon", DEFAULT_EPSILON)),
                 published_at=str(data.get("publishedAt", "")),
             )
@@ -177,7 +178,7 @@ async def publish(
     members: Sequence[tuple[str, str]],
     settings: settings_.ElectionSettings,
     epsilon: float = DEFAULT_EPSILON,
-    clock: electing.WallClock = electing.utc_now,
+    clock: lease.WallClock = lease.utc_now,
 ) -> ShardMap:
     """Make the stored map list `members` (epoch + 1 if it changes); return the stored map.
 
@@ -197,7 +198,7 @@ async def publish(
                         epsilon=epsilon,
                         clock=clock,
                     )
-                except electing.StaleFenceError:
+                except lease.StaleFenceError:
                     raise
                 except errors.ConflictError as err:
                     logger.debug("shard map: publication raced (%s); re-reading", err)
@@ -212,16 +213,16 @@ async def _publish_once(
     members: Sequence[tuple[str, str]],
     settings: settings_.ElectionSettings,
     epsilon: float,
-    clock: electing.WallClock,
+    clock: lease.WallClock,
 ) -> ShardMap:
     def call(what: str, awaitable: Awaitable[T]) -> Awaitable[T]:
-        return electing.bounded(f"shard map {what}", awaitable, within=settings.request_timeout)
+        return lease.bounded(f"shard map {what}", awaitable, within=settings.request_timeout)
 
     fence.check()
     record = await call("get", store.get(MAP_RECORD))
     current = None if record is None else _parse(record)
     if current is not None and current.token > fence.token:
-        raise electing.StaleFenceError(
+        raise lease.StaleFenceError(
             f"shard map epoch {current.epoch} carries fencing token {current.token},"
             f" above ours ({fence.token})"
         )
@@ -229,11 +230,11 @@ async def _publish_once(
         return current
     new = ShardMap(
         epoch=Epoch(1 if current is None else current.epoch + 1),
-        members=tuple((electing.ReplicaId(rid), endpoint) for rid, endpoint in members),
+        members=tuple((lease.ReplicaId(rid), endpoint) for rid, endpoint in members),
         published_by=fence.holder,
         token=fence.token,
         epsilon=epsilon,
-        published_at=electing.format_time(clock()),
+        published_at=lease.format_time(clock()),
     )
     data = new.to_data()
     if isinstance(store, FencedStore):
@@ -251,7 +252,7 @@ async def _publish_once(
         "shard map: published epoch %d with %s",
         new.epoch,
         ",".join(new.replica_ids),
-        extra={electing.FIELD_REPLICA: fence.holder, electing.FIELD_TOKEN: fence.token},
+        extra={lease.FIELD_REPLICA: fence.holder, lease.FIELD_TOKEN: fence.token},
     )
     return new
 
@@ -287,7 +288,7 @@ async def keep_published(
     members: membership.Membership,
     settings: settings_.ElectionSettings,
     epsilon: float = DEFAULT_EPSILON,
-    clock: electing.WallClock = electing.utc_now,
+    clock: lease.WallClock = lease.utc_now,
     on_published: Callable[[ShardMap], None] | None = None,
 ) -> None:
     """Leader work: publish a new map whenever the live set changes, until cancelled.
@@ -318,7 +319,7 @@ async def keep_published(
                         epsilon=epsilon,
                         clock=clock,
                     )
-                except electing.StaleFenceError:
+                except lease.StaleFenceError:
                     raise
                 except errors.CoordinationError as err:
                     logger.warning("shard map: publication failed: %s", err)
@@ -350,7 +351,7 @@ class MapWatcher:
         self._current: ShardMap | None = None
         self._seen_version: str | None = None
         self._stopping = asyncio.Event()
-        self._changed = electing.Notifier()
+        self._changed = lease.Notifier()
         self._epoch_gauge = catalog.gauge(
             registry or prometheus_client.CollectorRegistry(), catalog.SHARD_EPOCH
         )
@@ -390,7 +391,7 @@ class MapWatcher:
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                record = await electing.bounded(
+                record = await lease.bounded(
                     "shard map get",
                     self._store.get(MAP_RECORD),
                     within=self.settings.request_timeout,
@@ -404,7 +405,7 @@ class MapWatcher:
                         self.offer(ShardMap.from_data(record.data))
                     except ValueError as err:
                         logger.warning("shard map: ignoring an unreadable map: %s", err)
-            await electing.sleep(
+            await lease.sleep(
                 self.settings.retry_period * self._rng.uniform(1.0, settings_.JITTER_FACTOR),
                 self._stopping,
             )

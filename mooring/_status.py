@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import principal
-from election import electing, membership, shardmap, stores
 from election import errors as cerrors
+from election import lease, membership, shardmap, stores
 from mooring import _fleet as fleet
 from mooring import _processes as processes
 from mooring import _services as services
@@ -105,7 +105,7 @@ async def read_control(
         coordination, prefix=f"{root}election/", timeout=STORE_TIMEOUT, namespace=namespace, env=env
     )
     try:
-        lease = await records.get(electing.LEASE_RECORD)
+        leader_record = await records.get(lease.LEASE_RECORD)
         map_record = await records.get(shardmap.MAP_RECORD)
         member_records = await records.list(membership.MEMBER_PREFIX)
     finally:
@@ -118,10 +118,10 @@ async def read_control(
         view.registered = {a.name: a.mode for a in await desired.list_agents()}
     finally:
         await desired.close()
-    if lease is not None:
-        holder = str(lease.data.get(electing.HOLDER) or "")
-        age = _age(lease.data.get(electing.RENEW_TIME), now)
-        duration = float(lease.data.get(electing.DURATION) or 0)
+    if leader_record is not None:
+        holder = str(leader_record.data.get(lease.HOLDER) or "")
+        age = _age(leader_record.data.get(lease.RENEW_TIME), now)
+        duration = float(leader_record.data.get(lease.DURATION) or 0)
         if holder and age is not None and age <= max(duration, 1.0):
             view.leader = holder
     freshest: dict[str, float] = {}

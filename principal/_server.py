@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from election import cluster, electing, membership, stores
+from election import cluster, lease, membership, stores
 from principal import _admission as admission
 from principal import _deliveries as deliveries_
 from principal import _dispatch as dispatch
@@ -183,7 +183,7 @@ class Replica:
         )
         self.coordinator = cluster.Coordinator(
             self.records,
-            replica_id=electing.ReplicaId(settings.replica_id),
+            replica_id=lease.ReplicaId(settings.replica_id),
             endpoint=settings.advertise,
             registry=self.registry,
             settings=settings.election,

@@ -15,6 +15,7 @@ from election import _errors as errors
 from election import _memory as memory
 from election import _records as records
 from election import _settings as settings_
+from election import lease
 from tests import _poll as poll
 
 # Fast timing for tests: lease 0.6 s, renew deadline 0.4 s, retry 0.1 s, 0.15 s per call.
@@ -77,7 +78,7 @@ class FakeFence:
 
     def check(self) -> None:
         if not self.valid:
-            raise electing.StaleFenceError("fake fence is stale")
+            raise lease.StaleFenceError("fake fence is stale")
 
     def lease(self) -> records.Record:
         self.check()

@@ -14,13 +14,14 @@ import pytest
 
 from election import _electing as electing
 from election import _settings as settings_
+from election import lease
 from tests.election import _helpers as helpers
 
 FAST = helpers.FAST
 
 
 def make(store, name: str, **kwargs) -> electing.Elector:  # type: ignore[no-untyped-def]
-    return electing.Elector(store, replica_id=electing.ReplicaId(name), settings=FAST, **kwargs)
+    return electing.Elector(store, replica_id=lease.ReplicaId(name), settings=FAST, **kwargs)
 
 
 # -- settings --
@@ -49,9 +50,9 @@ def test_settings_reject_unsafe_timing(kwargs: dict[str, float], message: str) -
 
 
 def test_transition_table_is_closed() -> None:
-    for source, targets in electing.TRANSITIONS.items():
+    for source, targets in lease.TRANSITIONS.items():
         assert source not in targets
-        assert electing.State.STOPPED in targets or source is electing.State.STOPPED
+        assert lease.State.STOPPED in targets or source is lease.State.STOPPED
 
 
 # -- memory store, loop clock (the elector on every adapter: test_elector_conformance) --

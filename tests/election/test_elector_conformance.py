@@ -28,6 +28,7 @@ from election import _electing as electing
 from election import _errors as errors
 from election import _records as records
 from election import _settings as settings_
+from election import lease
 from tests.election import _helpers as helpers
 from tests.election.store_harness import Isolated, StoreHarness
 
@@ -47,13 +48,13 @@ class Candidate:
         node: Isolated,
         name: str,
         *,
-        clock: electing.WallClock = electing.utc_now,
+        clock: lease.WallClock = lease.utc_now,
     ) -> None:
         self.node = node
         self.registry = prometheus_client.CollectorRegistry()
         self.elector = electing.Elector(
             node.store,
-            replica_id=electing.ReplicaId(name),
+            replica_id=lease.ReplicaId(name),
             settings=TIMING,
             registry=self.registry,
             clock=clock,
@@ -69,7 +70,7 @@ async def candidates(
     count: int,
     *,
     name: str = "r",
-    clock: electing.WallClock = electing.utc_now,
+    clock: lease.WallClock = lease.utc_now,
 ) -> list[Candidate]:
     nodes = [
         await harness.open_isolated(store_timeout=TIMING.request_timeout) for _ in range(count)
@@ -137,9 +138,9 @@ async def test_exactly_one_leader_among_three(harness: StoreHarness) -> None:
         assert leader.renewals >= 3
         assert {c.elector.leader for c in group} == {leader.elector.replica_id}
         others = [c.elector for c in group if c is not leader]
-        assert all(e.state is electing.State.FOLLOWER for e in others)
+        assert all(e.state is lease.State.FOLLOWER for e in others)
     assert len(log.terms) == 1
-    assert all(c.elector.state is electing.State.STOPPED for c in group)
+    assert all(c.elector.state is lease.State.STOPPED for c in group)
 
 
 async def test_takeover_after_the_holder_crashes(harness: StoreHarness) -> None:
@@ -163,7 +164,7 @@ async def test_takeover_after_the_holder_crashes(harness: StoreHarness) -> None:
         )
         new = the_leader(group)
         assert new.elector.fencing_token == old_token + 1
-        record = await harness.open().get(electing.LEASE_RECORD)
+        record = await harness.open().get(lease.LEASE_RECORD)
         assert record is not None
         assert record.data["holderIdentity"] == new.elector.replica_id
         assert record.data["leaseTransitions"] == old_token + 1
@@ -195,7 +196,7 @@ async def test_a_hung_holder_stops_its_work_before_a_successor_starts(
         await helpers.until(
             lambda: old.elector.leader == second.replica, within=10, what="old holder follows"
         )
-        assert old.elector.state is electing.State.FOLLOWER
+        assert old.elector.state is lease.State.FOLLOWER
         assert len(log.running()) == 1
     log.assert_no_overlap()
 
@@ -211,7 +212,7 @@ async def test_release_makes_takeover_immediate(harness: StoreHarness) -> None:
         stopped = loop.time()
         old.elector.stop()
         await tasks[group.index(old)]
-        assert old.elector.state is electing.State.STOPPED
+        assert old.elector.state is lease.State.STOPPED
         took = (
             await helpers.until(other.elector.is_leader, within=10, what="the successor") - stopped
         )
@@ -242,7 +243,7 @@ async def test_a_stale_fencing_token_is_refused_by_the_fenced_write(
 
         # The old leader's process comes back (a zombie) and writes with its stale fence.
         assert not old_fence.valid
-        with pytest.raises(electing.StaleFenceError):
+        with pytest.raises(lease.StaleFenceError):
             old_fence.check()
         old.node.stall(False)
         zombie = old.node.store
@@ -253,8 +254,8 @@ async def test_a_stale_fencing_token_is_refused_by_the_fenced_write(
         reader = harness.open()
         assert await reader.get(SHARD_MAP) == published
         assert await reader.get("other-map") is None
-        lease = await reader.get(electing.LEASE_RECORD)
-        assert lease is not None and lease.data["holderIdentity"] == new.elector.replica_id
+        record = await reader.get(lease.LEASE_RECORD)
+        assert record is not None and record.data["holderIdentity"] == new.elector.replica_id
     log.assert_no_overlap()
 
 
@@ -288,7 +289,7 @@ async def test_a_wall_clock_jump_causes_no_early_takeover(harness: StoreHarness)
 
             # By the stamps, the lease expired days ago; by what the followers saw, it is live.
             await watch(1.5 * TIMING.lease_duration, holder_leads)
-            record = await harness.open().get(electing.LEASE_RECORD)
+            record = await harness.open().get(lease.LEASE_RECORD)
             assert record is not None
             assert record.data["renewTime"] < record.data["acquireTime"]  # time ran backwards
             assert holder.elector.fencing_token == token
@@ -334,8 +335,8 @@ async def test_killing_a_raft_follower_member_keeps_the_same_leader_renewing(
 
         await watch(1.5 * TIMING.lease_duration, same_leader)
         assert leader.renewals >= before + 4  # renewals kept landing through the survivors
-        lease = await harness.open(timeout=2.0).get(electing.LEASE_RECORD)
-        assert lease is not None and lease.data["holderIdentity"] == leader.elector.replica_id
+        record = await harness.open(timeout=2.0).get(lease.LEASE_RECORD)
+        assert record is not None and record.data["holderIdentity"] == leader.elector.replica_id
     assert len(log.terms) == 1
 
 
@@ -362,7 +363,7 @@ async def test_killing_the_raft_leader_member_keeps_at_most_one_leader(
 
         await helpers.until(leading_again, within=10, what="a leader renewing again")
         leader = the_leader(group)
-        lease = await harness.open(timeout=2.0).get(electing.LEASE_RECORD)
-        assert lease is not None and lease.data["holderIdentity"] == leader.elector.replica_id
-        assert lease.data["leaseTransitions"] == log.terms[-1].token
+        record = await harness.open(timeout=2.0).get(lease.LEASE_RECORD)
+        assert record is not None and record.data["holderIdentity"] == leader.elector.replica_id
+        assert record.data["leaseTransitions"] == log.terms[-1].token
     log.assert_no_overlap()

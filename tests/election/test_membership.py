@@ -10,11 +10,11 @@ from typing import Any
 import prometheus_client
 import pytest
 
-from election import _electing as electing
 from election import _etcd as etcd
 from election import _etcdrecords as etcdrecords
 from election import _membership as membership
 from election import _settings as settings_
+from election import lease
 from tests.election import _helpers as helpers
 
 FAST = helpers.FAST
@@ -23,7 +23,7 @@ FAST = helpers.FAST
 def make(store, name: str, **kwargs) -> membership.Membership:  # type: ignore[no-untyped-def]
     return membership.Membership(
         store,
-        replica_id=electing.ReplicaId(name),
+        replica_id=lease.ReplicaId(name),
         endpoint=f"{name}.local:8443",
         settings=FAST,
         **kwargs,
@@ -66,7 +66,7 @@ async def test_every_replica_sees_every_live_member_with_its_details() -> None:
         )
         seen = members[2].live_members()[0]
         assert seen == membership.Member(
-            replica_id=electing.ReplicaId("r0"),
+            replica_id=lease.ReplicaId("r0"),
             endpoint="r0.local:8443",
             applied_epoch=0,
             pid=4242,
@@ -135,13 +135,13 @@ def test_member_from_malformed_record_is_none() -> None:
     bare = membership.Member.from_record(
         records.Record("members/x", {"replicaId": "x", "endpoint": "h:1", "pid": "no"}, "1")
     )
-    assert bare == membership.Member(replica_id=electing.ReplicaId("x"), endpoint="h:1")
+    assert bare == membership.Member(replica_id=lease.ReplicaId("x"), endpoint="h:1")
 
 
 def test_membership_needs_an_endpoint() -> None:
     with pytest.raises(ValueError, match="endpoint"):
         membership.Membership(
-            helpers.stores(1)[0], replica_id=electing.ReplicaId("x"), endpoint="", settings=FAST
+            helpers.stores(1)[0], replica_id=lease.ReplicaId("x"), endpoint="", settings=FAST
         )
 
 
@@ -185,7 +185,7 @@ async def test_a_failed_heartbeat_is_retried_within_the_retry_period() -> None:
 
     store.update = update  # type: ignore[method-assign]
     member = membership.Membership(
-        store, replica_id=electing.ReplicaId("r0"), endpoint="r0.local:8443", settings=slow
+        store, replica_id=lease.ReplicaId("r0"), endpoint="r0.local:8443", settings=slow
     )
     async with running([member]):
         await helpers.until(lambda: len(writes) >= 1, within=5, what="a first update")

@@ -10,16 +10,16 @@ import prometheus_client
 import pytest
 
 from election import _cluster as cluster
-from election import _electing as electing
 from election import _errors as errors
 from election import _etcd as etcd
 from election import _etcdrecords as etcdrecords
 from election import _records as records
 from election import _shardmap as shardmap
+from election import lease
 from tests.election import _helpers as helpers
 
 FAST = helpers.FAST
-R = electing.ReplicaId
+R = lease.ReplicaId
 
 
 def a_map(epoch: int = 3, n: int = 2) -> shardmap.ShardMap:
@@ -27,7 +27,7 @@ def a_map(epoch: int = 3, n: int = 2) -> shardmap.ShardMap:
         epoch=shardmap.Epoch(epoch),
         members=tuple((R(f"r{i}"), f"10.0.0.{i}:8443") for i in reversed(range(n))),
         published_by=R("r0"),
-        token=electing.FencingToken(5),
+        token=lease.FencingToken(5),
         epsilon=0.25,
         published_at="2030-01-01T00:00:00.000000Z",
     )
@@ -81,7 +81,7 @@ def test_malformed_maps_are_refused(text: str) -> None:
 
 
 async def lease_record(store: records.RecordStore) -> records.Record:
-    return await store.create(electing.LEASE_RECORD, {"holderIdentity": "r0"})
+    return await store.create(lease.LEASE_RECORD, {"holderIdentity": "r0"})
 
 
 @pytest.mark.parametrize("fenced", [True, False], ids=["fenced-store", "plain-store"])
@@ -107,11 +107,11 @@ async def test_stale_fencing_token_is_refused(fenced: bool) -> None:
     store: records.RecordStore = helpers.stores(1)[0]
     if not fenced:
         store = helpers.PlainStore(store)
-    lease = await lease_record(store)
-    newer = helpers.FakeFence(token=7, holder="r1", record=lease)
+    leader_record = await lease_record(store)
+    newer = helpers.FakeFence(token=7, holder="r1", record=leader_record)
     published = await shardmap.publish(store, fence=newer, members=[("r1", "h:1")], settings=FAST)  # type: ignore[arg-type]
-    older = helpers.FakeFence(token=6, holder="r0", record=lease)
-    with pytest.raises(electing.StaleFenceError, match="above ours"):
+    older = helpers.FakeFence(token=6, holder="r0", record=leader_record)
+    with pytest.raises(lease.StaleFenceError, match="above ours"):
         await shardmap.publish(store, fence=older, members=[("r0", "h:0")], settings=FAST)  # type: ignore[arg-type]
     stored = await store.get(shardmap.MAP_RECORD)
     assert stored is not None and shardmap.ShardMap.from_data(stored.data) == published
@@ -119,9 +119,9 @@ async def test_stale_fencing_token_is_refused(fenced: bool) -> None:
 
 async def test_fenced_store_refuses_a_fence_whose_lease_moved_on() -> None:
     store = helpers.stores(1)[0]
-    lease = await lease_record(store)
-    fence = helpers.FakeFence(token=1, holder="r0", record=lease)
-    await store.update(lease, {"holderIdentity": "r1"})  # a successor took the lease
+    leader_record = await lease_record(store)
+    fence = helpers.FakeFence(token=1, holder="r0", record=leader_record)
+    await store.update(leader_record, {"holderIdentity": "r1"})  # a successor took the lease
     with pytest.raises(errors.ConflictError):
         await shardmap.publish(store, fence=fence, members=[("r0", "h:0")], settings=FAST)  # type: ignore[arg-type]
     assert await store.get(shardmap.MAP_RECORD) is None
@@ -130,7 +130,7 @@ async def test_fenced_store_refuses_a_fence_whose_lease_moved_on() -> None:
 async def test_an_expired_term_publishes_nothing() -> None:
     store = helpers.stores(1)[0]
     fence = helpers.FakeFence(token=1, holder="r0", record=await lease_record(store), valid=False)
-    with pytest.raises(electing.StaleFenceError):
+    with pytest.raises(lease.StaleFenceError):
         await shardmap.publish(store, fence=fence, members=[("r0", "h:0")], settings=FAST)  # type: ignore[arg-type]
     assert await store.get(shardmap.MAP_RECORD) is None
 

@@ -81,6 +81,7 @@ EXPECTED = {
         "etcd",
         "etcdurl",
         "kubeobjects",
+        "lease",
         "membership",
         "ring",
         "settings",

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from election import _electing as electing
 from election import _membership as membership
 from election import _shardmap as shardmap
+from election import lease
 from principal import _session as session_
 from principal import _sharding as sharding_
 
-R = electing.ReplicaId
+R = lease.ReplicaId
 EPOCH = 3
 ENDPOINTS = {"p1": "10.0.0.1:8443", "p2": "10.0.0.2:8443"}
 AGENTS = [f"edge-{n}" for n in range(10)]
@@ -24,7 +24,7 @@ MAP = shardmap.ShardMap(
     epoch=shardmap.Epoch(EPOCH),
     members=tuple((R(rid), endpoint) for rid, endpoint in ENDPOINTS.items()),
     published_by=R("p1"),
-    token=electing.FencingToken(5),
+    token=lease.FencingToken(5),
 )
 
 
