@@ -1,9 +1,9 @@
 """The agent's session loop: dial, hello, resync, then live sync; reconnect forever.
 
-Reconnects sweep every endpoint before backing off; backoff is tenacity's full-jitter
-exponential, capped. Every session starts with the resync handshake, so a session
-lost at any point loses nothing: what was not acknowledged is found again by the
-next resync's inventory comparison.
+Reconnects sweep every endpoint before backing off (`agent._backoff`: full-jitter
+exponential, capped), over one cached channel per endpoint (`agent._dialing`). Every
+session starts with the resync handshake, so a session lost at any point loses nothing:
+what was not acknowledged is found again by the next resync's inventory comparison.
 """
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import prometheus_client as prom
-import tenacity
 
+from agent import _backoff as backoff
+from agent import _dialing as dialing
 from agent import _endpoints as endpoints_
-from agent import _errors as errors
 from agent import _live as live_
 from agent import _localstore as localstore
 from agent import _metrics as metrics_
@@ -30,66 +29,15 @@ from agent import _outcome as outcome_
 from agent import _refusals as refusals
 from agent import _settings as settings_
 from agent import _sides as sides
+from agent import _storecheck as storecheck
 from agent import _sweep as sweep_
 from proto import codec, credentials, logfields, pb
 
-__all__ = ["Agent", "channel_options"]
+__all__ = ["Agent"]
 
 logger = logging.getLogger(__name__)
 
-STORE_CHECK_SECONDS = 5.0
-"""How often the agent checks that its local store answers (readiness)."""
 MODES = {"managed": pb.MODE_MANAGED, "autonomous": pb.MODE_AUTONOMOUS}
-
-
-class ConnectFailed(errors.AgentError):
-    """One endpoint could not give us a session; `reason` is a metric label.
-
-    `answered` is True when a replica itself refused (it is reachable), False for
-    transport failures (refused connection, timeout, broken handshake); `refusal` is
-    the replica's reason then (its `codec.REJECTED_TRAILER`), else "".
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        reason: outcome_.DialFailure,
-        answered: bool = False,
-        refusal: str = "",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.answered = answered
-        self.refusal = refusal
-        self.retry_after = retry_after  # seconds the replica asked us to wait, if it did
-
-
-class SweepFailed(errors.AgentError):
-    """Every endpoint of one sweep failed; `refused` when one refused us for good;
-    `retry_after` the longest wait a replica asked for (None: none asked)."""
-
-    def __init__(
-        self, message: str, *, refused: bool = False, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.refused = refused
-        self.retry_after = retry_after
-
-
-def channel_options(settings: settings_.AgentSettings) -> list[tuple[str, Any]]:
-    """Client channel args; keepalive agreed with the principal's ping allowance (>= 4 s)."""
-    return [
-        ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
-        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 2_000),
-        ("grpc.max_receive_message_length", 64 << 20),
-        ("grpc.client_idle_timeout_ms", 60_000),  # cached channels to idle replicas let go
-    ]
 
 
 class Agent:
@@ -129,13 +77,23 @@ class Agent:
         self.sessions_opened = 0  # welcomes received (the fleet reports it without a scrape)
         self.failovers: list[tuple[float, float]] = []  # (lost at, seconds to resynced), monotonic
         self._stop = asyncio.Event()
+        self._sleep = functools.partial(backoff.sleep, stop=self._stop)  # stop() wakes it
+        self._wait = backoff.wait(
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            refused_interval=settings.refused_retry_interval,
+        )
         self._sweeps_failed = 0
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._tls_generation = 0  # of the TLS files the cached channels use
+        self._channels = dialing.Channels(
+            self.creds,
+            options=dialing.channel_options(settings),
+            server_name=self.endpoints.server_name,
+        )
         self._last_endpoint = ""  # where the last session was welcomed
         self.standby = ""  # where that replica said to go first if it stops answering
-        self._store_error: str | None = None
-        self._store_checked = False
+        self._store_check = storecheck.StoreCheck(
+            lambda: self.store.data_version(), sleep=self._sleep
+        )
         self._refusal = refusals.Refusal(
             self.metrics.refused,
             agent=settings.name,
@@ -154,43 +112,26 @@ class Agent:
 
     # ------------------------------------------------------------------ health
     def readiness(self) -> tuple[bool, str]:
-        """Ready while the local store answers (checked every STORE_CHECK_SECONDS); the
-        session is reported but never decides: an unreachable hub is an edge's normal
-        weather, and restarting or unreadying the agent would not bring it back."""
+        """Ready while the local store answers (`agent._storecheck`); the session is
+        reported but never decides: an unreachable hub is an edge's normal weather, and
+        restarting or unreadying the agent would not bring it back."""
         session = (
             f"session open with replica {self.replica_id}"
             if self.welcomed.is_set()
             else "no session with the hub"
         )
-        if self._store_error is not None:
-            return False, f"local store not answering: {self._store_error}; {session}"
-        if not self._store_checked:
-            return False, f"local store not checked yet; {session}"
-        return True, f"local store ok; {session}"
-
-    async def _check_store(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(STORE_CHECK_SECONDS):
-                    await self.store.data_version()
-                self._store_error = None
-            except Exception as err:  # any failure means "not answering"; said in the reason
-                self._store_error = str(err).splitlines()[0] if str(err) else type(err).__name__
-            self._store_checked = True
-            await self._sleep(STORE_CHECK_SECONDS)
+        ready, store = self._store_check.status()
+        return ready, f"{store}; {session}"
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         """Keep a session with the owner until stop(); never raises for network faults."""
-        checker = asyncio.create_task(self._check_store(), name=f"{self.settings.name}:store-check")
+        checker = asyncio.create_task(
+            self._store_check.run(), name=f"{self.settings.name}:store-check"
+        )
         try:
             while not self._stop.is_set():
-                retrying = tenacity.AsyncRetrying(
-                    retry=tenacity.retry_if_exception_type(SweepFailed),
-                    wait=self._backoff(),
-                    sleep=self._sleep,
-                    reraise=True,
-                )
+                retrying = backoff.retrying(self._wait, sleep=self._sleep)
                 try:
                     async for attempt in retrying:
                         with attempt:
@@ -216,37 +157,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, outcome_.Stopped):
                 await checker
             self.metrics.connected.set(0)
-            for target in list(self._channels):
-                await self._drop_channel(target)
+            await self._channels.close()
             await self.store.close()
-
-    def _backoff(self) -> Callable[[tenacity.RetryCallState], float]:
-        """tenacity's wait: full-jitter exponential after a failed sweep, but the long
-        `refused_retry_interval` after one in which a replica refused us for good."""
-        jittered = tenacity.wait_random_exponential(
-            multiplier=self.settings.backoff_base, max=self.settings.backoff_cap
-        )
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            failed = state.outcome.exception() if state.outcome is not None else None
-            if isinstance(failed, SweepFailed) and failed.refused:
-                return self.settings.refused_retry_interval
-            wait = jittered(state)
-            if isinstance(failed, SweepFailed) and failed.retry_after:
-                # As long as asked, and up to half again: a crowd refused together
-                # does not come back together.
-                wait = max(wait, failed.retry_after * random.uniform(1.0, 1.5))
-            return wait
-
-        return wait
-
-    async def _sleep(self, seconds: float) -> None:
-        """Interruptible backoff: stop() wakes it at once."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stop.wait()
-        if self._stop.is_set():
-            raise outcome_.Stopped()
 
     async def _sweep(self) -> None:
         """Try every endpoint once (owner first), following redirects; raise if all fail.
@@ -275,7 +187,7 @@ class Agent:
                     ) = await self._session(
                         target, hops=attempt.hops, unreachable=attempt.unreachable
                     )
-                except ConnectFailed as err:
+                except outcome_.ConnectFailed as err:
                     refused |= self._connect_failed(target, err)
                     if err.retry_after is not None:
                         retry_after = max(retry_after or 0.0, err.retry_after)
@@ -306,11 +218,11 @@ class Agent:
                     break
                 attempt = step.then
         self._sweeps_failed += 1
-        raise SweepFailed(
+        raise backoff.SweepFailed(
             "; ".join(failures) or "no endpoint", refused=refused, retry_after=retry_after
         )
 
-    def _connect_failed(self, target: str, err: ConnectFailed) -> bool:
+    def _connect_failed(self, target: str, err: outcome_.ConnectFailed) -> bool:
         """Count and log a failed dial; True when the refusal is one no retry cures."""
         self.metrics.connect_errors.labels(err.reason).inc()
         if refusals.permanent(err.refusal):
@@ -359,7 +271,7 @@ class Agent:
     ) -> outcome_.Redirected | outcome_.Ended:
         loop = asyncio.get_running_loop()
         started = loop.time()  # how long it lasted decides the sweep's next step
-        async with self._channel(target) as channel:
+        async with self._channels.channel(target) as channel:
             call = channel.stream_stream(
                 codec.SUBSCRIBE_METHOD,
                 request_serializer=pb.Envelope.SerializeToString,
@@ -371,35 +283,29 @@ class Agent:
                     first = await call.read()
             except TimeoutError:
                 call.cancel()
-                raise ConnectFailed(
+                raise outcome_.ConnectFailed(
                     f"no welcome within {self.settings.connect_timeout:.1f}s",
                     reason=outcome_.DialFailure.TIMEOUT,
                 ) from None
             except asyncio.InvalidStateError:  # the call ended under our write
                 code = await call.code()
-                raise ConnectFailed(
+                raise outcome_.ConnectFailed(
                     f"{code.name}: stream ended while dialling",
                     reason=outcome_.DialFailure.UNAVAILABLE,
                 ) from None
             except grpc.aio.AioRpcError as err:
-                trailer = outcome_.trailer(err.trailing_metadata())
-                raise ConnectFailed(
+                raise outcome_.ConnectFailed.ended(
                     outcome_.one_line(err, connecting=True),
                     reason=outcome_.classify_error(err),
-                    answered=trailer is not None,
-                    refusal=trailer or "",
-                    retry_after=outcome_.retry_after(err.trailing_metadata()),
+                    trailers=err.trailing_metadata(),
                 ) from err
             if first is grpc.aio.EOF:
                 code, details = await call.code(), await call.details() or ""
                 trailers = await call.trailing_metadata()
-                trailer = outcome_.trailer(trailers)
-                raise ConnectFailed(
+                raise outcome_.ConnectFailed.ended(
                     f"{code.name}: {details}",
-                    reason=outcome_.classify(code, details, trailer),
-                    answered=trailer is not None,
-                    refusal=trailer or "",
-                    retry_after=outcome_.retry_after(trailers),
+                    reason=outcome_.classify(code, details, outcome_.trailer(trailers)),
+                    trailers=trailers,
                 )
             body = first.WhichOneof("body")
             if body == "redirect":
@@ -426,7 +332,7 @@ class Agent:
                 )
             if body != "welcome":
                 call.cancel()
-                raise ConnectFailed(
+                raise outcome_.ConnectFailed(
                     f"expected welcome, got {body}", reason=outcome_.DialFailure.PROTOCOL
                 )
             welcome = first.welcome
@@ -473,41 +379,8 @@ class Agent:
                 extra=fields,
             )
             if ended.end in outcome_.DROPS_CHANNEL:
-                await self._drop_channel(target)  # the connection itself is gone
+                await self._channels.drop(target)  # the connection itself is gone
             return dataclasses.replace(ended, lasted=loop.time() - started)
-
-    @contextlib.asynccontextmanager
-    async def _channel(self, target: str) -> AsyncIterator[Any]:
-        """A long-lived channel per endpoint: redirects and reconnects to a replica we
-        already talk to reuse its TLS connection. A transport failure drops it, and so do
-        new TLS files: every cached channel is idle here (one session at a time)."""
-        creds = self.creds.current()
-        if self._channels and self._tls_generation != self.creds.generation:
-            for old in list(self._channels):
-                await self._drop_channel(old)
-        self._tls_generation = self.creds.generation
-        channel = self._channels.get(target)
-        if channel is None:
-            options = channel_options(self.settings)
-            server_name = self.endpoints.server_name(target)
-            if server_name:  # an address resolved from a DNS name: verify the name
-                options.append(("grpc.ssl_target_name_override", server_name))
-            channel = grpc.aio.secure_channel(target, creds, options=options)
-            self._channels[target] = channel
-        try:
-            yield channel
-        except ConnectFailed as err:
-            if not err.answered:
-                await self._drop_channel(target)
-            raise
-        except BaseException:
-            await self._drop_channel(target)
-            raise
-
-    async def _drop_channel(self, target: str) -> None:
-        channel = self._channels.pop(target, None)
-        if channel is not None:
-            await channel.close()
 
     def _resynced(self, started: float) -> None:
         """The session that began at loop time `started` is resynced."""

@@ -7,6 +7,6 @@ __all__ = ["AgentError"]
 
 
 class AgentError(Exception):
-    """Root of the agent's errors: a failed dial or sweep (`client`), a refused local-store
-    operation (`LocalStoreError`), and the signals that end a session or the agent
-    (`SessionOver`, `Stopped`)."""
+    """Root of the agent's errors: a failed dial or sweep (`ConnectFailed`, `SweepFailed`),
+    a refused local-store operation (`LocalStoreError`), and the signals that end a session
+    or the agent (`SessionOver`, `Stopped`)."""

@@ -1,9 +1,9 @@
 """What a dial or a session came to, classified in one place.
 
-A dial ends in a welcome, a redirect, or a `DialFailure` (the `reason` label of
-mooring_agent_connect_errors_total), classified from the gRPC status code and the
-replica's refusal trailer. A session ends with a `SessionEnd`, which alone decides
-whether the channel under it is kept for the next dial.
+A dial ends in a welcome, a redirect, or a `ConnectFailed` whose `DialFailure` (the
+`reason` label of mooring_agent_connect_errors_total) is classified from the gRPC status
+code and the replica's refusal trailer. A session ends with a `SessionEnd`, which alone
+decides whether the channel under it is kept for the next dial.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from proto import codec
 __all__ = [
     "DROPS_CHANNEL",
     "REJECTING_CODES",
+    "ConnectFailed",
     "DialFailure",
     "Ended",
     "Redirected",
@@ -47,6 +48,44 @@ class DialFailure(enum.StrEnum):
     TIMEOUT = "timeout"  # no welcome within connect_timeout
     UNAVAILABLE = "unavailable"  # nothing answered (refused connection, reset, no route)
     INTERNAL = "internal"  # a bug in the agent's own session loop (logged whole)
+
+
+class ConnectFailed(errors.AgentError):
+    """One endpoint could not give us a session; `reason` is a metric label.
+
+    `answered` is True when a replica itself refused (it is reachable), False for
+    transport failures (refused connection, timeout, broken handshake); `refusal` is
+    the replica's reason then (its `codec.REJECTED_TRAILER`), else "".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: DialFailure,
+        answered: bool = False,
+        refusal: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.answered = answered
+        self.refusal = refusal
+        self.retry_after = retry_after  # seconds the replica asked us to wait, if it did
+
+    @classmethod
+    def ended(
+        cls, message: str, *, reason: DialFailure, trailers: Iterable[tuple[str, Any]] | None
+    ) -> ConnectFailed:
+        """A dial whose call ended with `trailers`: answered when they carry a refusal."""
+        refusal = trailer(trailers)
+        return cls(
+            message,
+            reason=reason,
+            answered=refusal is not None,
+            refusal=refusal or "",
+            retry_after=retry_after(trailers),
+        )
 
 
 REJECTING_CODES: Mapping[grpc.StatusCode, DialFailure] = {

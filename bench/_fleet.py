@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent import _client as agent_client
 from agent import _localstore as localstore
 from agent import _settings as agent_settings
-from principal import _server as principal_server
+from principal import _agentserver as agentserver
 from proto import _credentials as credentials
 from proto import codec
 
@@ -160,7 +160,7 @@ async def run_echo(args: argparse.Namespace) -> None:
         ECHO_SERVICE, {"Echo": grpc.stream_stream_rpc_method_handler(echo)}
     )
     server = grpc.aio.server(
-        options=principal_server.grpc_server_options(codec.DEFAULT_MAX_MESSAGE_BYTES)
+        options=agentserver.grpc_server_options(codec.DEFAULT_MAX_MESSAGE_BYTES)
     )
     server.add_generic_rpc_handlers((handler,))
     creds = credentials.server_credentials(args.tls_dir)

@@ -78,8 +78,8 @@ from mooring import _fleet as fleet_  # noqa: E402
 from mooring import _launcher as launcher  # noqa: E402
 from mooring import _processes as processes  # noqa: E402
 from mooring import _state as state_  # noqa: E402
+from principal import _agentserver as agentserver  # noqa: E402
 from principal import _pki as pki  # noqa: E402
-from principal import _server as server  # noqa: E402
 from proto import _exposition as exposition  # noqa: E402
 from proto import codec  # noqa: E402
 
@@ -453,7 +453,7 @@ def row(what: str, text: str) -> str:
 
 
 def describe_config() -> list[str]:
-    options = dict(server.grpc_server_options(codec.DEFAULT_MAX_MESSAGE_BYTES))
+    options = dict(agentserver.grpc_server_options(codec.DEFAULT_MAX_MESSAGE_BYTES))
     keys = (
         "grpc.server_handshake_timeout_ms",
         "grpc.max_connection_idle_ms",
@@ -462,7 +462,7 @@ def describe_config() -> list[str]:
     )
     shown = ", ".join(f"{k.removeprefix('grpc.')}={options.get(k, 'unset')}" for k in keys)
     return [
-        f"agent port (principal/_server.py grpc_server_options): {shown}",
+        f"agent port (principal/_agentserver.py grpc_server_options): {shown}",
         f"metrics port (proto/_exposition.py): MAX_CONNECTIONS={exposition.MAX_CONNECTIONS}, "
         f"REQUEST_TIMEOUT={exposition.REQUEST_TIMEOUT:g} s (a deadline for the whole request; the oldest waiting connection is shed for a new one)",
     ]
@@ -525,7 +525,7 @@ async def campaign(
     pid = record.process.pid
     port = int(record.endpoint.rpartition(":")[2])
     endpoints = [record.endpoint] + [r.endpoint for r in state.replicas if r.id != target]
-    timeout = server.HANDSHAKE_TIMEOUT_MS / 1000
+    timeout = agentserver.HANDSHAKE_TIMEOUT_MS / 1000
     hold = timeout + args.extra_hold
 
     def log(what: str) -> None:

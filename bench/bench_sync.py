@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import principal  # noqa: E402
-from agent import _client as agent_client  # noqa: E402
+from agent import _dialing as dialing  # noqa: E402
 from agent import _settings as agent_settings  # noqa: E402
 from mooring import _services as services  # noqa: E402
 from principal import _pki as pki  # noqa: E402
@@ -326,7 +326,7 @@ async def run_peer(
     repeats: int,
     pids: dict[str, int],
 ) -> Result:
-    options = agent_client.channel_options(
+    options = dialing.channel_options(
         agent_settings.AgentSettings(
             name="peer",
             mode="managed",

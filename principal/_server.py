@@ -1,4 +1,5 @@
-"""Run one principal replica: gRPC server (agents, health, reflection), metrics, store watch."""
+"""One principal replica assembled from its parts: stores, coordination, sessions, the
+agents' port, probes and metrics; its supervised tasks, start, graceful stop, and `run`."""
 
 from __future__ import annotations
 
@@ -8,27 +9,24 @@ import functools
 import logging
 import os
 import signal
-import socket
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import grpc
 import prometheus_client as prom
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from election import cluster, lease, membership, stores
 from principal import _admission as admission
+from principal import _agentserver as agentserver
+from principal import _binding as binding
 from principal import _deliveries as deliveries_
 from principal import _dispatch as dispatch
 from principal import _history as history
 from principal import _holds as holds
 from principal import _hub as hub
+from principal import _memberreport as memberreport
 from principal import _metrics as metrics_
 from principal import _ownership as ownership
 from principal import _presence as presence
+from principal import _probes as probes_
 from principal import _registry as registry_
 from principal import _revocations as revocations_
 from principal import _session as session_
@@ -36,27 +34,11 @@ from principal import _settings as settings_
 from principal import _sharding as sharding
 from principal import _stream as stream
 from principal import _supervise as supervise
-from proto import codec, credentials, exposition, limits, pb
+from proto import credentials, exposition, limits, pb
 
-__all__ = ["Replica", "grpc_server_options", "run"]
+__all__ = ["Replica", "run"]
 
 logger = logging.getLogger(__name__)
-
-LIVENESS = "liveness"
-READINESS = "readiness"
-"""Service names on the --health port (kubelet gRPC probes name one in `service`)."""
-HANDSHAKE_TIMEOUT_MS = 10_000
-"""A new connection's TLS and HTTP/2 handshakes must be done by then, or it is closed."""
-IDLE_CONNECTION_MS = 300_000
-"""A connection with no stream for this long is closed."""
-PROBE_REFRESH = 0.5
-"""Seconds between readiness updates on the --health port."""
-SESSIONS_REPORT = 1.0
-"""Seconds between updates of the sessions this replica reports in its member record."""
-SESSIONS_LISTED = 2000
-"""At most this many agent names in that report (beyond it, only their count)."""
-SERVING_POLL = 0.1
-"""Seconds between looks at whether this replica can hold agents (for its member record)."""
 
 RESTART, FATAL = supervise.Policy.RESTART, supervise.Policy.FATAL
 POLICIES: dict[str, supervise.Policy] = {
@@ -77,83 +59,6 @@ POLICIES: dict[str, supervise.Policy] = {
     "probes": RESTART,  # mirrors readiness() to the --health port
     "trim": RESTART,  # hands freed heap back to the system (RSS after a connection flood)
 }
-
-
-def grpc_server_options(
-    max_message_bytes: int, *, max_connections: int = 10_000
-) -> list[tuple[str, Any]]:
-    """Server channel args, agreed with the agent's keepalive settings.
-
-    Keepalive as both ends agree (codec.KEEPALIVE_*: the agent pings after 10 s of
-    idleness; we accept pings down to every 4 s, so a client is never answered with
-    GOAWAY too_many_pings). gRPC's own receive
-    limit sits well above ours so oversized messages reach our decoder, which
-    rejects them with a clear error and counts them.
-
-    TLS frames of at most 4 KB (C-core's default is 16 KB): the frame protector's
-    buffer is per connection, and this saves about 5 KB per agent session (90 -> 85 KB
-    for a bare mTLS stream in bench_memory) with no measurable change in bench_sync
-    throughput (our messages are a few hundred bytes).
-
-    At most `max_connections` connections are open at once (agents' sessions and
-    connections still in their handshakes alike); gRPC closes any beyond at once, so a
-    flood pins at most that many handshakes' memory (bench_hardening: 30-60 KB each).
-    An agent turned away this way tries another replica.
-
-    A connection must finish its TLS and HTTP/2 handshakes within HANDSHAKE_TIMEOUT_MS
-    (C-core waits 120 s) and is closed after IDLE_CONNECTION_MS without a stream: idle
-    or half-open connections cannot pile up (an agent's session stream never idles).
-    """
-    return [
-        ("grpc.keepalive_time_ms", int(codec.KEEPALIVE_TIME_S * 1000)),
-        ("grpc.keepalive_timeout_ms", int(codec.KEEPALIVE_TIMEOUT_S * 1000)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        (
-            "grpc.http2.min_recv_ping_interval_without_data_ms",
-            int(codec.MIN_PING_INTERVAL_S * 1000),
-        ),
-        ("grpc.http2.max_ping_strikes", 0),
-        ("grpc.max_receive_message_length", max_message_bytes * 8),
-        ("grpc.max_send_message_length", max_message_bytes * 8),
-        ("grpc.so_reuseport", 0),
-        ("grpc.tsi.max_frame_size", 4096),
-        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
-        ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS),
-        ("grpc.max_allowed_incoming_connections", max_connections),
-    ]
-
-
-def _cannot_listen(address: str, purpose: str, err: BaseException | None = None) -> OSError:
-    """The one line for an address we cannot bind: which one, what for, and why."""
-    reason = "the address is in use or not available"
-    if isinstance(err, OSError):
-        reason = (err.strerror or str(err)).lower()
-    return OSError(f"cannot listen on {address} for {purpose}: {reason}")
-
-
-def _check_bindable(host: str, port: int, *, address: str, purpose: str) -> None:
-    """Bind HOST:PORT once ourselves before gRPC does, so that a port in use (or an address
-    this host lacks) is reported with its reason: gRPC says only "Failed to bind", after
-    C-core has logged a line of its own. Like gRPC, one of HOST's addresses binding is enough."""
-    if port == 0:
-        return
-    try:
-        found = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except OSError as err:
-        raise _cannot_listen(address, purpose, err) from err
-    failure: OSError | None = None
-    for family, kind, proto, _, sockaddr in found:
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
-            try:
-                sock.bind(sockaddr)
-            except OSError as err:
-                failure = err
-                continue
-        return
-    raise _cannot_listen(address, purpose, failure) from failure
 
 
 class Replica:
@@ -236,11 +141,26 @@ class Replica:
             replica_id=settings.replica_id,
             on_store_error=self.metrics.store_errors.inc,
         )
-        self.server: grpc.aio.Server | None = None
-        self.health = health_aio.HealthServicer()
-        self.probes = health_aio.HealthServicer()  # the plaintext --health port's
-        self.probe_server: grpc.aio.Server | None = None
-        self.port = 0
+        self.agent_server = agentserver.AgentServer(
+            max_message_bytes=settings.session.max_message_bytes,
+            max_connections=settings.max_connections,
+        )
+        self.probes = probes_.ProbePort(self.readiness)  # the plaintext --health port
+        self._signals = probes_.Signals(
+            fenced_by=lambda: self.supervisor.failed,
+            stopping=lambda: self._stopped,
+            restarting=lambda: self.supervisor.down,
+            serving=lambda: self.agent_server.started,
+            member=self.coordinator.is_registered,
+            map_applied=self.sharding.applied.is_set,
+            map_epoch=lambda: self.sharding.map.epoch if self.sharding.map else 0,
+        )
+        self.member_report = memberreport.MemberReport(
+            fenced=self.holder.is_fenced,
+            agents=lambda: self.sessions.sessions,
+            set_serving=self.coordinator.set_serving,
+            publish=functools.partial(self.coordinator.report, membership.SESSIONS),
+        )
         self.admission = admission.Admission(settings.admission)
         self.supervisor = supervise.Supervisor(
             replica=settings.replica_id, failures=self.metrics.task_failures, on_fatal=self._fence
@@ -249,12 +169,18 @@ class Replica:
         self._metrics_server: exposition.MetricsServer | None = None
         self._stopped = False
 
+    @property
+    def port(self) -> int:
+        """The agents' port bound (0 until started)."""
+        return self.agent_server.port
+
     async def start(self) -> None:
         creds = credentials.server_credentials(
             self.settings.tls_dir, on_reload_failure=self.metrics.certificate_reload_failures.inc
         )
         if self.settings.health:  # first: a slow store must not fail the liveness probe
-            await self._start_probes()
+            await self.probes.start(self.settings.health)
+            self._supervise("probes", self.probes.mirror)
         await self._reach_hub_store()
         # No agent is served before the revocation list is read.
         self._supervise("revocations", self.revocations.run)
@@ -265,7 +191,7 @@ class Replica:
         self._supervise("sharding", self.sharding.run)
         self._supervise("presence", self.presence.run)
         self._supervise("holds", functools.partial(self.holder.run, self.sessions.close_lost))
-        self._supervise("serving", self._serving)
+        self._supervise("serving", self.member_report.run)
         self._supervise("deliveries", self.deliveries.run)
         self._supervise("trim", limits.trim_periodically)
         handler = stream.StreamHandler(
@@ -283,38 +209,9 @@ class Replica:
             auto_register=self.settings.auto_register,
             admission=self.admission,
         )
-        limit = self.settings.session.max_message_bytes
-        generic = grpc.method_handlers_generic_handler(
-            codec.SERVICE_NAME,
-            {
-                "Subscribe": grpc.stream_stream_rpc_method_handler(
-                    handler.subscribe,
-                    request_deserializer=codec.bounded_decoder(limit),
-                    response_serializer=pb.Envelope.SerializeToString,
-                )
-            },
+        host, port = await self.agent_server.start(
+            handler.subscribe, listen=self.settings.listen, creds=creds
         )
-        server = grpc.aio.server(
-            options=grpc_server_options(limit, max_connections=self.settings.max_connections)
-        )
-        server.add_generic_rpc_handlers((generic,))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (
-                codec.SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
-        host, port = settings_.parse_hostport(self.settings.listen, what="--listen")
-        self.port = self._add_port(
-            server, host, port, address=self.settings.listen, purpose="agents", creds=creds
-        )
-        await server.start()
-        self.server = server
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(codec.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.metrics:
             mhost, mport = settings_.parse_hostport(self.settings.metrics, what="--metrics")
             try:
@@ -322,9 +219,9 @@ class Replica:
                     mhost, mport, registry=self.registry, ready=self.readiness
                 )
             except OSError as err:
-                raise _cannot_listen(self.settings.metrics, "metrics", err) from err
+                raise binding.cannot_listen(self.settings.metrics, "metrics", err) from err
         await self._wait_first_map()
-        logger.info("replica %s serving agents on %s:%d", self.settings.replica_id, host, self.port)
+        logger.info("replica %s serving agents on %s:%d", self.settings.replica_id, host, port)
 
     async def _reach_hub_store(self) -> None:
         """Connect the hub store and start the dispatcher's watch on it; a one-line StoreError
@@ -346,45 +243,6 @@ class Replica:
         detail = str(why).strip() or type(why).__name__
         return hub.StoreError(f"cannot reach {which} {self.settings.desired_store} ({detail})")
 
-    @staticmethod
-    def _add_port(
-        server: grpc.aio.Server,
-        host: str,
-        port: int,
-        *,
-        address: str,
-        purpose: str,
-        creds: grpc.ServerCredentials | None = None,
-    ) -> int:
-        """Add HOST:PORT to `server` (TLS with `creds`, else plaintext); the port bound."""
-        _check_bindable(host, port, address=address, purpose=purpose)
-        target = f"{host}:{port}"
-        try:  # after the check, only a process binding in between gets here
-            bound: int = (
-                server.add_secure_port(target, creds)
-                if creds is not None
-                else server.add_insecure_port(target)
-            )
-        except RuntimeError as err:  # grpcio raises "Failed to bind" (old releases returned 0)
-            raise _cannot_listen(address, purpose) from err
-        if bound == 0:
-            raise _cannot_listen(address, purpose)
-        return bound
-
-    async def _start_probes(self) -> None:
-        """A plaintext grpc.health.v1 server for kubelet probes: `liveness` answers SERVING
-        while the process runs (never asks a store, Redis or an agent); `readiness` and ""
-        follow `readiness()`, refreshed every PROBE_REFRESH seconds."""
-        assert self.settings.health is not None
-        server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(self.probes, server)
-        host, port = settings_.parse_hostport(self.settings.health, what="--health")
-        self._add_port(server, host, port, address=self.settings.health, purpose="health probes")
-        await server.start()
-        self.probe_server = server
-        await self.probes.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-        self._supervise("probes", self._mirror_readiness)
-
     def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         """Run `factory()` as task `name` under its policy in POLICIES."""
         self._tasks.append(self.supervisor.supervise(name, factory, policy=POLICIES[name]))
@@ -399,60 +257,13 @@ class Replica:
                 final=pb.Envelope(goodbye=pb.Goodbye(reason=reason)),
             )
 
-    async def _mirror_readiness(self) -> None:
-        serving = health_pb2.HealthCheckResponse.SERVING
-        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        while True:
-            ready, _ = self.readiness()
-            for service in ("", READINESS):
-                await self.probes.set(service, serving if ready else not_serving)
-            await asyncio.sleep(PROBE_REFRESH)
-
-    async def _serving(self) -> None:
-        """While this replica cannot confirm its liveness in the session registry it can
-        hold no agent, so its agents would wait for it however long that lasts: say so
-        in the member record, and the leader maps them to replicas that can (once that
-        has lasted a second: see election._shardmap.SERVING_STABLE), and back after."""
-        reported = 0.0
-        while True:
-            await asyncio.sleep(SERVING_POLL)
-            self.coordinator.set_serving(not self.holder.is_fenced())
-            now = time.monotonic()
-            if now - reported >= SESSIONS_REPORT:
-                reported = now
-                self.coordinator.report(membership.SESSIONS, self._sessions_report())
-
-    def _sessions_report(self) -> dict[str, Any]:
-        """The agents this replica has a session with, for `mooring status` (the names up
-        to SESSIONS_LISTED: a member record is rewritten every second)."""
-        agents = sorted(self.sessions.sessions)
-        report: dict[str, Any] = {"count": len(agents)}
-        if len(agents) <= SESSIONS_LISTED:
-            report["agents"] = agents
-        return report
-
     def _counts(self, registered: int, standins: int) -> None:
         self.metrics.agents_registered.set(registered)
         self.metrics.standins_open.set(standins)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready: serving, a member of the cluster, with a shard map applied, every task up."""
-        if self.supervisor.failed is not None:
-            return False, f"fenced: task {self.supervisor.failed} failed"
-        if self._stopped:
-            return False, "shutting down"
-        if self.supervisor.down:
-            return False, f"task {', '.join(sorted(self.supervisor.down))} failed; restarting"
-        if self.server is None:
-            return False, "starting"
-        if not self.coordinator.is_registered():
-            return False, "not a member: this replica's member record is not current"
-        if not self.sharding.applied.is_set():
-            return False, "no shard map applied yet"
-        return (
-            True,
-            f"member, shard map epoch {self.sharding.map.epoch if self.sharding.map else 0}",
-        )
+        return probes_.readiness(self._signals)
 
     async def _wait_first_map(self) -> None:
         """Agents are served once a shard map is applied; wait a bounded time for the first."""
@@ -467,7 +278,7 @@ class Replica:
         if self._stopped:
             return
         self._stopped = True
-        await self.health.enter_graceful_shutdown()
+        await self.agent_server.enter_graceful_shutdown()
         await self.probes.enter_graceful_shutdown()  # readiness goes NOT_SERVING at once
         # Hand every agent to its owner in the map without us, then leave the member
         # set (releasing the lease if leading) so peers publish that map at once.
@@ -479,8 +290,7 @@ class Replica:
             self.metrics.handoffs.inc(drained)
         await self.coordinator.shutdown()
         self.sessions.close_all("principal replica shutting down")
-        if self.server is not None:
-            await self.server.stop(self.settings.shutdown_grace)
+        await self.agent_server.stop(self.settings.shutdown_grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -492,8 +302,7 @@ class Replica:
         self.recorder.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
-        if self.probe_server is not None:
-            await self.probe_server.stop(None)
+        await self.probes.stop()
 
 
 async def run(settings: settings_.PrincipalSettings) -> int:

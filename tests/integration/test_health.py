@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from principal import _probes as probes
 from principal import _server as server
 from principal import _settings as settings
 from proto import _credentials as credentials
@@ -43,7 +44,7 @@ async def test_health_and_reflection(replica: server.Replica, pki_dir: Path) -> 
 async def test_health_reports_not_serving_during_shutdown(
     replica: server.Replica, pki_dir: Path
 ) -> None:
-    await replica.health.enter_graceful_shutdown()
+    await replica.agent_server.enter_graceful_shutdown()
     creds = credentials.channel_credentials(pki_dir / "agents" / "agent-a")
     async with grpc.aio.secure_channel(f"127.0.0.1:{replica.port}", creds) as channel:
         got = await health_pb2_grpc.HealthStub(channel).Check(
@@ -77,12 +78,12 @@ async def test_the_plaintext_probe_port_separates_liveness_from_readiness(
                 return int(got.status)
 
             serving = health_pb2.HealthCheckResponse.SERVING
-            assert await status(server.LIVENESS) == serving
+            assert await status(probes.LIVENESS) == serving
             for _ in range(50):  # the first shard map: a member with it applied
-                if await status(server.READINESS) == serving:
+                if await status(probes.READINESS) == serving:
                     break
                 await asyncio.sleep(0.1)
-            assert await status(server.READINESS) == serving
+            assert await status(probes.READINESS) == serving
             assert await status("") == serving
             assert rep.readiness()[1].startswith("member, shard map epoch ")
             with pytest.raises(grpc.aio.AioRpcError) as err:  # the agent service is not here
@@ -91,6 +92,6 @@ async def test_the_plaintext_probe_port_separates_liveness_from_readiness(
                 )
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
             await rep.probes.enter_graceful_shutdown()  # what stop() does first
-            assert await status(server.READINESS) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await status(probes.READINESS) == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await rep.stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from principal import _agentserver as agentserver
 from principal import _server as server
 from tests._procs import free_port
 from tests.integration._agents import serving
@@ -25,7 +26,7 @@ TIMEOUT_MS = 1_500
 async def strict_replica(
     pki_dir: Path, etcd, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[server.Replica]:
-    monkeypatch.setattr(server, "HANDSHAKE_TIMEOUT_MS", TIMEOUT_MS)
+    monkeypatch.setattr(agentserver, "HANDSHAKE_TIMEOUT_MS", TIMEOUT_MS)
     async with serving(pki_dir, etcd, root="/idle-test/") as rep:
         yield rep
 

@@ -33,7 +33,7 @@ def top_of_the_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def dials(
-    tls_dir: Path, tmp_path: Path, failure: client.ConnectFailed, *, count: int
+    tls_dir: Path, tmp_path: Path, failure: outcome.ConnectFailed, *, count: int
 ) -> list[tuple[float, str]]:
     """Run an agent whose every dial fails with `failure`, for `count` dials: when (loop
     time) it dialled which endpoint."""
@@ -69,7 +69,7 @@ async def dials(
 async def test_failed_sweeps_back_off_exponentially_and_rest_each_failed_endpoint(
     tls_dir: Path, tmp_path: Path
 ) -> None:
-    refused = client.ConnectFailed("connection refused", reason=outcome.DialFailure.UNAVAILABLE)
+    refused = outcome.ConnectFailed("connection refused", reason=outcome.DialFailure.UNAVAILABLE)
     got = await dials(tls_dir, tmp_path, refused, count=11)
     # Sweeps at 0, then after 0.2, 0.4, 0.8, 1.6, 3.2 and 4.0 (the cap), 4.0 s. An endpoint
     # rests 1 s after it failed; when all rest, the sweep dials the one back first.
@@ -92,7 +92,7 @@ async def test_failed_sweeps_back_off_exponentially_and_rest_each_failed_endpoin
     ("failure", "sweeps"),
     [
         pytest.param(
-            client.ConnectFailed(
+            outcome.ConnectFailed(
                 "held elsewhere",
                 reason=outcome.DialFailure.BUSY,
                 answered=True,
@@ -103,7 +103,7 @@ async def test_failed_sweeps_back_off_exponentially_and_rest_each_failed_endpoin
             id="retry-after",
         ),
         pytest.param(
-            client.ConnectFailed(
+            outcome.ConnectFailed(
                 "not this agent",
                 reason=outcome.DialFailure.REJECTED,
                 answered=True,
@@ -115,7 +115,7 @@ async def test_failed_sweeps_back_off_exponentially_and_rest_each_failed_endpoin
     ],
 )
 async def test_a_replica_that_answered_sets_the_wait(
-    tls_dir: Path, tmp_path: Path, failure: client.ConnectFailed, sweeps: list[float]
+    tls_dir: Path, tmp_path: Path, failure: outcome.ConnectFailed, sweeps: list[float]
 ) -> None:
     got = await dials(tls_dir, tmp_path, failure, count=6)
     assert got == [(at, endpoint) for at in sweeps for endpoint in (P1, P2)]
