@@ -138,6 +138,31 @@ class Entry:
     since_ms: int
 
 
+class _AbortingSSLConnection(aioredis.SSLConnection):
+    """redis-py drops a connection after an error (a refused AUTH, a read timeout) with
+    `disconnect(nowait=True)`: it closes the TLS stream without waiting, and asyncio then
+    waits for the server's TLS close, up to 30 s (measured after a wrong password: the
+    socket outlived its event loop and was reported unclosed). Such a connection is dead
+    to us: abort it, so its socket is closed at once."""
+
+    async def disconnect(
+        self,
+        nowait: bool = False,
+        error: Exception | None = None,
+        failure_count: int | None = None,
+        health_check_failed: bool = False,
+    ) -> None:
+        writer = getattr(self, "_writer", None)
+        await super().disconnect(
+            nowait=nowait,
+            error=error,
+            failure_count=failure_count,
+            health_check_failed=health_check_failed,
+        )
+        if nowait and writer is not None:
+            writer.transport.abort()
+
+
 class SessionRegistry:
     def __init__(
         self,
@@ -181,6 +206,8 @@ class SessionRegistry:
             decode_responses=True,
             retry_on_timeout=False,
         )
+        if pool.connection_class is aioredis.SSLConnection:
+            pool.connection_class = _AbortingSSLConnection
         return aioredis.Redis(connection_pool=pool)
 
     def _entry_key(self, agent: str) -> str:
