@@ -22,6 +22,7 @@ import prometheus_client as prom
 from agent import _backoff as backoff
 from agent import _dialing as dialing
 from agent import _endpoints as endpoints_
+from agent import _link as link_
 from agent import _live as live_
 from agent import _localstore as localstore
 from agent import _metrics as metrics_
@@ -69,7 +70,8 @@ class Agent:
         self.creds = credentials.ReloadingCredentials(
             settings.tls_dir, on_failure=self.metrics.certificate_reload_failures.inc
         )
-        self.welcomed = asyncio.Event()  # set while a session is open and resynced
+        self.link = link_.Link.IDLE  # the connection's state (agent._link's table)
+        self.welcomed = asyncio.Event()  # set while the link is LIVE (open and resynced)
         self.session_id = ""
         self.replica_id = ""
         self.epoch = 0
@@ -110,6 +112,29 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
 
+    def _on(self, event: link_.Event) -> None:
+        """Move the link by `event` (agent._link's table); LIVE alone counts as connected."""
+        state = link_.next_state(self.link, event)
+        if state is self.link:
+            return
+        logger.debug(
+            "agent %s: link %s -> %s (%s)",
+            self.settings.name,
+            self.link,
+            state,
+            event,
+            extra=logfields.of(agent=self.settings.name, reason=str(event)),
+        )
+        self.metrics.link_state.labels(str(self.link)).set(0)
+        self.metrics.link_state.labels(str(state)).set(1)
+        self.link = state
+        live = state is link_.Link.LIVE
+        self.metrics.connected.set(1 if live else 0)
+        if live:
+            self.welcomed.set()
+        else:
+            self.welcomed.clear()
+
     # ------------------------------------------------------------------ health
     def readiness(self) -> tuple[bool, str]:
         """Ready while the local store answers (`agent._storecheck`); the session is
@@ -147,16 +172,15 @@ class Agent:
                         self.settings.name,
                         extra=logfields.of(agent=self.settings.name, reason="internal"),
                     )
-                    self.welcomed.clear()
-                    self.metrics.connected.set(0)
+                    self._on(link_.Event.FAILED)
                     await self._sleep(self.settings.backoff_cap)
         except outcome_.Stopped:
             pass
         finally:
+            self._on(link_.Event.STOP)
             checker.cancel()
             with contextlib.suppress(asyncio.CancelledError, outcome_.Stopped):
                 await checker
-            self.metrics.connected.set(0)
             await self._channels.close()
             await self.store.close()
 
@@ -167,6 +191,7 @@ class Agent:
         now, or is cooling down after a failure), go back to that replica and say so:
         it may serve us as a stand-in if it can take our session entry.
         """
+        self._on(link_.Event.SWEEP)
         failures: list[str] = []
         refused = False  # a replica refused us for good: the next sweep waits long
         retry_after: float | None = None  # the longest wait a replica asked for
@@ -218,6 +243,7 @@ class Agent:
                     break
                 attempt = step.then
         self._sweeps_failed += 1
+        self._on(link_.Event.REFUSED if refused else link_.Event.NO_REPLICA)
         raise backoff.SweepFailed(
             "; ".join(failures) or "no endpoint", refused=refused, retry_after=retry_after
         )
@@ -336,6 +362,7 @@ class Agent:
                     f"expected welcome, got {body}", reason=outcome_.DialFailure.PROTOCOL
                 )
             welcome = first.welcome
+            self._on(link_.Event.WELCOMED)
             self._refusal.welcomed(endpoint=target)
             self.endpoints.succeeded(target)
             self.endpoints.prefer(target)
@@ -365,9 +392,11 @@ class Agent:
                 extra=fields,
             )
             live = live_.Live(self, call, welcome=welcome, started=started)
-            ended = await live.run()
-            self.welcomed.clear()
-            self.metrics.connected.set(0)
+            try:
+                ended = await live.run()
+            finally:  # cancelled (stop) included: not connected any more
+                if self.link in (link_.Link.RESYNCING, link_.Link.LIVE):
+                    self._on(link_.Event.ENDED)
             self._lost_at = time.monotonic()
             if isinstance(ended, outcome_.Redirected):
                 return ended
@@ -383,7 +412,10 @@ class Agent:
             return dataclasses.replace(ended, lasted=loop.time() - started)
 
     def _resynced(self, started: float) -> None:
-        """The session that began at loop time `started` is resynced."""
+        """The session that began at loop time `started` is resynced (said once a session:
+        a later resync_done, after the hub asked again, changes nothing here)."""
+        if self.link is not link_.Link.RESYNCING:
+            return
         self.metrics.resync_seconds.observe(asyncio.get_running_loop().time() - started)
         # Failovers are on the monotonic clock: benches compare them across processes.
         now = time.monotonic()
@@ -391,5 +423,4 @@ class Agent:
             self.metrics.failover_seconds.observe(now - self._lost_at)
             self.failovers.append((self._lost_at, now - self._lost_at))
             self._lost_at = None
-        self.metrics.connected.set(1)
-        self.welcomed.set()
+        self._on(link_.Event.RESYNCED)

@@ -6,6 +6,7 @@ import os
 
 import prometheus_client as prom
 
+from agent import _link as link
 from proto import catalog, codec
 
 __all__ = ["AgentMetrics"]
@@ -21,6 +22,9 @@ class AgentMetrics:
         self.agent = agent
         catalog.identify(registry, catalog.Component.AGENT, version=VERSION, tls_dir=tls_dir)
         self.connected = catalog.gauge(registry, catalog.AGENT_CONNECTED)
+        self.link_state = catalog.gauge(registry, catalog.AGENT_LINK_STATE)
+        for state in link.Link:  # every state's series exists, at 0 but the current one
+            self.link_state.labels(str(state)).set(1 if state is link.Link.IDLE else 0)
         self.events_received = catalog.counter(registry, catalog.EVENTS_RECEIVED)
         self.events_sent = catalog.counter(registry, catalog.EVENTS_SENT)
         self.events_applied = catalog.counter(registry, catalog.EVENTS_APPLIED)

@@ -112,6 +112,7 @@ def _agent_status(agent: agent_client.Agent, *, stopped: bool) -> dict[str, Any]
         "name": agent.settings.name,
         "mode": agent.settings.mode,
         "connected": connected,
+        "link": str(agent.link),  # agent._link's state
         "replica_id": agent.replica_id if connected else None,
         "epoch": agent.epoch,
         "sessions": agent.sessions_opened,

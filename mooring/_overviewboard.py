@@ -116,6 +116,17 @@ def dashboard() -> grafana.Json:
                 ],
                 description="Agents with their own scrape target that have a session with their owner.",
             ),
+            grafana.timeseries(
+                "Agents by link state",
+                [
+                    grafana.target(
+                        f"sum by (state) ({grafana.sel(c.AGENT_LINK_STATE, grafana.AGENTS)})",
+                        legend="{{state}}",
+                    ),
+                ],
+                description="Where each scraped agent's connection is (agent/_link.py): live,"
+                " resyncing, dialing, backing_off after a failed sweep, refused for good.",
+            ),
             grafana.table(
                 "Builds",
                 f"max by (job, instance, component, version, protocol) ({catalog.BUILD_INFO.name})",

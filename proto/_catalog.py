@@ -285,6 +285,15 @@ AGENT_CONNECTED = Family(
     "1 while a session with the owner replica is open.",
     components=A,
 )
+AGENT_LINK_STATE = Family(
+    "mooring_agent_link_state",
+    "gauge",
+    "1 for the state the agent's connection to the hub is in (agent/_link.py: idle,"
+    " dialing, resyncing, live, backing_off, refused, stopped), 0 for the others.",
+    labels=("state",),
+    components=A,
+    cardinality="the seven states of agent/_link.py",
+)
 SESSIONS = Family(
     "mooring_sessions_total",
     "counter",
