@@ -1,14 +1,57 @@
-"""A local cluster's state as the benches judge it: `mooring status`'s document, converged
-or not, and a wait until it is (bench_failover, bench_hardening)."""
+"""A local cluster as the benches use it (bench_failover, bench_hardening): `run` gives a
+bench a state dir and takes its cluster down on any exit; `mooring status`'s document,
+converged or not, and a wait until it is."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import shutil
+import signal
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from mooring import _launcher as launcher
+from mooring import _processes as processes
 from mooring import _state as state_
 from mooring import _status as status_
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(bench: Callable[[Path], None], *, prefix: str, keep: bool) -> int:
+    """Run `bench` on a fresh state dir named `prefix`... (it starts its cluster there);
+    the exit status: 0, 130 interrupted (SIGINT, SIGTERM), 1 after a RuntimeError (said,
+    with where the logs are, which are then kept). Whatever happens the cluster is taken
+    down, and the dir removed unless `keep`."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        bench(directory)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as err:
+        print(f"bench failed: {err}; logs in {directory / 'logs'}", file=sys.stderr)
+        keep = True
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            launcher.down(directory, out=io.StringIO())
+        with contextlib.suppress(Exception):  # anything `down` could not see
+            processes.terminate(state_.load(directory).handles(), grace=5.0)
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            print(f"state dir kept: {directory}", file=sys.stderr)
 
 
 def collect(directory: Path) -> dict[str, Any]:

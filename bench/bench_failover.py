@@ -39,19 +39,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import contextlib
 import dataclasses
+import functools
 import io
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +57,6 @@ sys.path.insert(0, str(REPO))
 import _cluster as cluster  # noqa: E402  (bench/, this script's folder)
 
 from mooring import _launcher as launcher  # noqa: E402
-from mooring import _processes as processes  # noqa: E402
 from mooring import _state as state_  # noqa: E402
 from mooring import _status as status_  # noqa: E402
 from proto import exposition  # noqa: E402
@@ -384,10 +380,6 @@ def bench(args: argparse.Namespace, directory: Path) -> None:
     )
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=1000)
@@ -400,28 +392,8 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the state dir (logs)")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    directory = Path(tempfile.mkdtemp(prefix="mooring-bench-failover-"))
-    try:
-        bench(args, directory)
-        return 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except RuntimeError as err:
-        print(f"bench failed: {err}; logs in {directory / 'logs'}", file=sys.stderr)
-        args.keep = True
-        return 1
-    finally:
-        with contextlib.suppress(Exception):
-            launcher.down(directory, out=io.StringIO())
-        with contextlib.suppress(Exception):  # anything `down` could not see
-            state = state_.load(directory)
-            processes.terminate(state.handles(), grace=5.0)
-        if not args.keep:
-            shutil.rmtree(directory, ignore_errors=True)
-        else:
-            print(f"state dir kept: {directory}", file=sys.stderr)
+    bench_ = functools.partial(bench, args)
+    return cluster.run(bench_, prefix="mooring-bench-failover-", keep=args.keep)
 
 
 if __name__ == "__main__":

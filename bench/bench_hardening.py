@@ -55,16 +55,13 @@ import io
 import json
 import os
 import resource
-import shutil
 import signal
 import ssl
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +73,6 @@ import _flood as flooding  # noqa: E402
 from agent import _settings as agent_settings  # noqa: E402
 from mooring import _fleet as fleet_  # noqa: E402
 from mooring import _launcher as launcher  # noqa: E402
-from mooring import _processes as processes  # noqa: E402
 from mooring import _state as state_  # noqa: E402
 from principal import _agentserver as agentserver  # noqa: E402
 from principal import _pki as pki  # noqa: E402
@@ -823,8 +819,31 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def bench(args: argparse.Namespace, directory: Path) -> None:
+    """The cluster up in `directory`, converged, then the campaign; the attacker's and
+    dialers' processes (their groups) are killed on the way out."""
+    children: set[int] = set()
+    started = flooding.now()
+    try:
+        if args.replica_nofile:  # the cluster starts with this soft limit; we keep ours
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE,
+                (args.replica_nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+            )
+        launcher.up(
+            launcher.UpOptions(directory=directory, replicas=3, agents=args.agents, detach=True),
+            out=io.StringIO(),
+        )
+        flooding.raise_nofile()
+        cluster.wait_converged(directory, replicas=3, timeout=SETTLE_TIMEOUT, interval=0.25)
+        print(f"  cluster up and converged ({flooding.now() - started:.0f}s)", file=sys.stderr)
+        (directory / "bench").mkdir()
+        asyncio.run(campaign(args, directory, directory / "bench", children))
+        print(f"  done in {flooding.now() - started:.0f}s", file=sys.stderr)
+    finally:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child, signal.SIGKILL)
 
 
 def main() -> int:
@@ -867,51 +886,13 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the state dir (logs)")
     args = resolve(parser.parse_args())
-    signal.signal(signal.SIGTERM, _interrupt)
     limit = flooding.raise_nofile()
     needed = args.tcp + args.tls + args.metrics_idle + 256
     if limit < needed:
         print(f"RLIMIT_NOFILE {limit} < {needed} needed", file=sys.stderr)
         return 1
-    directory = Path(tempfile.mkdtemp(prefix="mooring-bench-hardening-"))
-    children: set[int] = set()
-    started = flooding.now()
-    try:
-        if args.replica_nofile:  # the cluster starts with this soft limit; we keep ours
-            resource.setrlimit(
-                resource.RLIMIT_NOFILE,
-                (args.replica_nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
-            )
-        launcher.up(
-            launcher.UpOptions(directory=directory, replicas=3, agents=args.agents, detach=True),
-            out=io.StringIO(),
-        )
-        flooding.raise_nofile()
-        cluster.wait_converged(directory, replicas=3, timeout=SETTLE_TIMEOUT, interval=0.25)
-        print(f"  cluster up and converged ({flooding.now() - started:.0f}s)", file=sys.stderr)
-        (directory / "bench").mkdir()
-        asyncio.run(campaign(args, directory, directory / "bench", children))
-        print(f"  done in {flooding.now() - started:.0f}s", file=sys.stderr)
-        return 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except RuntimeError as err:
-        print(f"bench failed: {err}; logs in {directory / 'logs'}", file=sys.stderr)
-        args.keep = True
-        return 1
-    finally:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            launcher.down(directory, out=io.StringIO())
-        with contextlib.suppress(Exception):  # anything `down` could not see
-            processes.terminate(state_.load(directory).handles(), grace=5.0)
-        if not args.keep:
-            shutil.rmtree(directory, ignore_errors=True)
-        else:
-            print(f"state dir kept: {directory}", file=sys.stderr)
+    bench_ = functools.partial(bench, args)
+    return cluster.run(bench_, prefix="mooring-bench-hardening-", keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -72,12 +72,10 @@ import asyncio
 import collections
 import contextlib
 import copy
+import functools
 import os
 import re
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -88,6 +86,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _running as running  # noqa: E402
 import bench_sync as sync  # noqa: E402
 import kubernetes.client  # noqa: E402
 import kubernetes.config  # noqa: E402
@@ -297,7 +296,7 @@ def raw_round(
 # ----------------------------------------------------------------------------- Mooring runs
 async def fleet_rounds(
     tmp: Path,
-    children: list[sync.Child],
+    children: list[running.Child],
     *,
     tag: str,
     pki_dir: Path,
@@ -440,7 +439,7 @@ def report(
 
 
 # ----------------------------------------------------------------------------- main
-async def bench(args: argparse.Namespace, tmp: Path, children: list[sync.Child]) -> None:
+async def bench(args: argparse.Namespace, tmp: Path, children: list[running.Child]) -> None:
     started = time.monotonic()
     apiserver = apiserver_for(tmp / "kube")
     etcd: services.EtcdCluster | None = None
@@ -468,13 +467,12 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[sync.Child])
         connect: dict[str, float] = {}
 
         # 1. the hub store on Kubernetes: the fleet, then one agent alone
-        port, metrics_port = services.free_port(), services.free_port()
-        server = await sync.start_principal(
+        server, port, metrics_port = await sync.start_principal(
             tmp,
-            port=port,
-            metrics_port=metrics_port,
             tls_dir=principal_tls,
-            coordination=["--coordination", "kubernetes", "--namespace", LEASES, "--store", store],
+            coordination="kubernetes",
+            namespace=LEASES,
+            store=store,
             env={"KUBECONFIG": str(apiserver.kubeconfig)},
             log="principal-kube.log",
         )
@@ -544,14 +542,8 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[sync.Child])
         # 3. the hub store on etcd, same fleet and writer code
         etcd = services.EtcdCluster(tmp / "etcd", binary=str(testbed.binary("etcd")))
         await start_in_thread(etcd.start)
-        port, metrics_port = services.free_port(), services.free_port()
-        server = await sync.start_principal(
-            tmp,
-            port=port,
-            metrics_port=metrics_port,
-            tls_dir=principal_tls,
-            coordination=["--coordination", etcd.url],
-            log="principal-etcd.log",
+        server, port, metrics_port = await sync.start_principal(
+            tmp, tls_dir=principal_tls, coordination=etcd.url, log="principal-etcd.log"
         )
         children.append(server)
         etcd_results, connect["etcd"] = await fleet_rounds(
@@ -593,29 +585,10 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[sync.Child])
         await asyncio.to_thread(apiserver.stop)
 
 
-async def amain(args: argparse.Namespace) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="mooring-bench-kube-sync-"))
-    children: list[sync.Child] = []
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        async with asyncio.timeout(args.budget):
-            await bench(args, tmp, children)
-        return 0
-    except BaseException:
-        sync.print_log_tails(tmp)
-        for log in (tmp / "kube").glob("*.log"):
-            tail = log.read_text(errors="replace").splitlines()[-10:]
-            if tail:
-                print(f"--- kube/{log.name}\n" + "\n".join(tail), file=sys.stderr)
-        raise
-    finally:
-        for child in children:
-            child.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(child.proc.wait(), 5)
-        shutil.rmtree(tmp, ignore_errors=True)
+def print_log_tails(tmp: Path) -> None:
+    """On failure: the tails of this bench's logs and of the apiserver's (kube/)."""
+    running.print_log_tails(tmp)
+    running.print_log_tails(tmp / "kube", lines=10, shown="kube/")
 
 
 def main() -> int:
@@ -628,14 +601,12 @@ def main() -> int:
     )
     parser.add_argument("--budget", type=float, default=300.0, help="seconds for the whole run")
     args = parser.parse_args()
-    try:
-        return asyncio.run(amain(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
-    except TimeoutError:
-        print(f"bench did not finish within {args.budget:.0f}s", file=sys.stderr)
-        return 1
+    return running.run(
+        functools.partial(bench, args),
+        prefix="mooring-bench-kube-sync-",
+        budget=args.budget,
+        tails=print_log_tails,
+    )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import _replica as replica  # noqa: E402  (bench/, this script's folder)
+
 from mooring import _launcher as launcher  # noqa: E402
 from mooring import _services as services  # noqa: E402
 from principal import _pki as pki  # noqa: E402
@@ -144,25 +146,9 @@ def bench(tmp: Path, children: list[subprocess.Popen[bytes]]) -> None:
 
         port, mport = services.free_port(), services.free_port()
         principal = spawn(
-            [
-                "-m",
-                "mooring",
-                "--log-level",
-                "WARNING",
-                "principal",
-                "serve",
-                "--id",
-                "p1",
-                "--listen",
-                f"{HOST}:{port}",
-                "--coordination",
-                cluster.url,
-                "--tls-dir",
-                str(principal_tls),
-                "--metrics",
-                f"{HOST}:{mport}",
-                "--auto-register",  # the agents register by connecting
-            ],
+            replica.serve_argv(
+                port=port, metrics_port=mport, tls_dir=principal_tls, coordination=cluster.url
+            ),
             log=tmp / "principal.log",
         )
         children.append(principal)

@@ -40,13 +40,9 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
+import functools
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +52,9 @@ import grpc
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import _replica as replica  # noqa: E402  (bench/, this script's folder)
+import _running as running  # noqa: E402
 
 import principal  # noqa: E402
 from agent import _dialing as dialing  # noqa: E402
@@ -76,74 +75,6 @@ IDLE_SECONDS = 2.0
 
 
 # ----------------------------------------------------------------------------- processes
-class Child:
-    """One child process in its own session; stopped by its pid (group), never by name."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
-        self.name = name
-        self.proc = proc
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    async def line(self, *, within: float) -> dict[str, Any]:
-        """The next JSON line on the child's stdout, waiting at most `within` seconds."""
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(within):
-            raw = await self.proc.stdout.readline()
-        if not raw:
-            raise RuntimeError(f"{self.name} exited (code {await self.proc.wait()}); see its log")
-        return dict(json.loads(raw))
-
-    async def send(self, payload: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(payload) + "\n").encode())
-        await self.proc.stdin.drain()
-
-    async def stop(self, *, grace: float = 10.0) -> None:
-        if self.proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), grace)
-        except TimeoutError:
-            self.kill()
-            await self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-async def spawn(
-    name: str,
-    argv: Sequence[str],
-    *,
-    log: Path,
-    pipes: bool = False,
-    env: Mapping[str, str] | None = None,
-) -> Child:
-    """`python argv...` in its own session; `env` is added to this process's environment."""
-    handle = log.open("ab")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *argv,
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-            stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if pipes else handle,
-            stderr=handle,
-            start_new_session=True,
-        )
-    finally:
-        handle.close()
-    return Child(name, proc)
-
-
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a live process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -216,7 +147,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 async def run_round(
     desired: principal.HubStore,
-    fleet: Child,
+    fleet: running.Child,
     *,
     round_name: str,
     agents: Sequence[str],
@@ -459,45 +390,22 @@ def report(
 async def start_principal(
     tmp: Path,
     *,
-    port: int,
-    metrics_port: int,
-    tls_dir: Path,
-    coordination: Sequence[str],
     env: Mapping[str, str] | None = None,
     log: str = "principal.log",
-) -> Child:
-    """`mooring principal serve` as p1 with `coordination` (e.g. ["--coordination", URL]),
-    once it listens for agents and for /metrics."""
-    child = await spawn(
-        "principal",
-        [
-            "-m",
-            "mooring",
-            "--log-level",
-            "WARNING",
-            "principal",
-            "serve",
-            "--id",
-            "p1",
-            "--listen",
-            f"127.0.0.1:{port}",
-            *coordination,
-            "--tls-dir",
-            str(tls_dir),
-            "--metrics",
-            f"127.0.0.1:{metrics_port}",
-            "--auto-register",  # the fleet's agents register by connecting
-        ],
-        log=tmp / log,
-        env=env,
-    )
+    **fields: Any,
+) -> tuple[running.Child, int, int]:
+    """`mooring principal serve` as p1 (`_replica.serve_argv`, `fields` its settings) on
+    free ports, once it listens for agents and for /metrics; with those two ports."""
+    port, metrics_port = services.free_port(), services.free_port()
+    argv = replica.serve_argv(port=port, metrics_port=metrics_port, **fields)
+    child = await running.spawn("principal", argv, log=tmp / log, env=env)
     try:
         await asyncio.to_thread(services.wait_tcp, "127.0.0.1", port, timeout=20)
         await asyncio.to_thread(services.wait_tcp, "127.0.0.1", metrics_port, timeout=20)
     except BaseException:
         child.kill()
         raise
-    return child
+    return child, port, metrics_port
 
 
 async def start_fleet(
@@ -509,10 +417,10 @@ async def start_fleet(
     prefix: str = PREFIX,
     state_dir: Path,
     log: str = "fleet.log",
-) -> Child:
+) -> running.Child:
     """`bench/_fleet.py fleet` with `agents` agents PREFIX-000..., dialling 127.0.0.1:port."""
     await asyncio.to_thread(state_dir.mkdir)
-    return await spawn(
+    return await running.spawn(
         "fleet",
         [
             str(FLEET),
@@ -533,7 +441,7 @@ async def start_fleet(
     )
 
 
-async def stop_fleet(fleet: Child) -> None:
+async def stop_fleet(fleet: running.Child) -> None:
     """Ask the fleet to stop its agents and exit; kill it if it does not."""
     await fleet.send({"cmd": "stop"})
     with contextlib.suppress(TimeoutError, RuntimeError):
@@ -543,7 +451,7 @@ async def stop_fleet(fleet: Child) -> None:
     await fleet.stop()
 
 
-async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> None:
+async def bench(args: argparse.Namespace, tmp: Path, children: list[running.Child]) -> None:
     cluster = services.EtcdCluster(tmp / "etcd")
     try:
         await asyncio.to_thread(cluster.start)
@@ -555,13 +463,8 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
         names = [f"{PREFIX}-{i:03d}" for i in range(args.agents)]
         agent_tls = [pki.issue_agent(pki_dir, name=name) for name in names]
 
-        port, metrics_port = services.free_port(), services.free_port()
-        server = await start_principal(
-            tmp,
-            port=port,
-            metrics_port=metrics_port,
-            tls_dir=principal_tls,
-            coordination=["--coordination", cluster.url],
+        server, port, metrics_port = await start_principal(
+            tmp, tls_dir=principal_tls, coordination=cluster.url
         )
         children.append(server)
         fleet = await start_fleet(
@@ -605,7 +508,7 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
         await server.stop()
 
         echo_port = services.free_port()
-        echo = await spawn(
+        echo = await running.spawn(
             "echo",
             [str(FLEET), "echo", "--tls-dir", str(principal_tls), "--port", str(echo_port)],
             log=tmp / "echo.log",
@@ -637,50 +540,15 @@ async def bench(args: argparse.Namespace, tmp: Path, children: list[Child]) -> N
         await asyncio.to_thread(cluster.stop)
 
 
-def print_log_tails(tmp: Path) -> None:
-    """On failure: the last lines of every child's log, to stderr."""
-    for log in sorted(tmp.glob("*.log")):
-        tail = log.read_text(errors="replace").splitlines()[-15:]
-        if tail:
-            print(f"--- {log.name}\n" + "\n".join(tail), file=sys.stderr)
-
-
-async def amain(args: argparse.Namespace) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="mooring-bench-sync-"))
-    children: list[Child] = []
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        async with asyncio.timeout(args.budget):
-            await bench(args, tmp, children)
-        return 0
-    except BaseException:
-        print_log_tails(tmp)
-        raise
-    finally:
-        for child in children:
-            child.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(child.proc.wait(), 5)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--apps", type=int, default=10, help="Applications per agent")
     parser.add_argument("--budget", type=float, default=170.0, help="seconds for the whole run")
     args = parser.parse_args()
-    try:
-        return asyncio.run(amain(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
-    except TimeoutError:
-        print(f"bench did not finish within {args.budget:.0f}s", file=sys.stderr)
-        return 1
+    return running.run(
+        functools.partial(bench, args), prefix="mooring-bench-sync-", budget=args.budget
+    )
 
 
 if __name__ == "__main__":

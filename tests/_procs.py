@@ -1,4 +1,5 @@
-"""Helpers for tests that run real `mooring` processes."""
+"""Helpers for tests that run real `mooring` processes, and the replica settings they
+start from (in-process replicas too)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import principal
 from mooring import _services as services
 from proto import exposition
 
@@ -59,6 +62,41 @@ class Proc:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def replica_settings(
+    replica_id: str,
+    *,
+    listen: str | None = None,
+    heartbeat_interval: float | None = None,
+    **fields: Any,
+) -> principal.PrincipalSettings:
+    """Replica `replica_id`'s settings as `principal serve` builds them from its flags: on
+    `listen` (a free 127.0.0.1 port by default), advertised there unless `fields` name
+    `advertise`, the heartbeat timeout derived from `heartbeat_interval` as the flag's."""
+    listen = listen or f"127.0.0.1:{free_port()}"
+    fields.setdefault("advertise", listen)
+    if heartbeat_interval is not None:
+        fields["session"] = principal.session.SessionSettings(
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_interval * principal.flags.HEARTBEAT_TIMEOUT_FACTOR,
+        )
+    return principal.PrincipalSettings(replica_id=replica_id, listen=listen, **fields)
+
+
+def serve(settings: principal.PrincipalSettings) -> list[str]:
+    """`mooring principal serve` for `settings`, as the launcher runs it: the flags
+    `principal.flags.to_argv` gives. Secret fields (--redis) are not among them: they
+    travel in `principal.flags.to_env(settings)`, as `replica` passes them."""
+    return ["principal", "serve", *principal.flags.to_argv(settings)]
+
+
+def replica(
+    settings: principal.PrincipalSettings, *, log: Path, env: dict[str, str] | None = None
+) -> Proc:
+    """The replica `settings` describe (not started yet): `serve`, with its secret
+    fields and `env` in its environment."""
+    return Proc(serve(settings), log=log, env={**principal.flags.to_env(settings), **(env or {})})
 
 
 def mooring(

@@ -63,30 +63,18 @@ class Cluster:
             tls = pki.issue_principal(self.pki, name=rid, sans=["127.0.0.1", "localhost"])
             port = ports[rid] = procs.free_port()
             proxy = self.proxies[rid] = BlackholeProxy(port).start()
-            self.replicas[rid] = procs.Proc(
-                [
-                    "principal",
-                    "serve",
-                    "--id",
-                    rid,
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--advertise",
-                    proxy.address,
-                    "--coordination",
-                    self.etcd.url,
-                    "--redis",
-                    self.redis.url,
-                    "--tls-dir",
-                    str(tls),
-                    "--heartbeat-interval",
-                    str(HEARTBEAT_INTERVAL),
-                    "--history",
-                    str(self.history_file(rid)),
-                    "--auto-register",  # the fleet's agents register by connecting
-                ],
-                log=self.root / f"{rid}.log",
-            ).start()
+            settings = procs.replica_settings(
+                rid,
+                listen=f"127.0.0.1:{port}",
+                advertise=proxy.address,
+                coordination=self.etcd.url,
+                redis=self.redis.url,
+                tls_dir=tls,
+                heartbeat_interval=HEARTBEAT_INTERVAL,
+                history=self.history_file(rid),
+                auto_register=True,  # the fleet's agents register by connecting
+            )
+            self.replicas[rid] = procs.replica(settings, log=self.root / f"{rid}.log").start()
         for port in ports.values():
             services.wait_tcp("127.0.0.1", port, timeout=15)
 

@@ -64,33 +64,19 @@ def test_replicas_coordinate_on_kubernetes_leases(kube, etcd, tmp_path: Path) ->
     endpoints = []
     for rid in ("k1", "k2"):
         mooring("pki", "issue", "principal", "--dir", str(pki), "--name", rid, "--san", "127.0.0.1")
-        port, ports[rid] = procs.free_port(), procs.free_port()
-        endpoints.append(f"127.0.0.1:{port}")
-        replicas[rid] = procs.Proc(
-            [
-                "principal",
-                "serve",
-                "--id",
-                rid,
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--coordination",
-                "kubernetes",
-                "--namespace",
-                namespace,
-                "--store",
-                etcd.url,
-                "--store-root",
-                root,
-                "--tls-dir",
-                str(pki / "principals" / rid),
-                "--metrics",
-                f"127.0.0.1:{ports[rid]}",
-                "--auto-register",  # edge-k registers by connecting
-            ],
-            log=tmp_path / f"{rid}.log",
-            env=env,
-        ).start()
+        ports[rid] = procs.free_port()
+        settings = procs.replica_settings(
+            rid,
+            coordination="kubernetes",
+            namespace=namespace,
+            store=etcd.url,
+            store_root=root,
+            tls_dir=pki / "principals" / rid,
+            metrics=f"127.0.0.1:{ports[rid]}",
+            auto_register=True,  # edge-k registers by connecting
+        )
+        replicas[rid] = procs.replica(settings, log=tmp_path / f"{rid}.log", env=env).start()
+        endpoints.append(settings.listen)
     mooring("pki", "issue", "agent", "--dir", str(pki), "--name", "edge-k")
     agent_metrics = procs.free_port()
     agent = procs.Proc(

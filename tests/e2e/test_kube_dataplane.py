@@ -57,16 +57,17 @@ class Plane:
             "127.0.0.1",
         )
         self.port = procs.free_port()
-        self.principal = procs.Proc(
-            [
-                "principal", "serve", "--id", "p1", "--listen", f"127.0.0.1:{self.port}",
-                "--coordination", "kubernetes", "--namespace", name, "--store", self.store,
-                "--tls-dir", str(self.pki / "principals" / "p1"), "--heartbeat-interval", "1",
-                "--auto-register",  # agents register by connecting
-            ],
-            log=root / "principal.log",
-            env=self.env,
-        ).start()  # fmt: skip
+        settings = procs.replica_settings(
+            "p1",
+            listen=f"127.0.0.1:{self.port}",
+            coordination="kubernetes",
+            namespace=name,
+            store=self.store,
+            tls_dir=self.pki / "principals" / "p1",
+            heartbeat_interval=1.0,
+            auto_register=True,  # agents register by connecting
+        )
+        self.principal = procs.replica(settings, log=root / "principal.log", env=self.env).start()
         self.agents: dict[str, procs.Proc] = {}
         self.metrics: dict[str, int] = {}
         client = kubernetes.config.new_client_from_config(str(apiserver.kubeconfig))

@@ -36,6 +36,12 @@ LEASE_DURATION = 2.0
 RENEW_DEADLINE = 1.5
 RETRY_PERIOD = 0.25
 REQUEST_TIMEOUT = 0.5
+ELECTION = election_settings.ElectionSettings(
+    lease_duration=LEASE_DURATION,
+    renew_deadline=RENEW_DEADLINE,
+    retry_period=RETRY_PERIOD,
+    request_timeout=REQUEST_TIMEOUT,
+)
 
 SAMPLE_INTERVAL = 0.05  # 20 Hz per replica
 SCRAPE_TIMEOUT = 0.25  # a stopped replica cannot answer: its sample is "unknown" (None)
@@ -150,7 +156,9 @@ class Replicas:
         self,
         root: Path,
         *,
-        coordination: list[str],
+        coordination: str,
+        namespace: str = "default",  # of the Leases, with coordination "kubernetes"
+        store: str | None = None,
         store_root: str,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -163,23 +171,17 @@ class Replicas:
                 "pki", "issue", "principal", "--dir", str(self.pki), "--name", replica,
                 "--san", "localhost,127.0.0.1",
             )  # fmt: skip
-            self.procs[replica] = procs.Proc(
-                [
-                    "principal", "serve",
-                    "--id", replica,
-                    "--listen", f"127.0.0.1:{procs.free_port()}",
-                    *coordination,
-                    "--tls-dir", str(self.pki / "principals" / replica),
-                    "--metrics", f"127.0.0.1:{self.metrics[replica]}",
-                    "--lease-duration", str(LEASE_DURATION),
-                    "--renew-deadline", str(RENEW_DEADLINE),
-                    "--retry-period", str(RETRY_PERIOD),
-                    "--request-timeout", str(REQUEST_TIMEOUT),
-                    "--store-root", store_root,
-                ],
-                log=root / f"{replica}.log",
-                env=env,
-            )  # fmt: skip
+            settings = procs.replica_settings(
+                replica,
+                coordination=coordination,
+                namespace=namespace,
+                store=store,
+                tls_dir=self.pki / "principals" / replica,
+                metrics=f"127.0.0.1:{self.metrics[replica]}",
+                election=ELECTION,
+                store_root=store_root,
+            )
+            self.procs[replica] = procs.replica(settings, log=root / f"{replica}.log", env=env)
 
     def start(self) -> None:
         for proc in self.procs.values():
@@ -199,23 +201,16 @@ def replicas(
     request: pytest.FixtureRequest, tmp_path: Path, etcd, prefix: str
 ) -> Iterator[Replicas]:
     if request.param == "etcd":
-        group = Replicas(
-            tmp_path, coordination=["--coordination", etcd.url], store_root=f"{prefix}/"
-        )
+        group = Replicas(tmp_path, coordination=etcd.url, store_root=f"{prefix}/")
     else:
         apiserver = request.getfixturevalue("kube_apiserver")
         namespace = f"leader{prefix.replace('/t-', '-')}"
         apiserver.create_namespace(namespace)
         group = Replicas(
             tmp_path,
-            coordination=[
-                "--coordination",
-                "kubernetes",
-                "--namespace",
-                namespace,
-                "--store",
-                etcd.url,
-            ],
+            coordination="kubernetes",
+            namespace=namespace,
+            store=etcd.url,
             store_root=f"{prefix}/",
             env={"KUBECONFIG": str(apiserver.kubeconfig)},
         )

@@ -66,19 +66,11 @@ class Cluster:
         self.root = root
         self.store = store
         self.env = {"MOORING_STORE": store}
+        coordination, namespace = store, "default"
         if kubernetes is not None:
             kubeconfig, namespace = kubernetes
             self.env["KUBECONFIG"] = str(kubeconfig)
-            coordination = [
-                "--coordination",
-                "kubernetes",
-                "--namespace",
-                namespace,
-                "--store",
-                store,
-            ]
-        else:
-            coordination = ["--coordination", store]
+            coordination = "kubernetes"
         self.pki = root / "pki"
         mooring("pki", "init", "--dir", str(self.pki))
         mooring(
@@ -94,27 +86,19 @@ class Cluster:
         )
         self.port = procs.free_port()
         self.metrics_port = procs.free_port()
-        self.principal = procs.Proc(
-            [
-                "principal",
-                "serve",
-                "--id",
-                "p1",
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                *coordination,
-                "--tls-dir",
-                str(self.pki / "principals" / "p1"),
-                "--metrics",
-                f"127.0.0.1:{self.metrics_port}",
-                "--heartbeat-interval",
-                "1",
-                *(["--redis", redis] if redis else []),
-                *(["--auto-register"] if auto_register else []),
-            ],
-            log=root / "principal.log",
-            env=self.env,
+        settings = procs.replica_settings(
+            "p1",
+            listen=f"127.0.0.1:{self.port}",
+            coordination=coordination,
+            namespace=namespace,
+            store=store,
+            tls_dir=self.pki / "principals" / "p1",
+            metrics=f"127.0.0.1:{self.metrics_port}",
+            heartbeat_interval=1.0,
+            redis=redis,
+            auto_register=auto_register,
         )
+        self.principal = procs.replica(settings, log=root / "principal.log", env=self.env)
         self.agents: dict[str, procs.Proc] = {}
         self.agent_metrics: dict[str, int] = {}
 

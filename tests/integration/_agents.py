@@ -12,8 +12,7 @@ from agent import _client as agent_client
 from agent import _settings as agent_settings
 from mooring import _services as services
 from principal import _server as server
-from principal import _settings as principal_settings
-from tests._procs import free_port
+from tests import _procs as procs
 
 
 @contextlib.asynccontextmanager
@@ -22,12 +21,9 @@ async def serving(
 ) -> AsyncIterator[server.Replica]:
     """Replica p1 on `etcd` under store root `root` (PrincipalSettings `settings` beside),
     started, and stopped when the block ends."""
-    listen = f"127.0.0.1:{free_port()}"
     replica = server.Replica(
-        principal_settings.PrincipalSettings(
-            replica_id="p1",
-            listen=listen,
-            advertise=listen,
+        procs.replica_settings(
+            "p1",
             coordination=etcd.url,
             store_root=root,
             tls_dir=pki_dir / "principals" / "p1",

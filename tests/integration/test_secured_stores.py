@@ -41,7 +41,6 @@ from mooring import _services as services
 from principal import _pki as pki
 from principal import _registry as registry
 from principal import _server as server
-from principal import _settings as principal_settings
 from tests import _argocd as argocd
 from tests import _procs as procs
 from tests import _testbed as testbed
@@ -433,11 +432,16 @@ async def test_the_cli_says_it_in_one_line_and_exits_1(
     )
     # A replica that cannot start, the password wrong.
     wrong = places["wrong_password"]
-    serve = ["principal", "serve", "--id", "p1", "--tls-dir", str(pki_dir / "principals" / "p1")]
-    serve += ["--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:9"]
     url = f"etcds://{auth}"
-    flags = ["--coordination", url, "--etcd-ca", ca, "--etcd-user", "mooring"]
-    line = await asyncio.to_thread(fails, *serve, *flags, "--etcd-password-file", wrong)
+    settings = procs.replica_settings(
+        "p1",
+        listen="127.0.0.1:0",
+        advertise="127.0.0.1:9",
+        coordination=url,
+        tls_dir=pki_dir / "principals" / "p1",
+    )
+    flags = ["--etcd-ca", ca, "--etcd-user", "mooring", "--etcd-password-file", wrong]
+    line = await asyncio.to_thread(fails, *procs.serve(settings), *flags)
     shown = f"{url}?ca={ca}&user=mooring&password-file={wrong}"
     assert line == (
         f"mooring: error: cannot reach the coordination store {shown} (etcd {auth}:"
@@ -534,12 +538,9 @@ def test_bad_values_are_usage_errors(
 async def replica_on(
     pki_dir: Path, coordination: str, redis: str, root: str
 ) -> AsyncIterator[server.Replica]:
-    listen = f"127.0.0.1:{procs.free_port()}"
     replica = server.Replica(
-        principal_settings.PrincipalSettings(
-            replica_id="p1",
-            listen=listen,
-            advertise=listen,
+        procs.replica_settings(
+            "p1",
             coordination=coordination,
             redis=redis,
             store_root=root,

@@ -24,7 +24,7 @@ from principal import _supervise as supervise
 from proto import catalog
 from tests import _argocd as argocd
 from tests import _poll as poll
-from tests._procs import free_port
+from tests import _procs as procs
 from tests.election._helpers import until
 from tests.integration._agents import running, serving
 
@@ -37,7 +37,7 @@ FAULT = "injected fault"
 async def replica(pki_dir: Path, etcd: services.EtcdCluster) -> AsyncIterator[server.Replica]:
     """A replica with every task, the --health port's `probes` included."""
     root = f"/supervision-{uuid.uuid4().hex[:8]}/"
-    health = f"127.0.0.1:{free_port()}"
+    health = f"127.0.0.1:{procs.free_port()}"
     async with serving(pki_dir, etcd, root=root, health=health, auto_register=True) as rep:
         yield rep
 
@@ -186,12 +186,15 @@ sys.exit(_cli.main(sys.argv[1:]))
 def test_principal_serve_exits_3_after_a_fatal_task_failed(
     pki_dir: Path, etcd: services.EtcdCluster, prefix: str
 ) -> None:
-    argv = [
-        "--log-level", "ERROR", "principal", "serve", "--id", "p1",
-        "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:9",
-        "--coordination", etcd.url, "--store-root", f"{prefix}/",
-        "--tls-dir", str(pki_dir / "principals" / "p1"),
-    ]  # fmt: skip
+    settings = procs.replica_settings(
+        "p1",
+        listen="127.0.0.1:0",
+        advertise="127.0.0.1:9",
+        coordination=etcd.url,
+        store_root=f"{prefix}/",
+        tls_dir=pki_dir / "principals" / "p1",
+    )
+    argv = ["--log-level", "ERROR", *procs.serve(settings)]
     began = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-c", SERVE_WITH_A_FAULT, *argv],
