@@ -64,9 +64,11 @@ class Sharding:
         self.map: shardmap.ShardMap | None = None
         self.ring: ring.Ring | None = None
         self.changed = asyncio.Event()
-        # per replica: its member record's pid, and when that last changed (or appeared)
+        # per replica: its member record's pid, and when that last changed (or appeared),
+        # with whether it was a replica we had seen before (a restart or a rejoin)
         self._member_pid: dict[str, int | None] = {}
-        self._member_changed: dict[str, float] = {}
+        self._member_changed: dict[str, tuple[float, bool]] = {}
+        self._members_seen: set[str] = set()
         self._members_noted = False
         self.applied = asyncio.Event()  # set once a first map is applied
         self._next_apply = asyncio.Event()  # set (and replaced) by every apply
@@ -246,7 +248,8 @@ class Sharding:
 
     def _note_members(self, now: float) -> None:
         """Remember when each replica last (re)started or rejoined: a new pid in its
-        member record, or a record again after none."""
+        member record, or a record again after none; and whether we had seen it before
+        (else it only joined: a replica starting beside us is not one coming back)."""
         live = {m.replica_id: m.pid for m in self.coordinator.live_members()}
         first = not self._members_noted  # what we find at our own start is no news
         self._members_noted = self._members_noted or bool(live)
@@ -255,15 +258,19 @@ class Sharding:
         for rid, pid in live.items():
             if rid not in self._member_pid or self._member_pid[rid] != pid:
                 self._member_pid[rid] = pid
-                self._member_changed[rid] = -math.inf if first else now
+                seen_before = rid in self._members_seen
+                self._members_seen.add(rid)
+                self._member_changed[rid] = (-math.inf if first else now, seen_before)
 
     def _owner_back(self, session: session_.Session, now: float) -> bool:
         """Whether the owner a stand-in session stands in for can take its agent now: it
         (re)started or rejoined shortly before the stand-in began or since (an agent
         that just saw it fail says it is unreachable while it is already coming back),
-        it serves under the current map, and the stand-in is STANDIN_MIN old. An owner
-        that stayed up all along (the agent cannot reach it: a partition) is not back:
-        the agent goes home after STANDIN_SECONDS as before."""
+        it serves under the current map, and the stand-in is STANDIN_MIN old. A replica
+        we had never seen counts only if it joined after the stand-in began: one that
+        joined shortly before (a cluster starting) and that the agent cannot reach is
+        cut off, not back. An owner that stayed up all along (the agent cannot reach it:
+        a partition) is not back: the agent goes home after STANDIN_SECONDS as before."""
         owner = next(
             (m for m in self.coordinator.live_members() if m.replica_id == session.standin_for),
             None,
@@ -276,7 +283,11 @@ class Sharding:
         renewed = self.coordinator.renewed_at(owner.replica_id)
         if renewed is None or renewed <= session.opened_at:
             return False  # no sign of life since the stand-in began (it may be dead)
-        changed = self._member_changed.get(owner.replica_id, -math.inf)
+        changed, seen_before = self._member_changed.get(owner.replica_id, (-math.inf, False))
+        if not seen_before:
+            # A replica we first see now only joined (the whole cluster starting, say):
+            # back only if that was after the stand-in began, not before it.
+            return changed >= session.opened_at
         return changed >= session.opened_at - STANDIN_SECONDS
 
     def repatriate(self, *, older_than: float) -> int:

@@ -136,3 +136,41 @@ async def test_a_standin_goes_home_at_the_first_tick_after_its_owner_came_back()
     finally:
         await stop(task)
     assert final is not None and final.redirect.owner_replica_id == "p2"
+
+
+async def test_an_owner_restarted_shortly_before_the_standin_is_back_at_standin_min() -> None:
+    loop = asyncio.get_running_loop()
+    coordinator, sessions = Coordinator("p1", "p2"), session_.SessionManager()
+    _, task = await start(coordinator, sessions)
+    try:
+        await asyncio.sleep(1.0)
+        coordinator.members["p2"] = membership.Member(R("p2"), ENDPOINTS["p2"], EPOCH, pid=2)
+        await asyncio.sleep(1.0)  # the agent saw the old p2 fail, and asks p1 at 2.0 s
+        session = standin(owned_by("p2"))
+        sessions.open(session)
+        final = await session.outbox.get()
+        assert loop.time() == 3.0  # the first tick STANDIN_MIN after the stand-in began
+    finally:
+        await stop(task)
+    assert final is not None and final.redirect.owner_replica_id == "p2"
+
+
+async def test_an_owner_that_only_joined_before_the_standin_is_cut_off_not_back() -> None:
+    # The cluster is starting: p1 notes its members before p2 has registered, p2 joins at
+    # 1.0 s, and at 2.0 s an agent that cannot reach p2 asks p1 to stand in. p2 did not
+    # come back from anything: sending the agent home at once would send it into the
+    # partition (it did, in test_halfopen: 5 s connect timeouts, again and again).
+    loop = asyncio.get_running_loop()
+    coordinator, sessions = Coordinator("p1"), session_.SessionManager()
+    _, task = await start(coordinator, sessions)
+    try:
+        await asyncio.sleep(1.0)
+        coordinator.members["p2"] = membership.Member(R("p2"), ENDPOINTS["p2"], EPOCH, pid=1)
+        await asyncio.sleep(1.0)
+        session = standin(owned_by("p2"))
+        sessions.open(session)
+        final = await session.outbox.get()
+        assert loop.time() == 2.0 + sharding_.STANDIN_SECONDS  # home only as for a partition
+    finally:
+        await stop(task)
+    assert final is not None and final.redirect.owner_replica_id == "p2"
