@@ -43,7 +43,8 @@ def grpc_server_options(
 
     At most `max_connections` connections are open at once (agents' sessions and
     connections still in their handshakes alike); gRPC closes any beyond at once, so a
-    flood pins at most that many handshakes' memory (bench_hardening: 30-60 KB each).
+    flood pins at most that many handshakes' memory (bench_hardening: about 30 KB each,
+    with proto.limits.map_large_allocations).
     An agent turned away this way tries another replica.
 
     A connection must finish its TLS and HTTP/2 handshakes within HANDSHAKE_TIMEOUT_MS

@@ -309,6 +309,7 @@ async def run(settings: settings_.PrincipalSettings) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully: exit status 0. Once a FATAL
     task has failed (the replica fenced itself), shut down at once: supervise.EXIT_FATAL."""
     limits.raise_open_files_limit()
+    limits.map_large_allocations()  # a flood's freed TLS buffers leave RSS at once
     replica = Replica(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -77,3 +77,36 @@ def test_freed_heap_goes_back_to_the_system() -> None:
         pytest.skip("this C library has no malloc_trim")
     assert int(before) > 200  # glibc kept the holes
     assert int(after) < int(before) / 2, out.stdout
+
+
+MAPPED = """
+import sys
+from proto import limits
+
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) // 1024
+
+mapped = limits.map_large_allocations() if sys.argv[1] == "mapped" else False
+blobs = [b"x" * 17_000 for _ in range(8000)]  # a TLS handshaker's buffers' size, ~136 MB
+kept = blobs[::16]  # every 16th stays, as above
+del blobs
+print(rss_mb(), mapped)
+"""
+
+
+def _rss_after_freeing(mode: str) -> tuple[int, str]:
+    out = subprocess.run(
+        [sys.executable, "-c", MAPPED, mode], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    rss, mapped = out.stdout.split()
+    return int(rss), mapped
+
+
+def test_freed_large_allocations_leave_at_once_when_mapped() -> None:
+    heap_rss, _ = _rss_after_freeing("heap")
+    mapped_rss, mapped = _rss_after_freeing("mapped")
+    if mapped != "True":
+        pytest.skip("this C library has no mallopt")
+    assert heap_rss > mapped_rss + 80, (heap_rss, mapped_rss)  # the heap kept the holes
