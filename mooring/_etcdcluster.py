@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mooring import _etcdauth as etcdauth
+from mooring import _processes as processes
 from mooring import _servertls as servertls
 from mooring import _serviceprocs as serviceprocs
 
@@ -167,15 +168,7 @@ class EtcdCluster:
             "stderr",
             *self.extra_args,
         ]
-        log = member.log_path.open("ab")
-        member.proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        member.proc, _ = processes.spawn(cmd, log=member.log_path)
 
     def start(self, *, timeout: float = 20.0) -> EtcdCluster:
         for i in range(len(self.members)):

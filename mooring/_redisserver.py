@@ -12,6 +12,7 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
+from mooring import _processes as processes
 from mooring import _servertls as servertls
 from mooring import _serviceprocs as serviceprocs
 
@@ -121,15 +122,7 @@ class RedisServer:
             "--protected-mode",
             "yes" if self.password else "no",
         ]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        self.proc, _ = processes.spawn(cmd, log=self.log_path)
         serviceprocs.wait_tcp(self.host, self.port, timeout=timeout)
         return self
 
