@@ -395,8 +395,7 @@ class Agent:
             try:
                 ended = await live.run()
             finally:  # cancelled (stop) included: not connected any more
-                if self.link in (link_.Link.RESYNCING, link_.Link.LIVE):
-                    self._on(link_.Event.ENDED)
+                self._on(link_.Event.ENDED)
             self._lost_at = time.monotonic()
             if isinstance(ended, outcome_.Redirected):
                 return ended

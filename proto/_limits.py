@@ -52,20 +52,18 @@ def raise_open_files_limit() -> tuple[int, int]:
     return soft, hard
 
 
-def _libc_function(name: str) -> Callable[..., int] | None:
-    """A glibc malloc function, or None on a C library without it (musl)."""
+def _libc_functions(*names: str) -> list[Callable[..., int] | None]:
+    """glibc's malloc functions `names`, each None on a C library without it (musl).
+    The library is looked up once: find_library runs `ldconfig -p`, a process."""
     library = ctypes.util.find_library("c")
-    if library is None:
-        return None
     try:
-        function: Callable[..., int] = getattr(ctypes.CDLL(library), name)
-    except (OSError, AttributeError):
-        return None
-    return function
+        libc = ctypes.CDLL(library) if library is not None else None
+    except OSError:
+        libc = None
+    return [getattr(libc, name, None) for name in names]
 
 
-_TRIM = _libc_function("malloc_trim")
-_MALLOPT = _libc_function("mallopt")
+_TRIM, _MALLOPT = _libc_functions("malloc_trim", "mallopt")
 
 
 def map_large_allocations(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:

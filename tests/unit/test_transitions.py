@@ -87,6 +87,9 @@ async def test_each_session_transition_is_allowed_or_refused_as_written(
         with pytest.raises(RuntimeError, match=f"{source.value} -> {target.value}"):
             session._transition(target)
         assert session.state is source
+
+
+def test_the_session_table_is_the_one_written_here() -> None:
     assert {
         (s, t) for s, targets in session_.TRANSITIONS.items() for t in targets
     } == SESSION_ALLOWED
